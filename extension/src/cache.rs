@@ -1,0 +1,454 @@
+//! The cache: bounded (least recently used goes first), a TTL per backend, one AWS call for
+//! any number of concurrent misses on the same key, and stale serving on transient failures.
+//!
+//! Storage and eviction are moka's. Freshness is decided here, with `tokio::time::Instant`,
+//! so that tests can pause and advance the clock; moka only forgets an entry once it is
+//! past its TTL *and* past the stale window.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache as Moka;
+use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
+use tokio::time::Instant;
+
+use crate::model::{Parameter, Secret};
+use crate::request::Selector;
+use crate::source::SourceError;
+
+/// Everything that changes the answer, so two requests share an entry only when AWS would
+/// give them the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A parameter read.
+    Parameter {
+        /// Name or ARN without selector.
+        name: String,
+        /// Version or label.
+        selector: Option<Selector>,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A secret read.
+    Secret {
+        /// Name or ARN.
+        id: String,
+        /// Explicit version id.
+        version_id: Option<String>,
+        /// Staging label (`AWSCURRENT` when neither is given).
+        stage: Option<String>,
+    },
+}
+
+/// A cached value.
+#[derive(Debug)]
+pub enum Item {
+    /// From SSM.
+    Parameter(Parameter),
+    /// From Secrets Manager.
+    Secret(Secret),
+}
+
+/// One cache entry: the value and when it was fetched.
+#[derive(Debug)]
+pub struct Entry {
+    /// The value (zeroized when the last `Arc` to the entry goes).
+    pub item: Item,
+    /// When AWS answered.
+    pub fetched_at: Instant,
+    /// How long the entry is fresh.
+    pub ttl: Duration,
+}
+
+impl Entry {
+    fn new(item: Item, ttl: Duration) -> Self {
+        Self {
+            item,
+            fetched_at: Instant::now(),
+            ttl,
+        }
+    }
+
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.fetched_at) < self.ttl
+    }
+
+    /// Time since the entry was fetched.
+    pub fn age(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.fetched_at)
+    }
+}
+
+/// How an answer was obtained; reported in the `X-Lockbox-Cache` response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Served from the cache within its TTL.
+    Hit,
+    /// Fetched from AWS for this request (or a concurrent one it waited for).
+    Miss,
+    /// Past its TTL, served because AWS failed transiently.
+    Stale,
+    /// The cache is off for this kind of value.
+    Bypass,
+}
+
+impl Freshness {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Hit => "hit",
+            Freshness::Miss => "miss",
+            Freshness::Stale => "stale",
+            Freshness::Bypass => "bypass",
+        }
+    }
+}
+
+/// The answer to a lookup.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The entry served.
+    pub entry: Arc<Entry>,
+    /// Where it came from.
+    pub freshness: Freshness,
+}
+
+/// Cache settings, from [`crate::config::Config`].
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// Whether the cache is on at all.
+    pub enabled: bool,
+    /// Entries kept at most; 0 turns the cache off.
+    pub capacity: usize,
+    /// Fresh time of parameters; 0 bypasses the cache for them.
+    pub parameter_ttl: Duration,
+    /// Fresh time of secrets; 0 bypasses the cache for them.
+    pub secret_ttl: Duration,
+    /// How long past its TTL an entry may still be served when AWS fails transiently.
+    pub max_stale: Duration,
+}
+
+/// Keeps an entry in moka for its TTL plus the stale window; freshness is ours.
+struct RetainFor(Duration);
+
+impl moka::Expiry<Key, Arc<Entry>> for RetainFor {
+    fn expire_after_create(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl + self.0)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        value: &Arc<Entry>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl + self.0)
+    }
+}
+
+/// The shared cache handle (cheap to clone).
+#[derive(Clone)]
+pub struct Cache {
+    store: Option<Moka<Key, Arc<Entry>>>,
+    settings: CacheSettings,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("entries", &self.store.as_ref().map(|s| s.entry_count()))
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Builds the cache; with `enabled == false` or capacity 0 every lookup goes to AWS.
+    pub fn new(settings: CacheSettings) -> Self {
+        let store = (settings.enabled && settings.capacity > 0).then(|| {
+            Moka::builder()
+                .max_capacity(settings.capacity as u64)
+                .eviction_policy(EvictionPolicy::lru())
+                .expire_after(RetainFor(settings.max_stale))
+                .build()
+        });
+        Self { store, settings }
+    }
+
+    /// The TTL that applies to a key.
+    fn ttl(&self, key: &Key) -> Duration {
+        match key {
+            Key::Parameter { .. } => self.settings.parameter_ttl,
+            Key::Secret { .. } => self.settings.secret_ttl,
+        }
+    }
+
+    /// Number of entries (after pending evictions are applied).
+    pub async fn len(&self) -> u64 {
+        match &self.store {
+            Some(store) => {
+                store.run_pending_tasks().await;
+                store.entry_count()
+            }
+            None => 0,
+        }
+    }
+
+    /// Whether the cache holds nothing.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
+    /// Returns the fresh cached entry, or fetches it. Concurrent callers of the same key
+    /// wait for one fetch. With `force`, the cache is not read (but is updated), and a
+    /// failure is returned rather than a stale value: the caller asked for AWS's answer.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: Key,
+        force: bool,
+        fetch: F,
+    ) -> Result<Lookup, SourceError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Item, SourceError>>,
+    {
+        let ttl = self.ttl(&key);
+        let Some(store) = self.store.as_ref().filter(|_| !ttl.is_zero()) else {
+            let item = fetch().await?;
+            return Ok(Lookup {
+                entry: Arc::new(Entry::new(item, ttl)),
+                freshness: Freshness::Bypass,
+            });
+        };
+
+        if !force {
+            if let Some(entry) = store.get(&key).await {
+                if entry.is_fresh(Instant::now()) {
+                    return Ok(Lookup {
+                        entry,
+                        freshness: Freshness::Hit,
+                    });
+                }
+            }
+        }
+
+        // Slow path. moka runs one compute per key at a time, so while one caller fetches,
+        // the others queue here and then find the fresh entry: one AWS call in all.
+        let mut outcome: Option<Result<Lookup, SourceError>> = None;
+        let max_stale = self.settings.max_stale;
+        let slot = &mut outcome;
+        store
+            .entry(key)
+            .and_compute_with(|current| async move {
+                let current = current.map(|e| e.into_value());
+                if let Some(entry) = current.as_ref().filter(|e| !force && e.is_fresh(Instant::now())) {
+                    *slot = Some(Ok(Lookup {
+                        entry: entry.clone(),
+                        freshness: Freshness::Hit,
+                    }));
+                    return Op::Nop;
+                }
+                match fetch().await {
+                    Ok(item) => {
+                        let entry = Arc::new(Entry::new(item, ttl));
+                        *slot = Some(Ok(Lookup {
+                            entry: entry.clone(),
+                            freshness: Freshness::Miss,
+                        }));
+                        Op::Put(entry)
+                    }
+                    Err(err) => {
+                        let stale_ok = !force
+                            && err.is_transient()
+                            && current
+                                .as_ref()
+                                .is_some_and(|e| e.age() <= e.ttl + max_stale);
+                        match current {
+                            Some(entry) if stale_ok => {
+                                *slot = Some(Ok(Lookup {
+                                    entry,
+                                    freshness: Freshness::Stale,
+                                }));
+                                Op::Nop
+                            }
+                            // A permanent failure means the old value is gone or no longer
+                            // ours to read: forget it rather than serve it later.
+                            Some(_) if !err.is_transient() => {
+                                *slot = Some(Err(err));
+                                Op::Remove
+                            }
+                            _ => {
+                                *slot = Some(Err(err));
+                                Op::Nop
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        // Apply evictions now, so the size bound holds at every moment a test can observe.
+        store.run_pending_tasks().await;
+        outcome.unwrap_or_else(|| {
+            Err(SourceError::new(
+                crate::source::FailureKind::Internal,
+                "InternalError",
+                "cache computation did not run",
+            ))
+        })
+    }
+
+    /// Drops every entry (their values are zeroized as the last reference goes).
+    pub async fn clear(&self) {
+        if let Some(store) = &self.store {
+            store.invalidate_all();
+            store.run_pending_tasks().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SecretText;
+    use crate::source::FailureKind;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            enabled: true,
+            capacity: 10,
+            parameter_ttl: Duration::from_secs(300),
+            secret_ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(3600),
+        }
+    }
+
+    fn key(name: &str) -> Key {
+        Key::Parameter {
+            name: name.into(),
+            selector: None,
+            decrypt: true,
+        }
+    }
+
+    fn item(value: &str) -> Item {
+        Item::Parameter(Parameter {
+            arn: None,
+            data_type: None,
+            last_modified_date: None,
+            name: "n".into(),
+            selector: None,
+            source_result: None,
+            kind: "String".into(),
+            value: SecretText::new(value.into()),
+            version: 1,
+        })
+    }
+
+    fn value(l: &Lookup) -> String {
+        match &l.entry.item {
+            Item::Parameter(p) => p.value.expose().to_owned(),
+            Item::Secret(_) => unreachable!(),
+        }
+    }
+
+    fn transient() -> SourceError {
+        SourceError::new(FailureKind::Unreachable, "ConnectionError", "down")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hit_until_ttl_then_refetch() {
+        let cache = Cache::new(settings());
+        let calls = AtomicUsize::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(item("v"))
+        };
+        assert_eq!(cache.get_or_fetch(key("a"), false, fetch).await.unwrap().freshness, Freshness::Miss);
+        assert_eq!(cache.get_or_fetch(key("a"), false, fetch).await.unwrap().freshness, Freshness::Hit);
+        tokio::time::advance(Duration::from_secs(301)).await;
+        assert_eq!(cache.get_or_fetch(key("a"), false, fetch).await.unwrap().freshness, Freshness::Miss);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_only_on_transient_failures_and_within_window() {
+        let cache = Cache::new(settings());
+        cache.get_or_fetch(key("a"), false, || async { Ok(item("old")) }).await.unwrap();
+        tokio::time::advance(Duration::from_secs(400)).await;
+        let l = cache.get_or_fetch(key("a"), false, || async { Err(transient()) }).await.unwrap();
+        assert_eq!(l.freshness, Freshness::Stale);
+        assert_eq!(value(&l), "old");
+        // refreshNow never serves stale.
+        assert!(cache.get_or_fetch(key("a"), true, || async { Err(transient()) }).await.is_err());
+        // A permanent failure forgets the entry.
+        let gone = SourceError::new(FailureKind::NotFound, "ParameterNotFound", "gone");
+        assert!(cache.get_or_fetch(key("a"), false, || async { Err(gone) }).await.is_err());
+        let err = cache.get_or_fetch(key("a"), false, || async { Err(transient()) }).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Unreachable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_window_ends() {
+        let cache = Cache::new(CacheSettings { max_stale: Duration::from_secs(10), ..settings() });
+        cache.get_or_fetch(key("a"), false, || async { Ok(item("old")) }).await.unwrap();
+        tokio::time::advance(Duration::from_secs(311)).await;
+        assert!(cache.get_or_fetch(key("a"), false, || async { Err(transient()) }).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_misses_make_one_fetch() {
+        let cache = Cache::new(settings());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = cache.clone();
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch(key("same"), false, || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(item("v"))
+                        })
+                        .await
+                        .map(|l| value(&l))
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), "v");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn evicts_least_recently_used_at_capacity() {
+        let cache = Cache::new(CacheSettings { capacity: 2, ..settings() });
+        for name in ["a", "b"] {
+            cache.get_or_fetch(key(name), false, || async { Ok(item(name)) }).await.unwrap();
+        }
+        // Touch a, so b is the least recently used when c arrives.
+        cache.get_or_fetch(key("a"), false, || async { Ok(item("a")) }).await.unwrap();
+        cache.get_or_fetch(key("c"), false, || async { Ok(item("c")) }).await.unwrap();
+        assert_eq!(cache.len().await, 2);
+        let a = cache.get_or_fetch(key("a"), false, || async { Ok(item("a2")) }).await.unwrap();
+        assert_eq!(a.freshness, Freshness::Hit);
+        let b = cache.get_or_fetch(key("b"), false, || async { Ok(item("b2")) }).await.unwrap();
+        assert_eq!(b.freshness, Freshness::Miss);
+    }
+
+    #[tokio::test]
+    async fn disabled_or_zero_ttl_bypasses() {
+        let off = Cache::new(CacheSettings { enabled: false, ..settings() });
+        let l = off.get_or_fetch(key("a"), false, || async { Ok(item("v")) }).await.unwrap();
+        assert_eq!(l.freshness, Freshness::Bypass);
+        let zero = Cache::new(CacheSettings { parameter_ttl: Duration::ZERO, ..settings() });
+        let l = zero.get_or_fetch(key("a"), false, || async { Ok(item("v")) }).await.unwrap();
+        assert_eq!(l.freshness, Freshness::Bypass);
+        assert!(zero.is_empty().await);
+    }
+}

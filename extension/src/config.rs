@@ -1,0 +1,398 @@
+//! Configuration in two stages: [`RawConfig`] holds the environment's strings as they are,
+//! [`RawConfig::validate`] turns them into a typed [`Config`] or a [`ConfigError`] that names
+//! the variable, the value and what is allowed.
+//!
+//! Variable names and defaults are those of the AWS Parameters and Secrets Lambda Extension,
+//! so a function can swap layers without touching its configuration. Ranges are wider where
+//! users asked for more (cache size, TTL).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// Port the AWS layer listens on; function code hard-codes it, so it is ours too.
+pub const DEFAULT_PORT: u16 = 2773;
+/// Entries kept at most, parameters and secrets together.
+pub const DEFAULT_CACHE_SIZE: usize = 1000;
+/// The AWS layer stops at 1000; a function with many values needs more.
+pub const MAX_CACHE_SIZE: usize = 100_000;
+/// How long a value is served from the cache before it is fetched again.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// One day: past that a "cache" is a stale copy nobody meant to keep.
+pub const MAX_TTL_SECS: u64 = 86_400;
+/// Concurrent AWS requests per backend client, as in the AWS layer.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 3;
+/// Used when a `*_TIMEOUT_MILLIS` variable is 0. The AWS layer waits forever there; a
+/// function that waits forever only learns of the outage from its own timeout, so lockbox
+/// gives up after this and answers 504 (or a stale value, where one is allowed).
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent connections from function code to the localhost server.
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 256;
+
+/// The variables read, in the order they are documented.
+pub const VARIABLES: &[&str] = &[
+    "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED",
+    "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE",
+    "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
+    "PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS",
+    "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL",
+    "SSM_PARAMETER_STORE_TTL",
+    "SECRETS_MANAGER_TTL",
+    "SSM_PARAMETER_STORE_TIMEOUT_MILLIS",
+    "SECRETS_MANAGER_TIMEOUT_MILLIS",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+];
+
+/// The environment's values, unvalidated. Only the variables in [`VARIABLES`] are kept.
+#[derive(Clone, Default)]
+pub struct RawConfig {
+    vars: HashMap<String, String>,
+}
+
+impl fmt::Debug for RawConfig {
+    // The tokens are credentials: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.vars.keys().collect();
+        names.sort();
+        f.debug_struct("RawConfig").field("set", &names).finish()
+    }
+}
+
+/// Log verbosity, `PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything, including the effective configuration at start.
+    Debug,
+    /// Lifecycle steps and fetch failures.
+    Info,
+    /// Fetch failures and degraded service only.
+    Warn,
+    /// Errors only.
+    Error,
+    /// Nothing at all.
+    None,
+}
+
+/// The validated configuration the extension runs with.
+#[derive(Clone)]
+pub struct Config {
+    /// Whether values are cached at all (`false` forwards every request to AWS).
+    pub cache_enabled: bool,
+    /// Entries kept at most; 0 bypasses the cache.
+    pub cache_size: usize,
+    /// Loopback port of the HTTP server.
+    pub port: u16,
+    /// Concurrent AWS requests per backend.
+    pub max_connections: NonZeroUsize,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// TTL of SSM parameters; zero bypasses the cache for them.
+    pub ssm_ttl: Duration,
+    /// TTL of Secrets Manager secrets; zero bypasses the cache for them.
+    pub secrets_ttl: Duration,
+    /// Bound on one SSM request, retries included.
+    pub ssm_timeout: Duration,
+    /// Bound on one Secrets Manager request, retries included.
+    pub secrets_timeout: Duration,
+    /// The value function code must send in `X-Aws-Parameters-Secrets-Token`.
+    pub token: AuthToken,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("cache_enabled", &self.cache_enabled)
+            .field("cache_size", &self.cache_size)
+            .field("port", &self.port)
+            .field("max_connections", &self.max_connections)
+            .field("log_level", &self.log_level)
+            .field("ssm_ttl", &self.ssm_ttl)
+            .field("secrets_ttl", &self.secrets_ttl)
+            .field("ssm_timeout", &self.ssm_timeout)
+            .field("secrets_timeout", &self.secrets_timeout)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// The request token. It is a session credential, so it is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthToken(String);
+
+impl AuthToken {
+    /// Wraps a token value.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The raw bytes, for the constant-time comparison in the server.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0.len())
+    }
+}
+
+/// A configuration value that cannot be used. The message names the variable, the value and
+/// what is allowed, because it is all a user sees when their function fails to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds something outside its allowed set or range.
+    #[error("{name}={value:?} is not valid: expected {allowed}")]
+    Invalid {
+        /// The variable's name.
+        name: &'static str,
+        /// The offending value (never a credential: tokens are not validated this way).
+        value: String,
+        /// What would have been accepted.
+        allowed: &'static str,
+    },
+    /// Neither token variable is set, so no request could ever be authenticated.
+    #[error(
+        "no request token: neither AWS_SESSION_TOKEN nor AWS_CONTAINER_AUTHORIZATION_TOKEN is set \
+         (Lambda sets one; for local runs export AWS_SESSION_TOKEN)"
+    )]
+    MissingToken,
+}
+
+impl RawConfig {
+    /// Reads the variables from the process environment.
+    pub fn from_env() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Keeps the known variables from any list of pairs (tests pass their own).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(k, _)| VARIABLES.contains(&k.as_str()))
+            .collect();
+        Self { vars }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        // An empty variable is treated as unset: templates often render absent values as "".
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The log level alone, read leniently: logging starts before the configuration is
+    /// validated, so that a validation failure can be logged.
+    pub fn log_level_or_default(&self) -> LogLevel {
+        self.log_level().unwrap_or(LogLevel::Info)
+    }
+
+    fn log_level(&self) -> Result<LogLevel, ConfigError> {
+        const NAME: &str = "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL";
+        let Some(value) = self.get(NAME) else {
+            return Ok(LogLevel::Info);
+        };
+        match value.to_ascii_uppercase().as_str() {
+            "DEBUG" | "TRACE" => Ok(LogLevel::Debug),
+            "INFO" => Ok(LogLevel::Info),
+            "WARN" | "WARNING" => Ok(LogLevel::Warn),
+            "ERROR" => Ok(LogLevel::Error),
+            "NONE" | "OFF" => Ok(LogLevel::None),
+            _ => Err(invalid(NAME, value, "one of DEBUG, INFO, WARN, ERROR, NONE")),
+        }
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(invalid(name, v, "TRUE or FALSE")),
+        }
+    }
+
+    fn number(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+        allowed: &'static str,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(default);
+        };
+        match value.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(invalid(name, value, allowed)),
+        }
+    }
+
+    fn timeout(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        let millis = self.number(
+            name,
+            0,
+            0..=u64::from(u32::MAX),
+            "a whole number of milliseconds (0 = lockbox's default of 10000)",
+        )?;
+        Ok(if millis == 0 {
+            DEFAULT_BACKEND_TIMEOUT
+        } else {
+            Duration::from_millis(millis)
+        })
+    }
+
+    fn token(&self) -> Result<AuthToken, ConfigError> {
+        // SnapStart functions have no session token; Lambda sets the container token instead.
+        self.get("AWS_SESSION_TOKEN")
+            .or_else(|| self.get("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
+            .map(AuthToken::new)
+            .ok_or(ConfigError::MissingToken)
+    }
+
+    /// Validates every variable. The first bad one is reported.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let ttl_allowed = "a whole number of seconds from 0 to 86400 (0 bypasses the cache)";
+        let max_connections = self.number(
+            "PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS",
+            DEFAULT_MAX_CONNECTIONS as u64,
+            1..=1024,
+            "a whole number from 1 to 1024",
+        )?;
+        Ok(Config {
+            cache_enabled: self.bool("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", true)?,
+            cache_size: self.number(
+                "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE",
+                DEFAULT_CACHE_SIZE as u64,
+                0..=MAX_CACHE_SIZE as u64,
+                "a whole number from 0 to 100000 (0 bypasses the cache)",
+            )? as usize,
+            port: self.number(
+                "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
+                u64::from(DEFAULT_PORT),
+                1..=65535,
+                "a port number from 1 to 65535",
+            )? as u16,
+            max_connections: NonZeroUsize::new(max_connections as usize)
+                .unwrap_or(NonZeroUsize::MIN),
+            log_level: self.log_level()?,
+            ssm_ttl: Duration::from_secs(self.number(
+                "SSM_PARAMETER_STORE_TTL",
+                DEFAULT_TTL.as_secs(),
+                0..=MAX_TTL_SECS,
+                ttl_allowed,
+            )?),
+            secrets_ttl: Duration::from_secs(self.number(
+                "SECRETS_MANAGER_TTL",
+                DEFAULT_TTL.as_secs(),
+                0..=MAX_TTL_SECS,
+                ttl_allowed,
+            )?),
+            ssm_timeout: self.timeout("SSM_PARAMETER_STORE_TIMEOUT_MILLIS")?,
+            secrets_timeout: self.timeout("SECRETS_MANAGER_TIMEOUT_MILLIS")?,
+            token: self.token()?,
+        })
+    }
+}
+
+fn invalid(name: &'static str, value: &str, allowed: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        allowed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawConfig {
+        let mut all = vec![("AWS_SESSION_TOKEN", "tok")];
+        all.extend_from_slice(pairs);
+        RawConfig::from_pairs(all.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())))
+    }
+
+    #[test]
+    fn defaults_match_the_aws_layer() {
+        let config = raw(&[]).validate().unwrap();
+        assert!(config.cache_enabled);
+        assert_eq!(config.cache_size, 1000);
+        assert_eq!(config.port, 2773);
+        assert_eq!(config.max_connections.get(), 3);
+        assert_eq!(config.log_level, LogLevel::Info);
+        assert_eq!(config.ssm_ttl, Duration::from_secs(300));
+        assert_eq!(config.secrets_ttl, Duration::from_secs(300));
+        assert_eq!(config.ssm_timeout, DEFAULT_BACKEND_TIMEOUT);
+    }
+
+    #[test]
+    fn accepts_wider_ranges_than_the_aws_layer() {
+        let config = raw(&[
+            ("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "100000"),
+            ("SSM_PARAMETER_STORE_TTL", "2700"),
+            ("SECRETS_MANAGER_TTL", "0"),
+            ("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "false"),
+            ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "debug"),
+            ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "250"),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(config.cache_size, 100_000);
+        assert_eq!(config.ssm_ttl, Duration::from_secs(2700));
+        assert_eq!(config.secrets_ttl, Duration::ZERO);
+        assert!(!config.cache_enabled);
+        assert_eq!(config.log_level, LogLevel::Debug);
+        assert_eq!(config.ssm_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_values_name_variable_value_and_range() {
+        let cases = [
+            ("SSM_PARAMETER_STORE_TTL", "abc"),
+            ("SSM_PARAMETER_STORE_TTL", "86401"),
+            ("SECRETS_MANAGER_TTL", "-1"),
+            ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "0"),
+            ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "65536"),
+            ("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "100001"),
+            ("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "yes"),
+            ("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", "0"),
+            ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "LOUD"),
+            ("SECRETS_MANAGER_TIMEOUT_MILLIS", "1.5"),
+        ];
+        for (name, value) in cases {
+            let err = raw(&[(name, value)]).validate().unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(name), "{message}");
+            assert!(message.contains(value), "{message}");
+            assert!(message.contains("expected"), "{message}");
+        }
+    }
+
+    #[test]
+    fn token_falls_back_to_the_snapstart_variable() {
+        let pairs = [("AWS_CONTAINER_AUTHORIZATION_TOKEN", "snap")];
+        let config = RawConfig::from_pairs(pairs).validate().unwrap();
+        assert_eq!(config.token, AuthToken::new("snap"));
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(
+            RawConfig::from_pairs(none).validate().unwrap_err(),
+            ConfigError::MissingToken
+        );
+    }
+
+    #[test]
+    fn debug_output_never_contains_the_token() {
+        let raw = raw(&[("AWS_SESSION_TOKEN", "super-secret-token")]);
+        let config = raw.validate().unwrap();
+        assert!(!format!("{raw:?}{config:?}").contains("super-secret-token"));
+    }
+}

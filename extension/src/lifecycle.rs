@@ -1,0 +1,188 @@
+//! The extension's life, step by step, as Lambda drives it:
+//!
+//! 1. **register** with the Extensions API (Lambda starts the function's Init only after
+//!    every extension registered);
+//! 2. **validate** the configuration, reporting a bad one as an init error;
+//! 3. **serve**: bind the loopback port and start answering, before the first `next`, so
+//!    function code can read values from the first moment of its own Init;
+//! 4. **event loop**: `next` returns INVOKE events until SHUTDOWN;
+//! 5. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
+//!    inside Lambda's 2 s budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
+use tokio::sync::mpsc;
+
+use crate::cache::{Cache, CacheSettings};
+use crate::config::{Config, ConfigError, LogLevel, RawConfig};
+use crate::server::{self, App};
+use crate::source::AwsSource;
+
+/// The name Lambda knows the extension by: the executable's file name in the layer.
+pub const EXTENSION_NAME: &str = "lockbox";
+/// How long in-flight requests may take to finish after SHUTDOWN; Lambda allows 2 s in all.
+const DRAIN_BUDGET: Duration = Duration::from_millis(1500);
+
+/// Why the extension stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The Extensions API refused or could not be reached.
+    #[error("could not register with the Lambda Extensions API: {0}")]
+    Register(String),
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The loopback port could not be bound.
+    #[error("could not listen on 127.0.0.1:{port}: {source}")]
+    Bind {
+        /// The configured port.
+        port: u16,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The Extensions API went away before SHUTDOWN.
+    #[error("the Lambda Extensions API failed: {0}")]
+    EventLoop(String),
+}
+
+impl LifecycleError {
+    /// The `Lambda-Extension-Function-Error-Type` reported to Lambda.
+    fn error_type(&self) -> &'static str {
+        match self {
+            LifecycleError::Config(_) => "Extension.ConfigInvalid",
+            LifecycleError::Bind { .. } => "Extension.PortUnavailable",
+            _ => "Extension.Failed",
+        }
+    }
+}
+
+/// Lifecycle notifications from the Extensions API's event loop.
+enum Signal {
+    Shutdown { reason: String },
+}
+
+/// Runs the extension from registration to exit.
+pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
+    // 1. Register. The event processor runs inside `next`'s loop; SHUTDOWN is handed to
+    //    this function so the shutdown sequence stays here.
+    let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
+    let processor = service_fn(move |event: LambdaEvent| {
+        let signals = signals.clone();
+        async move {
+            if let NextEvent::Shutdown(shutdown) = event.next {
+                let _ = signals.send(Signal::Shutdown {
+                    reason: shutdown.shutdown_reason,
+                });
+            }
+            Ok::<(), lambda_extension::Error>(())
+        }
+    });
+    let registered = Extension::new()
+        .with_extension_name(EXTENSION_NAME)
+        .with_events(&["INVOKE", "SHUTDOWN"])
+        .with_events_processor(processor)
+        .register()
+        .await
+        .map_err(|e| LifecycleError::Register(e.to_string()))?;
+    let extension_id = registered.extension_id.clone();
+    tracing::info!(function = %registered.function_name, "registered");
+
+    // 2. Validate.
+    let config = match raw.validate() {
+        Ok(config) => config,
+        Err(err) => return Err(report_init_error(&extension_id, err.into()).await),
+    };
+    if config.log_level == LogLevel::Debug {
+        tracing::debug!(config = ?config, "effective configuration");
+    }
+
+    // 3. Serve.
+    let listener = match server::bind(config.port).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            let err = LifecycleError::Bind {
+                port: config.port,
+                source,
+            };
+            return Err(report_init_error(&extension_id, err).await);
+        }
+    };
+    let app = build_app(&config).await;
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(listener, app.clone(), async move {
+        let _ = serving_stopped.await;
+    }));
+    tracing::info!(port = config.port, "serving on 127.0.0.1");
+
+    // 4. Event loop: the first `next` ends our part of Init.
+    let outcome = tokio::select! {
+        result = registered.run() => Err(LifecycleError::EventLoop(match result {
+            Ok(()) => "event stream ended".to_owned(),
+            Err(e) => e.to_string(),
+        })),
+        signal = signal_rx.recv() => {
+            let reason = match signal {
+                Some(Signal::Shutdown { reason }) => reason,
+                None => "event processor stopped".to_owned(),
+            };
+            tracing::info!(%reason, "shutdown");
+            Ok(())
+        }
+    };
+
+    // 5. Shutdown: in-flight requests get what is left of the budget; the cache's values
+    //    are wiped as they are dropped.
+    let _ = stop_serving.send(());
+    if tokio::time::timeout(DRAIN_BUDGET, server).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the shutdown budget");
+    }
+    app.cache().clear().await;
+    outcome
+}
+
+/// Builds the cache and the AWS clients from the validated configuration.
+async fn build_app(config: &Config) -> App {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let cache = Cache::new(CacheSettings {
+        enabled: config.cache_enabled,
+        capacity: config.cache_size,
+        parameter_ttl: config.ssm_ttl,
+        secret_ttl: config.secrets_ttl,
+        max_stale: Duration::ZERO,
+    });
+    App::new(
+        cache,
+        Arc::new(AwsSource::new(&sdk, config)),
+        config.token.clone(),
+    )
+}
+
+/// Tells Lambda why Init failed (it shows in the function's error), then hands the error
+/// back for the exit status.
+async fn report_init_error(extension_id: &str, err: LifecycleError) -> LifecycleError {
+    let message = err.to_string();
+    tracing::error!(error = %message, "init failed");
+    let error_type = err.error_type();
+    let request = lambda_extension::requests::init_error(
+        extension_id,
+        error_type,
+        Some(lambda_extension::requests::ErrorRequest {
+            error_message: &message,
+            error_type,
+            stack_trace: Vec::new(),
+        }),
+    );
+    match (request, lambda_runtime_api_client::Client::builder().build()) {
+        (Ok(request), Ok(client)) => {
+            if let Err(e) = client.call(request).await {
+                tracing::warn!(error = %e, "could not report the init error to Lambda");
+            }
+        }
+        _ => tracing::warn!("could not build the init error report"),
+    }
+    err
+}

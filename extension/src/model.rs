@@ -1,0 +1,219 @@
+//! What lockbox caches and serves: parameters and secrets, and the JSON shapes of the AWS
+//! layer's answers (field names, order and formats as captured from it).
+//!
+//! Values live in [`SecretText`] / [`SecretBytes`]: they are zeroized when the last copy is
+//! dropped (cache eviction, replacement, shutdown) and their `Debug` never shows them.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Serialize, Serializer};
+use zeroize::Zeroizing;
+
+/// A value that may be secret. Serializes as the plain string (it is what function code
+/// asked for), prints as a length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(Zeroizing<String>);
+
+impl SecretText {
+    /// Takes ownership of a value; the `String` is wiped when this is dropped.
+    pub fn new(value: String) -> Self {
+        Self(Zeroizing::new(value))
+    }
+
+    /// The value itself, for serialization and JSON-key extraction.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0.len())
+    }
+}
+
+impl Serialize for SecretText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Binary secret data, served base64-encoded as the AWS API does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Takes ownership of the bytes; they are wiped when this is dropped.
+    pub fn new(value: Vec<u8>) -> Self {
+        Self(Zeroizing::new(value))
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0.len())
+    }
+}
+
+impl Serialize for SecretBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*self.0));
+        s.serialize_str(&encoded)
+    }
+}
+
+/// One SSM parameter version, as `GetParameter` returns it (field names as the AWS layer's
+/// JSON, in its order).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Parameter {
+    /// Full ARN (for `/aws/reference/secretsmanager/...` names: the secret's ARN).
+    #[serde(rename = "ARN")]
+    pub arn: Option<String>,
+    /// `text`, `aws:ec2:image`, ...; null for Secrets Manager references.
+    pub data_type: Option<String>,
+    /// RFC 3339 with milliseconds and `Z`.
+    pub last_modified_date: Option<String>,
+    /// The parameter's name (never the ARN, even when asked by ARN).
+    pub name: String,
+    /// `:3` or `:label` when a version or label was asked for. Filled from the request,
+    /// because SSM (and moto) do not always echo it.
+    pub selector: Option<String>,
+    /// For Secrets Manager references: the secret's metadata as a JSON string.
+    pub source_result: Option<SecretText>,
+    /// `String`, `StringList` or `SecureString`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The value; a SecureString's ciphertext unless decryption was asked for.
+    pub value: SecretText,
+    /// The version number.
+    pub version: i64,
+}
+
+/// One Secrets Manager secret version, as `GetSecretValue` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Secret {
+    /// The secret's ARN.
+    #[serde(rename = "ARN")]
+    pub arn: Option<String>,
+    /// RFC 3339 with milliseconds and `Z`.
+    #[serde(rename = "CreatedDate")]
+    pub created_date: Option<String>,
+    /// The secret's friendly name.
+    #[serde(rename = "Name")]
+    pub name: Option<String>,
+    /// Binary value, base64 in JSON.
+    #[serde(rename = "SecretBinary")]
+    pub secret_binary: Option<SecretBytes>,
+    /// String value (often JSON).
+    #[serde(rename = "SecretString")]
+    pub secret_string: Option<SecretText>,
+    /// The version's id.
+    #[serde(rename = "VersionId")]
+    pub version_id: Option<String>,
+    /// Staging labels on this version (`AWSCURRENT`, `AWSPREVIOUS`, ...).
+    #[serde(rename = "VersionStages")]
+    pub version_stages: Vec<String>,
+}
+
+/// The always-empty `ResultMetadata` object of the AWS layer's answers.
+#[derive(Debug, Default, Serialize)]
+pub struct ResultMetadata {}
+
+/// Body of `/systemsmanager/parameters/get`.
+#[derive(Debug, Serialize)]
+pub struct ParameterResponse<'a> {
+    /// The parameter.
+    #[serde(rename = "Parameter")]
+    pub parameter: &'a Parameter,
+    /// Always `{}`.
+    #[serde(rename = "ResultMetadata")]
+    pub result_metadata: ResultMetadata,
+}
+
+/// Body of `/secretsmanager/get`: the secret's fields at the top level.
+#[derive(Debug, Serialize)]
+pub struct SecretResponse<'a> {
+    /// The secret.
+    #[serde(flatten)]
+    pub secret: &'a Secret,
+    /// Always `{}`.
+    #[serde(rename = "ResultMetadata")]
+    pub result_metadata: ResultMetadata,
+}
+
+/// Formats an AWS timestamp as the AWS layer does: RFC 3339, milliseconds, `Z`.
+pub fn format_timestamp(secs: i64, nanos: u32) -> Option<String> {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let at = time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()?
+        .replace_nanosecond(nanos)
+        .ok()?;
+    at.format(&format).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parameter() -> Parameter {
+        Parameter {
+            arn: Some("arn:aws:ssm:us-east-1:123456789012:parameter/app/db/password".into()),
+            data_type: Some("text".into()),
+            last_modified_date: format_timestamp(1_668_587_045, 571_000_000),
+            name: "/app/db/password".into(),
+            selector: None,
+            source_result: None,
+            kind: "SecureString".into(),
+            value: SecretText::new("hunter2".into()),
+            version: 2,
+        }
+    }
+
+    #[test]
+    fn parameter_json_matches_the_aws_layer_field_for_field() {
+        let p = parameter();
+        let body = serde_json::to_string(&ParameterResponse {
+            parameter: &p,
+            result_metadata: ResultMetadata::default(),
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            r#"{"Parameter":{"ARN":"arn:aws:ssm:us-east-1:123456789012:parameter/app/db/password","DataType":"text","LastModifiedDate":"2022-11-16T08:24:05.571Z","Name":"/app/db/password","Selector":null,"SourceResult":null,"Type":"SecureString","Value":"hunter2","Version":2},"ResultMetadata":{}}"#
+        );
+    }
+
+    #[test]
+    fn secret_json_is_flat_with_base64_binary() {
+        let s = Secret {
+            arn: Some("arn:aws:secretsmanager:us-east-1:1:secret:dev/azure-MFUBmH".into()),
+            created_date: format_timestamp(1_668_586_960, 499_000_000),
+            name: Some("dev/azure".into()),
+            secret_binary: Some(SecretBytes::new(vec![0, 1, 2])),
+            secret_string: None,
+            version_id: Some("v1".into()),
+            version_stages: vec!["AWSCURRENT".into()],
+        };
+        let json: serde_json::Value = serde_json::to_value(SecretResponse {
+            secret: &s,
+            result_metadata: ResultMetadata::default(),
+        })
+        .unwrap();
+        assert_eq!(json["CreatedDate"], "2022-11-16T08:22:40.499Z");
+        assert_eq!(json["SecretBinary"], "AAEC");
+        assert_eq!(json["SecretString"], serde_json::Value::Null);
+        assert_eq!(json["VersionStages"][0], "AWSCURRENT");
+        assert_eq!(json["ResultMetadata"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn debug_never_shows_values() {
+        let p = parameter();
+        assert!(!format!("{p:?}").contains("hunter2"));
+        assert!(!format!("{:?}", SecretBytes::new(b"topsecret".to_vec())).contains("topsecret"));
+    }
+}

@@ -1,0 +1,329 @@
+//! Parsing of the localhost API's query strings into typed requests.
+//!
+//! Strict on purpose: an unknown, repeated or malformed query parameter is a 400 naming it,
+//! because a typo such as `withdecryption=true` would otherwise silently return ciphertext.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+
+/// Longest query value accepted; SSM names and ARNs are at most 2048 characters.
+const MAX_VALUE_LEN: usize = 2048;
+/// How much of a bad value an error message repeats back.
+const MAX_ECHO: usize = 64;
+
+/// A request the client got wrong. The message says what and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+/// Which version of a parameter: `name:3` or `name:label`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Selector {
+    /// A version number.
+    Version(u64),
+    /// A label attached to one version.
+    Label(String),
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Version(v) => write!(f, ":{v}"),
+            Selector::Label(l) => write!(f, ":{l}"),
+        }
+    }
+}
+
+/// A read of one parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterRequest {
+    /// Name, hierarchical path or ARN, without a selector.
+    pub name: String,
+    /// Version or label, from `version`/`label` or inline in the name.
+    pub selector: Option<Selector>,
+    /// Whether a SecureString is decrypted.
+    pub with_decryption: bool,
+    /// Skip the cache for this request.
+    pub refresh_now: bool,
+}
+
+impl ParameterRequest {
+    /// The name as SSM's `GetParameter` takes it, selector inline.
+    pub fn api_name(&self) -> String {
+        match &self.selector {
+            Some(selector) => format!("{}{selector}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// A read of one secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRequest {
+    /// Name or ARN.
+    pub secret_id: String,
+    /// A specific version.
+    pub version_id: Option<String>,
+    /// A staging label; `AWSCURRENT` when neither this nor a version id is given.
+    pub version_stage: Option<String>,
+    /// Skip the cache for this request.
+    pub refresh_now: bool,
+}
+
+/// The decoded query: each known parameter at most once.
+struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, RequestError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            let key = decode(key)?;
+            if !allowed.contains(&key.as_str()) {
+                return Err(RequestError(format!(
+                    "unknown query parameter {:?}; allowed: {}",
+                    echo(&key),
+                    allowed.join(", ")
+                )));
+            }
+            if pairs.iter().any(|(k, _)| *k == key) {
+                return Err(RequestError(format!(
+                    "query parameter {key:?} is given more than once"
+                )));
+            }
+            let value = decode(value)?;
+            if value.len() > MAX_VALUE_LEN {
+                return Err(RequestError(format!(
+                    "query parameter {key:?} is longer than {MAX_VALUE_LEN} characters"
+                )));
+            }
+            pairs.push((key, value));
+        }
+        Ok(Self { pairs })
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        let i = self.pairs.iter().position(|(k, _)| k == key)?;
+        Some(self.pairs.swap_remove(i).1)
+    }
+
+    fn flag(&mut self, key: &str) -> Result<bool, RequestError> {
+        match self.take(key) {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(RequestError(format!(
+                "{key} must be true or false, not {:?}",
+                echo(&v)
+            ))),
+        }
+    }
+
+    fn required(&mut self, key: &str) -> Result<String, RequestError> {
+        self.take(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| RequestError(format!("the query parameter {key:?} is required")))
+    }
+}
+
+/// Percent-decodes (with `+` as space, as in form encoding), refusing invalid UTF-8 rather
+/// than replacing it: a mangled name would be looked up as a different parameter.
+fn decode(s: &str) -> Result<String, RequestError> {
+    let plus_as_space = s.replace('+', " ");
+    percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| RequestError("the query string is not valid UTF-8 once decoded".into()))
+}
+
+fn echo(s: &str) -> String {
+    s.chars().take(MAX_ECHO).collect()
+}
+
+/// Splits an inline selector off a parameter name or ARN.
+fn split_selector(name: &str) -> (&str, Option<&str>) {
+    // Secrets Manager references are opaque to SSM selectors.
+    if name.starts_with("/aws/reference/secretsmanager/") {
+        return (name, None);
+    }
+    let base_colons = if name.starts_with("arn:") { 5 } else { 0 };
+    match name.match_indices(':').nth(base_colons) {
+        Some((i, _)) => (&name[..i], Some(&name[i + 1..])),
+        None => (name, None),
+    }
+}
+
+fn parse_selector(text: &str, origin: &str) -> Result<Selector, RequestError> {
+    if text.is_empty() {
+        return Err(RequestError(format!("{origin} is empty")));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return match text.parse::<u64>() {
+            Ok(v) if v > 0 => Ok(Selector::Version(v)),
+            _ => Err(RequestError(format!(
+                "{origin} {:?} is not a version number from 1 upwards",
+                echo(text)
+            ))),
+        };
+    }
+    let valid = text.len() <= 100
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !valid {
+        return Err(RequestError(format!(
+            "{origin} {:?} is not a valid label (letters, digits, '.', '-', '_'; at most 100)",
+            echo(text)
+        )));
+    }
+    Ok(Selector::Label(text.to_owned()))
+}
+
+/// Parses `/systemsmanager/parameters/get`'s query.
+pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestError> {
+    const ALLOWED: &[&str] = &["name", "version", "label", "withDecryption", "refreshNow"];
+    let mut q = Query::parse(raw, ALLOWED)?;
+    let full = q.required("name")?;
+    let version = q.take("version");
+    let label = q.take("label");
+    let (name, inline) = split_selector(&full);
+    if name.is_empty() {
+        return Err(RequestError("the query parameter \"name\" is required".into()));
+    }
+    let selector = match (version, label, inline) {
+        (Some(_), Some(_), _) => {
+            return Err(RequestError(
+                "give either version or label, not both".into(),
+            ))
+        }
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+            return Err(RequestError(
+                "the name already carries a selector (name:version or name:label); \
+                 do not also pass version or label"
+                    .into(),
+            ))
+        }
+        (Some(v), None, None) => match parse_selector(&v, "version")? {
+            s @ Selector::Version(_) => Some(s),
+            Selector::Label(_) => {
+                return Err(RequestError(format!(
+                    "version {:?} is not a whole number",
+                    echo(&v)
+                )))
+            }
+        },
+        (None, Some(l), None) => match parse_selector(&l, "label")? {
+            s @ Selector::Label(_) => Some(s),
+            // SSM labels may not start with a digit, so an all-digit label cannot exist.
+            Selector::Version(_) => {
+                return Err(RequestError(format!(
+                    "label {:?} cannot be all digits (use version=)",
+                    echo(&l)
+                )))
+            }
+        },
+        (None, None, Some(s)) => Some(parse_selector(s, "the selector in the name")?),
+        (None, None, None) => None,
+    };
+    Ok(ParameterRequest {
+        name: name.to_owned(),
+        selector,
+        with_decryption: q.flag("withDecryption")?,
+        refresh_now: q.flag("refreshNow")?,
+    })
+}
+
+/// Parses `/secretsmanager/get`'s query.
+pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest, RequestError> {
+    const ALLOWED: &[&str] = &["secretId", "versionId", "versionStage", "refreshNow"];
+    let mut q = Query::parse(raw, ALLOWED)?;
+    let secret_id = q.required("secretId")?;
+    let version_id = q.take("versionId").filter(|v| !v.is_empty());
+    let version_stage = q.take("versionStage").filter(|v| !v.is_empty());
+    Ok(SecretRequest {
+        secret_id,
+        version_id,
+        version_stage,
+        refresh_now: q.flag("refreshNow")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_names_selectors_and_flags() {
+        let r = parse_parameter(Some("name=%2Fapp%2Fdb&version=3&withDecryption=true")).unwrap();
+        assert_eq!(r.name, "/app/db");
+        assert_eq!(r.selector, Some(Selector::Version(3)));
+        assert!(r.with_decryption);
+        assert_eq!(r.api_name(), "/app/db:3");
+
+        let r = parse_parameter(Some("name=/app/db:Dev")).unwrap();
+        assert_eq!(r.selector, Some(Selector::Label("Dev".into())));
+        assert!(!r.with_decryption);
+
+        let arn = "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/app/db";
+        let r = parse_parameter(Some(&format!("name={arn}:7"))).unwrap();
+        assert_eq!(r.name, arn);
+        assert_eq!(r.selector, Some(Selector::Version(7)));
+
+        let r = parse_parameter(Some("name=%2Faws%2Freference%2Fsecretsmanager%2Fdev%2Fazure"))
+            .unwrap();
+        assert_eq!(r.name, "/aws/reference/secretsmanager/dev/azure");
+    }
+
+    #[test]
+    fn malformed_queries_are_named() {
+        for (query, expect) in [
+            ("", "\"name\" is required"),
+            ("name=", "\"name\" is required"),
+            ("name=a&version=1&label=x", "not both"),
+            ("name=a&version=abc", "not a whole number"),
+            ("name=a&version=0", "from 1 upwards"),
+            ("name=a&label=12", "all digits"),
+            ("name=a:1&label=x", "already carries a selector"),
+            ("name=a&withdecryption=true", "unknown query parameter \"withdecryption\""),
+            ("name=a&name=b", "more than once"),
+            ("name=a&withDecryption=yes", "true or false"),
+            ("name=%FF", "UTF-8"),
+            ("name=a:bad%20label", "not a valid label"),
+        ] {
+            let err = parse_parameter(Some(query)).unwrap_err();
+            assert!(err.0.contains(expect), "{query}: {}", err.0);
+        }
+        let err = parse_secret(Some("secretId=a&stage=x")).unwrap_err();
+        assert!(err.0.contains("\"stage\""));
+        assert!(parse_secret(None).unwrap_err().0.contains("secretId"));
+    }
+
+    #[test]
+    fn secret_defaults() {
+        let r = parse_secret(Some("secretId=dev%2Fazure&versionStage=AWSPREVIOUS")).unwrap();
+        assert_eq!(r.secret_id, "dev/azure");
+        assert_eq!(r.version_stage.as_deref(), Some("AWSPREVIOUS"));
+        assert_eq!(r.version_id, None);
+        assert!(!r.refresh_now);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_query(raw in ".{0,300}") {
+            let _ = parse_parameter(Some(&raw));
+            let _ = parse_secret(Some(&raw));
+        }
+
+        #[test]
+        fn a_parsed_selector_round_trips(name in "/[a-z]{1,8}(/[a-z0-9_.-]{1,8}){0,3}", v in 1u64..100_000) {
+            let r = parse_parameter(Some(&format!("name={name}&version={v}"))).unwrap();
+            let again = parse_parameter(Some(&format!("name={}", r.api_name()))).unwrap();
+            prop_assert_eq!(r.selector, again.selector);
+            prop_assert_eq!(r.name, again.name);
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Where values come from: SSM Parameter Store and Secrets Manager, behind the small
+//! [`Source`] trait so the cache and server can be unit-tested with a fake.
+//!
+//! Every AWS failure is classified here, once, into a [`SourceError`]: whether it is
+//! transient (may be retried, may serve a stale value) or permanent (never serves stale),
+//! and which HTTP status the localhost API answers with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::timeout::TimeoutConfig;
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::model::{format_timestamp, Parameter, Secret, SecretBytes, SecretText};
+use crate::request::{ParameterRequest, SecretRequest};
+
+/// Reads one parameter or one secret from wherever values live.
+pub trait Source: Send + Sync + 'static {
+    /// `GetParameter`, selector inline in the name.
+    fn get_parameter<'a>(
+        &'a self,
+        req: &'a ParameterRequest,
+    ) -> BoxFuture<'a, Result<Parameter, SourceError>>;
+
+    /// `GetSecretValue`.
+    fn get_secret<'a>(&'a self, req: &'a SecretRequest)
+        -> BoxFuture<'a, Result<Secret, SourceError>>;
+}
+
+/// What kind of failure a fetch had. Decides retries, stale serving and the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The parameter, version, label, secret or stage does not exist.
+    NotFound,
+    /// AWS refused: credentials, IAM or the KMS key policy.
+    Denied,
+    /// AWS said slow down.
+    Throttled,
+    /// No answer within the backend timeout.
+    Timeout,
+    /// No connection: refused, reset, DNS.
+    Unreachable,
+    /// AWS failed on its side (5xx).
+    ServerError,
+    /// Any other answer from AWS (validation and the like): permanent.
+    Rejected,
+    /// lockbox could not even build the request.
+    Internal,
+}
+
+/// A failed fetch, classified. `code` and `message` are AWS's own where AWS answered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct SourceError {
+    /// The failure's class.
+    pub kind: FailureKind,
+    /// The AWS error code (`ParameterNotFound`, `AccessDeniedException`, ...) or lockbox's.
+    pub code: String,
+    /// A human-readable explanation; AWS messages name resources, never values.
+    pub message: String,
+    /// AWS's HTTP status when AWS answered.
+    pub aws_status: Option<u16>,
+}
+
+impl SourceError {
+    /// Transient failures may succeed on retry and may be answered with a stale value.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            FailureKind::Throttled
+                | FailureKind::Timeout
+                | FailureKind::Unreachable
+                | FailureKind::ServerError
+        )
+    }
+
+    /// Builds an error of a given kind with lockbox's own code.
+    pub fn new(kind: FailureKind, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: code.to_owned(),
+            message: message.into(),
+            aws_status: None,
+        }
+    }
+}
+
+/// Classifies any SDK error of either service.
+fn classify<E>(err: SdkError<E, HttpResponse>, service: &str) -> SourceError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::TimeoutError(_) => SourceError::new(
+            FailureKind::Timeout,
+            "Timeout",
+            format!("{service} did not answer within the configured timeout"),
+        ),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => SourceError::new(
+            FailureKind::Timeout,
+            "Timeout",
+            format!("{service} did not answer in time"),
+        ),
+        SdkError::DispatchFailure(_) => SourceError::new(
+            FailureKind::Unreachable,
+            "ConnectionError",
+            format!("{service} could not be reached"),
+        ),
+        SdkError::ResponseError(_) => SourceError::new(
+            FailureKind::Unreachable,
+            "ResponseError",
+            format!("{service} sent an answer that could not be read"),
+        ),
+        SdkError::ServiceError(service_err) => {
+            let status = service_err.raw().status().as_u16();
+            let code = service_err.err().code().unwrap_or("UnknownError").to_owned();
+            let message = service_err
+                .err()
+                .message()
+                .unwrap_or("no message")
+                .to_owned();
+            let kind = if code.contains("NotFound") {
+                FailureKind::NotFound
+            } else if code.contains("Throttl") || code == "TooManyRequestsException" {
+                FailureKind::Throttled
+            } else if code.contains("AccessDenied")
+                || code.starts_with("KMS")
+                || code == "UnrecognizedClientException"
+                || code == "InvalidSignatureException"
+                || code == "ExpiredTokenException"
+            {
+                FailureKind::Denied
+            } else if status >= 500 {
+                FailureKind::ServerError
+            } else {
+                FailureKind::Rejected
+            };
+            SourceError {
+                kind,
+                code,
+                message,
+                aws_status: Some(status),
+            }
+        }
+        _ => SourceError::new(
+            FailureKind::Internal,
+            "InternalError",
+            format!("the {service} request could not be built"),
+        ),
+    }
+}
+
+/// The real thing: SSM and Secrets Manager through the AWS SDK.
+#[derive(Debug, Clone)]
+pub struct AwsSource {
+    ssm: aws_sdk_ssm::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    // PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS: a bound on concurrent requests per
+    // backend is a bound on its connections, and keeps a burst of misses from tripping
+    // the account's shared SSM rate limit.
+    ssm_slots: Arc<Semaphore>,
+    secrets_slots: Arc<Semaphore>,
+}
+
+impl AwsSource {
+    /// Builds both clients from the shared SDK configuration (region, credentials and
+    /// `AWS_ENDPOINT_URL` come from there) with lockbox's timeouts.
+    pub fn new(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
+        let timeouts = |operation: Duration| {
+            TimeoutConfig::builder()
+                .operation_timeout(operation)
+                .connect_timeout(operation.min(Duration::from_secs(3)))
+                .build()
+        };
+        let ssm = aws_sdk_ssm::config::Builder::from(sdk)
+            .timeout_config(timeouts(config.ssm_timeout))
+            .build();
+        let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
+            .timeout_config(timeouts(config.secrets_timeout))
+            .build();
+        Self {
+            ssm: aws_sdk_ssm::Client::from_conf(ssm),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
+            ssm_slots: Arc::new(Semaphore::new(config.max_connections.get())),
+            secrets_slots: Arc::new(Semaphore::new(config.max_connections.get())),
+        }
+    }
+}
+
+const REFERENCE_PREFIX: &str = "/aws/reference/secretsmanager/";
+
+fn timestamp(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
+    t.and_then(|t| format_timestamp(t.secs(), t.subsec_nanos()))
+}
+
+impl Source for AwsSource {
+    fn get_parameter<'a>(
+        &'a self,
+        req: &'a ParameterRequest,
+    ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
+        Box::pin(async move {
+            let _slot = self.ssm_slots.acquire().await.map_err(|_| closed())?;
+            let out = self
+                .ssm
+                .get_parameter()
+                .name(req.api_name())
+                .with_decryption(req.with_decryption)
+                .send()
+                .await
+                .map_err(|e| classify(e, "SSM"))?;
+            let Some(mut p) = out.parameter else {
+                return Err(SourceError::new(
+                    FailureKind::Rejected,
+                    "EmptyResponse",
+                    "SSM answered without a parameter",
+                ));
+            };
+            let is_reference = req.name.starts_with(REFERENCE_PREFIX);
+            let source_result = p.source_result.take();
+            // The AWS layer reports a reference's ARN as the secret's, found in the
+            // secret's metadata that SSM passes along.
+            let arn = match (is_reference, &source_result) {
+                (true, Some(meta)) => serde_json::from_str::<serde_json::Value>(meta)
+                    .ok()
+                    .and_then(|v| v.get("ARN").and_then(|a| a.as_str()).map(str::to_owned))
+                    .or(p.arn.take()),
+                _ => p.arn.take(),
+            };
+            Ok(Parameter {
+                arn,
+                data_type: if is_reference { None } else { p.data_type.take() },
+                last_modified_date: timestamp(p.last_modified_date.as_ref()),
+                name: p.name.take().unwrap_or_else(|| req.name.clone()),
+                selector: req.selector.as_ref().map(ToString::to_string),
+                source_result: source_result.map(SecretText::new),
+                kind: p
+                    .r#type
+                    .as_ref()
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
+                value: SecretText::new(p.value.take().unwrap_or_default()),
+                version: p.version,
+            })
+        })
+    }
+
+    fn get_secret<'a>(
+        &'a self,
+        req: &'a SecretRequest,
+    ) -> BoxFuture<'a, Result<Secret, SourceError>> {
+        Box::pin(async move {
+            let _slot = self.secrets_slots.acquire().await.map_err(|_| closed())?;
+            // Without an id or stage ask for AWSCURRENT by name: it is the documented
+            // default, and some endpoints answer a bare request from a stale version.
+            let stage = match (&req.version_id, &req.version_stage) {
+                (None, None) => Some("AWSCURRENT".to_owned()),
+                (_, stage) => stage.clone(),
+            };
+            let mut out = self
+                .secrets
+                .get_secret_value()
+                .secret_id(&req.secret_id)
+                .set_version_id(req.version_id.clone())
+                .set_version_stage(stage)
+                .send()
+                .await
+                .map_err(|e| classify(e, "Secrets Manager"))?;
+            Ok(Secret {
+                arn: out.arn.take(),
+                created_date: timestamp(out.created_date.as_ref()),
+                name: out.name.take(),
+                secret_binary: out
+                    .secret_binary
+                    .take()
+                    .map(|b| SecretBytes::new(b.into_inner())),
+                secret_string: out.secret_string.take().map(SecretText::new),
+                version_id: out.version_id.take(),
+                version_stages: out.version_stages.take().unwrap_or_default(),
+            })
+        })
+    }
+}
+
+fn closed() -> SourceError {
+    SourceError::new(
+        FailureKind::Internal,
+        "ShuttingDown",
+        "the extension is shutting down",
+    )
+}
