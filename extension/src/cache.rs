@@ -134,7 +134,12 @@ pub struct CacheSettings {
 struct RetainFor(Duration);
 
 impl moka::Expiry<Key, Arc<Entry>> for RetainFor {
-    fn expire_after_create(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &Key,
+        value: &Arc<Entry>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(value.ttl + self.0)
     }
 
@@ -244,7 +249,10 @@ impl Cache {
             .entry(key)
             .and_compute_with(|current| async move {
                 let current = current.map(|e| e.into_value());
-                if let Some(entry) = current.as_ref().filter(|e| !force && e.is_fresh(Instant::now())) {
+                if let Some(entry) = current
+                    .as_ref()
+                    .filter(|e| !force && e.is_fresh(Instant::now()))
+                {
                     *slot = Some(Ok(Lookup {
                         entry: entry.clone(),
                         freshness: Freshness::Hit,
@@ -367,36 +375,81 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok(item("v"))
         };
-        assert_eq!(cache.get_or_fetch(key("a"), false, fetch).await.unwrap().freshness, Freshness::Miss);
-        assert_eq!(cache.get_or_fetch(key("a"), false, fetch).await.unwrap().freshness, Freshness::Hit);
+        assert_eq!(
+            cache
+                .get_or_fetch(key("a"), false, fetch)
+                .await
+                .unwrap()
+                .freshness,
+            Freshness::Miss
+        );
+        assert_eq!(
+            cache
+                .get_or_fetch(key("a"), false, fetch)
+                .await
+                .unwrap()
+                .freshness,
+            Freshness::Hit
+        );
         tokio::time::advance(Duration::from_secs(301)).await;
-        assert_eq!(cache.get_or_fetch(key("a"), false, fetch).await.unwrap().freshness, Freshness::Miss);
+        assert_eq!(
+            cache
+                .get_or_fetch(key("a"), false, fetch)
+                .await
+                .unwrap()
+                .freshness,
+            Freshness::Miss
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn stale_only_on_transient_failures_and_within_window() {
         let cache = Cache::new(settings());
-        cache.get_or_fetch(key("a"), false, || async { Ok(item("old")) }).await.unwrap();
+        cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("old")) })
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(400)).await;
-        let l = cache.get_or_fetch(key("a"), false, || async { Err(transient()) }).await.unwrap();
+        let l = cache
+            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .await
+            .unwrap();
         assert_eq!(l.freshness, Freshness::Stale);
         assert_eq!(value(&l), "old");
         // refreshNow never serves stale.
-        assert!(cache.get_or_fetch(key("a"), true, || async { Err(transient()) }).await.is_err());
+        assert!(cache
+            .get_or_fetch(key("a"), true, || async { Err(transient()) })
+            .await
+            .is_err());
         // A permanent failure forgets the entry.
         let gone = SourceError::new(FailureKind::NotFound, "ParameterNotFound", "gone");
-        assert!(cache.get_or_fetch(key("a"), false, || async { Err(gone) }).await.is_err());
-        let err = cache.get_or_fetch(key("a"), false, || async { Err(transient()) }).await.unwrap_err();
+        assert!(cache
+            .get_or_fetch(key("a"), false, || async { Err(gone) })
+            .await
+            .is_err());
+        let err = cache
+            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, FailureKind::Unreachable);
     }
 
     #[tokio::test(start_paused = true)]
     async fn stale_window_ends() {
-        let cache = Cache::new(CacheSettings { max_stale: Duration::from_secs(10), ..settings() });
-        cache.get_or_fetch(key("a"), false, || async { Ok(item("old")) }).await.unwrap();
+        let cache = Cache::new(CacheSettings {
+            max_stale: Duration::from_secs(10),
+            ..settings()
+        });
+        cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("old")) })
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(311)).await;
-        assert!(cache.get_or_fetch(key("a"), false, || async { Err(transient()) }).await.is_err());
+        assert!(cache
+            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .await
+            .is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -427,27 +480,57 @@ mod tests {
 
     #[tokio::test]
     async fn evicts_least_recently_used_at_capacity() {
-        let cache = Cache::new(CacheSettings { capacity: 2, ..settings() });
+        let cache = Cache::new(CacheSettings {
+            capacity: 2,
+            ..settings()
+        });
         for name in ["a", "b"] {
-            cache.get_or_fetch(key(name), false, || async { Ok(item(name)) }).await.unwrap();
+            cache
+                .get_or_fetch(key(name), false, || async { Ok(item(name)) })
+                .await
+                .unwrap();
         }
         // Touch a, so b is the least recently used when c arrives.
-        cache.get_or_fetch(key("a"), false, || async { Ok(item("a")) }).await.unwrap();
-        cache.get_or_fetch(key("c"), false, || async { Ok(item("c")) }).await.unwrap();
+        cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("a")) })
+            .await
+            .unwrap();
+        cache
+            .get_or_fetch(key("c"), false, || async { Ok(item("c")) })
+            .await
+            .unwrap();
         assert_eq!(cache.len().await, 2);
-        let a = cache.get_or_fetch(key("a"), false, || async { Ok(item("a2")) }).await.unwrap();
+        let a = cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("a2")) })
+            .await
+            .unwrap();
         assert_eq!(a.freshness, Freshness::Hit);
-        let b = cache.get_or_fetch(key("b"), false, || async { Ok(item("b2")) }).await.unwrap();
+        let b = cache
+            .get_or_fetch(key("b"), false, || async { Ok(item("b2")) })
+            .await
+            .unwrap();
         assert_eq!(b.freshness, Freshness::Miss);
     }
 
     #[tokio::test]
     async fn disabled_or_zero_ttl_bypasses() {
-        let off = Cache::new(CacheSettings { enabled: false, ..settings() });
-        let l = off.get_or_fetch(key("a"), false, || async { Ok(item("v")) }).await.unwrap();
+        let off = Cache::new(CacheSettings {
+            enabled: false,
+            ..settings()
+        });
+        let l = off
+            .get_or_fetch(key("a"), false, || async { Ok(item("v")) })
+            .await
+            .unwrap();
         assert_eq!(l.freshness, Freshness::Bypass);
-        let zero = Cache::new(CacheSettings { parameter_ttl: Duration::ZERO, ..settings() });
-        let l = zero.get_or_fetch(key("a"), false, || async { Ok(item("v")) }).await.unwrap();
+        let zero = Cache::new(CacheSettings {
+            parameter_ttl: Duration::ZERO,
+            ..settings()
+        });
+        let l = zero
+            .get_or_fetch(key("a"), false, || async { Ok(item("v")) })
+            .await
+            .unwrap();
         assert_eq!(l.freshness, Freshness::Bypass);
         assert!(zero.is_empty().await);
     }

@@ -207,7 +207,11 @@ impl RawConfig {
             "WARN" | "WARNING" => Ok(LogLevel::Warn),
             "ERROR" => Ok(LogLevel::Error),
             "NONE" | "OFF" => Ok(LogLevel::None),
-            _ => Err(invalid(NAME, value, "one of DEBUG, INFO, WARN, ERROR, NONE")),
+            _ => Err(invalid(
+                NAME,
+                value,
+                "one of DEBUG, INFO, WARN, ERROR, NONE",
+            )),
         }
     }
 

@@ -176,7 +176,10 @@ async fn report_init_error(extension_id: &str, err: LifecycleError) -> Lifecycle
             stack_trace: Vec::new(),
         }),
     );
-    match (request, lambda_runtime_api_client::Client::builder().build()) {
+    match (
+        request,
+        lambda_runtime_api_client::Client::builder().build(),
+    ) {
         (Ok(request), Ok(client)) => {
             if let Err(e) = client.call(request).await {
                 tracing::warn!(error = %e, "could not report the init error to Lambda");

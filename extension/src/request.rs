@@ -191,7 +191,9 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
     let label = q.take("label");
     let (name, inline) = split_selector(&full);
     if name.is_empty() {
-        return Err(RequestError("the query parameter \"name\" is required".into()));
+        return Err(RequestError(
+            "the query parameter \"name\" is required".into(),
+        ));
     }
     let selector = match (version, label, inline) {
         (Some(_), Some(_), _) => {
@@ -273,8 +275,10 @@ mod tests {
         assert_eq!(r.name, arn);
         assert_eq!(r.selector, Some(Selector::Version(7)));
 
-        let r = parse_parameter(Some("name=%2Faws%2Freference%2Fsecretsmanager%2Fdev%2Fazure"))
-            .unwrap();
+        let r = parse_parameter(Some(
+            "name=%2Faws%2Freference%2Fsecretsmanager%2Fdev%2Fazure",
+        ))
+        .unwrap();
         assert_eq!(r.name, "/aws/reference/secretsmanager/dev/azure");
     }
 
@@ -288,7 +292,10 @@ mod tests {
             ("name=a&version=0", "from 1 upwards"),
             ("name=a&label=12", "all digits"),
             ("name=a:1&label=x", "already carries a selector"),
-            ("name=a&withdecryption=true", "unknown query parameter \"withdecryption\""),
+            (
+                "name=a&withdecryption=true",
+                "unknown query parameter \"withdecryption\"",
+            ),
             ("name=a&name=b", "more than once"),
             ("name=a&withDecryption=yes", "true or false"),
             ("name=%FF", "UTF-8"),

@@ -44,7 +44,9 @@ struct AppInner {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("cache", &self.inner.cache).finish()
+        f.debug_struct("App")
+            .field("cache", &self.inner.cache)
+            .finish()
     }
 }
 

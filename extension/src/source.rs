@@ -28,8 +28,10 @@ pub trait Source: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Parameter, SourceError>>;
 
     /// `GetSecretValue`.
-    fn get_secret<'a>(&'a self, req: &'a SecretRequest)
-        -> BoxFuture<'a, Result<Secret, SourceError>>;
+    fn get_secret<'a>(
+        &'a self,
+        req: &'a SecretRequest,
+    ) -> BoxFuture<'a, Result<Secret, SourceError>>;
 }
 
 /// What kind of failure a fetch had. Decides retries, stale serving and the HTTP status.
@@ -118,7 +120,11 @@ where
         ),
         SdkError::ServiceError(service_err) => {
             let status = service_err.raw().status().as_u16();
-            let code = service_err.err().code().unwrap_or("UnknownError").to_owned();
+            let code = service_err
+                .err()
+                .code()
+                .unwrap_or("UnknownError")
+                .to_owned();
             let message = service_err
                 .err()
                 .message()
@@ -233,7 +239,11 @@ impl Source for AwsSource {
             };
             Ok(Parameter {
                 arn,
-                data_type: if is_reference { None } else { p.data_type.take() },
+                data_type: if is_reference {
+                    None
+                } else {
+                    p.data_type.take()
+                },
                 last_modified_date: timestamp(p.last_modified_date.as_ref()),
                 name: p.name.take().unwrap_or_else(|| req.name.clone()),
                 selector: req.selector.as_ref().map(ToString::to_string),
