@@ -6,6 +6,7 @@
 //! past its TTL *and* past the stale window.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,15 @@ pub enum Key {
         /// Decrypted or ciphertext.
         decrypt: bool,
     },
+    /// A read of every parameter under a path (`GetParametersByPath`).
+    Path {
+        /// The path, as asked.
+        path: String,
+        /// Whether deeper levels are included.
+        recursive: bool,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
     /// A secret read.
     Secret {
         /// Name or ARN.
@@ -47,6 +57,8 @@ pub enum Key {
 pub enum Item {
     /// From SSM.
     Parameter(Parameter),
+    /// From SSM, a path's parameters.
+    Parameters(Vec<Parameter>),
     /// From Secrets Manager.
     Secret(Secret),
 }
@@ -60,6 +72,9 @@ pub struct Entry {
     pub fetched_at: Instant,
     /// How long the entry is fresh.
     pub ttl: Duration,
+    /// Whether function code read it since it was fetched: only such entries are worth
+    /// refreshing ahead of expiry.
+    read: AtomicBool,
 }
 
 impl Entry {
@@ -68,7 +83,23 @@ impl Entry {
             item,
             fetched_at: Instant::now(),
             ttl,
+            read: AtomicBool::new(false),
         }
+    }
+
+    fn mark_read(&self) {
+        // Relaxed: a hint for refresh scheduling, not a synchronisation point.
+        if !self.read.load(Ordering::Relaxed) {
+            self.read.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the entry is worth refreshing now: read since fetched, and in the last
+    /// `fraction` of its TTL (or past it, while still kept for stale serving).
+    fn due_for_refresh(&self, fraction: f64, now: Instant) -> bool {
+        let threshold = self.ttl.mul_f64((1.0 - fraction).clamp(0.0, 1.0));
+        self.read.load(Ordering::Relaxed)
+            && now.saturating_duration_since(self.fetched_at) >= threshold
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
@@ -186,7 +217,7 @@ impl Cache {
     /// The TTL that applies to a key.
     fn ttl(&self, key: &Key) -> Duration {
         match key {
-            Key::Parameter { .. } => self.settings.parameter_ttl,
+            Key::Parameter { .. } | Key::Path { .. } => self.settings.parameter_ttl,
             Key::Secret { .. } => self.settings.secret_ttl,
         }
     }
@@ -232,6 +263,7 @@ impl Cache {
         if !force {
             if let Some(entry) = store.get(&key).await {
                 if entry.is_fresh(Instant::now()) {
+                    entry.mark_read();
                     return Ok(Lookup {
                         entry,
                         freshness: Freshness::Hit,
@@ -253,6 +285,7 @@ impl Cache {
                     .as_ref()
                     .filter(|e| !force && e.is_fresh(Instant::now()))
                 {
+                    entry.mark_read();
                     *slot = Some(Ok(Lookup {
                         entry: entry.clone(),
                         freshness: Freshness::Hit,
@@ -262,6 +295,7 @@ impl Cache {
                 match fetch().await {
                     Ok(item) => {
                         let entry = Arc::new(Entry::new(item, ttl));
+                        entry.mark_read();
                         *slot = Some(Ok(Lookup {
                             entry: entry.clone(),
                             freshness: Freshness::Miss,
@@ -276,6 +310,7 @@ impl Cache {
                                 .is_some_and(|e| e.age() <= e.ttl + max_stale);
                         match current {
                             Some(entry) if stale_ok => {
+                                entry.mark_read();
                                 *slot = Some(Ok(Lookup {
                                     entry,
                                     freshness: Freshness::Stale,
@@ -306,6 +341,50 @@ impl Cache {
                 "cache computation did not run",
             ))
         })
+    }
+
+    /// The fresh entry for a key, if there is one (counts as a read).
+    pub async fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+        let entry = self.store.as_ref()?.get(key).await?;
+        entry.is_fresh(Instant::now()).then(|| {
+            entry.mark_read();
+            entry
+        })
+    }
+
+    /// Stores a value fetched outside [`Cache::get_or_fetch`] (batch reads, prefetch,
+    /// refresh) and returns the entry. `read` says whether a caller is reading it now.
+    pub async fn insert(&self, key: Key, item: Item, read: bool) -> Arc<Entry> {
+        let entry = Arc::new(Entry::new(item, self.ttl(&key)));
+        if read {
+            entry.mark_read();
+        }
+        self.insert_entry(key, entry.clone()).await;
+        entry
+    }
+
+    /// Stores an existing entry under one more key (an ARN as well as a name, a String
+    /// parameter for both decryption settings).
+    pub async fn insert_entry(&self, key: Key, entry: Arc<Entry>) {
+        if let Some(store) = &self.store {
+            if !self.ttl(&key).is_zero() {
+                store.insert(key, entry).await;
+                store.run_pending_tasks().await;
+            }
+        }
+    }
+
+    /// Keys worth refreshing now (see [`Entry::due_for_refresh`]).
+    pub fn due_for_refresh(&self, fraction: f64) -> Vec<Key> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        store
+            .iter()
+            .filter(|(_, entry)| entry.due_for_refresh(fraction, now))
+            .map(|(key, _)| (*key).clone())
+            .collect()
     }
 
     /// Drops every entry (their values are zeroized as the last reference goes).
@@ -359,7 +438,7 @@ mod tests {
     fn value(l: &Lookup) -> String {
         match &l.entry.item {
             Item::Parameter(p) => p.value.expose().to_owned(),
-            Item::Secret(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -510,6 +589,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(b.freshness, Freshness::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_read_entries_near_expiry_are_due_for_refresh() {
+        let cache = Cache::new(settings());
+        cache.insert(key("unread"), item("u"), false).await;
+        cache
+            .get_or_fetch(key("read"), false, || async { Ok(item("r")) })
+            .await
+            .unwrap();
+        assert!(cache.due_for_refresh(0.2).is_empty());
+        // 300 s TTL, last 20 % starts at 240 s.
+        tokio::time::advance(Duration::from_secs(241)).await;
+        assert_eq!(cache.due_for_refresh(0.2), vec![key("read")]);
+        assert!(cache.due_for_refresh(0.0).is_empty());
     }
 
     #[tokio::test]

@@ -11,6 +11,8 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use crate::prefetch::{PlanError, PrefetchPlan};
+
 /// Port the AWS layer listens on; function code hard-codes it, so it is ours too.
 pub const DEFAULT_PORT: u16 = 2773;
 /// Entries kept at most, parameters and secrets together.
@@ -27,8 +29,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 3;
 /// function that waits forever only learns of the outage from its own timeout, so lockbox
 /// gives up after this and answers 504 (or a stale value, where one is allowed).
 pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent connections from function code to the localhost server.
-pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 256;
+/// How long Init waits for prefetch: well inside Lambda's 10 s Init limit.
+pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_millis(2000);
+/// Refresh entries in the last fifth of their TTL.
+pub const DEFAULT_REFRESH_AHEAD: f64 = 0.2;
+/// Serve a value up to an hour past its TTL while AWS is unreachable.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 
 /// The variables read, in the order they are documented.
 pub const VARIABLES: &[&str] = &[
@@ -41,6 +47,11 @@ pub const VARIABLES: &[&str] = &[
     "SECRETS_MANAGER_TTL",
     "SSM_PARAMETER_STORE_TIMEOUT_MILLIS",
     "SECRETS_MANAGER_TIMEOUT_MILLIS",
+    "LOCKBOX_PREFETCH",
+    "LOCKBOX_PREFETCH_TIMEOUT_MS",
+    "LOCKBOX_PREFETCH_REQUIRED",
+    "LOCKBOX_REFRESH_AHEAD",
+    "LOCKBOX_MAX_STALE",
     "AWS_SESSION_TOKEN",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
@@ -98,6 +109,17 @@ pub struct Config {
     pub secrets_timeout: Duration,
     /// The value function code must send in `X-Aws-Parameters-Secrets-Token`.
     pub token: AuthToken,
+    /// What to load during Init.
+    pub prefetch: PrefetchPlan,
+    /// How long Init waits for prefetch.
+    pub prefetch_timeout: Duration,
+    /// Whether Init fails when prefetch could not load everything.
+    pub prefetch_required: bool,
+    /// Fraction of the TTL at its end during which read entries are refreshed on INVOKE;
+    /// 0 turns refresh-ahead off.
+    pub refresh_ahead: f64,
+    /// How long past its TTL an entry may be served while AWS fails transiently.
+    pub max_stale: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -113,6 +135,11 @@ impl fmt::Debug for Config {
             .field("ssm_timeout", &self.ssm_timeout)
             .field("secrets_timeout", &self.secrets_timeout)
             .field("token", &self.token)
+            .field("prefetch", &self.prefetch)
+            .field("prefetch_timeout", &self.prefetch_timeout)
+            .field("prefetch_required", &self.prefetch_required)
+            .field("refresh_ahead", &self.refresh_ahead)
+            .field("max_stale", &self.max_stale)
             .finish()
     }
 }
@@ -154,6 +181,9 @@ pub enum ConfigError {
         allowed: &'static str,
     },
     /// Neither token variable is set, so no request could ever be authenticated.
+    /// `LOCKBOX_PREFETCH` has an entry that cannot be understood.
+    #[error("LOCKBOX_PREFETCH {0}")]
+    Prefetch(#[from] PlanError),
     #[error(
         "no request token: neither AWS_SESSION_TOKEN nor AWS_CONTAINER_AUTHORIZATION_TOKEN is set \
          (Lambda sets one; for local runs export AWS_SESSION_TOKEN)"
@@ -303,7 +333,36 @@ impl RawConfig {
             ssm_timeout: self.timeout("SSM_PARAMETER_STORE_TIMEOUT_MILLIS")?,
             secrets_timeout: self.timeout("SECRETS_MANAGER_TIMEOUT_MILLIS")?,
             token: self.token()?,
+            prefetch: PrefetchPlan::parse(self.get("LOCKBOX_PREFETCH").unwrap_or(""))?,
+            prefetch_timeout: Duration::from_millis(self.number(
+                "LOCKBOX_PREFETCH_TIMEOUT_MS",
+                DEFAULT_PREFETCH_TIMEOUT.as_millis() as u64,
+                0..=9_500,
+                "a whole number of milliseconds from 0 to 9500 (Lambda's Init limit is 10 s)",
+            )?),
+            prefetch_required: self.bool("LOCKBOX_PREFETCH_REQUIRED", false)?,
+            refresh_ahead: self.fraction("LOCKBOX_REFRESH_AHEAD", DEFAULT_REFRESH_AHEAD)?,
+            max_stale: Duration::from_secs(self.number(
+                "LOCKBOX_MAX_STALE",
+                DEFAULT_MAX_STALE.as_secs(),
+                0..=MAX_TTL_SECS,
+                "a whole number of seconds from 0 to 86400 (0 never serves stale)",
+            )?),
         })
+    }
+
+    fn fraction(&self, name: &'static str, default: f64) -> Result<f64, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(default);
+        };
+        match value.parse::<f64>() {
+            Ok(f) if (0.0..=0.9).contains(&f) => Ok(f),
+            _ => Err(invalid(
+                name,
+                value,
+                "a fraction from 0 to 0.9 (0 turns it off)",
+            )),
+        }
     }
 }
 
@@ -371,13 +430,18 @@ mod tests {
             ("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", "0"),
             ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "LOUD"),
             ("SECRETS_MANAGER_TIMEOUT_MILLIS", "1.5"),
+            ("LOCKBOX_PREFETCH_TIMEOUT_MS", "10000"),
+            ("LOCKBOX_PREFETCH_REQUIRED", "maybe"),
+            ("LOCKBOX_REFRESH_AHEAD", "1.5"),
+            ("LOCKBOX_MAX_STALE", "x"),
+            ("LOCKBOX_PREFETCH", "ssm:/a,bogus:thing"),
         ];
         for (name, value) in cases {
             let err = raw(&[(name, value)]).validate().unwrap_err();
             let message = err.to_string();
             assert!(message.contains(name), "{message}");
-            assert!(message.contains(value), "{message}");
-            assert!(message.contains("expected"), "{message}");
+            let named = value.split(',').next_back().unwrap_or(value);
+            assert!(message.contains(named), "{message}");
         }
     }
 

@@ -33,6 +33,12 @@ pub enum ApiError {
     /// Only GET is served.
     #[error("method {0} is not allowed; use GET")]
     MethodNotAllowed(String),
+    /// `jsonKey` names a key the JSON value does not have.
+    #[error("the value has no JSON key {0:?}")]
+    JsonKeyNotFound(String),
+    /// The value cannot be served as asked (not JSON, binary).
+    #[error("{0}")]
+    NotText(String),
     /// AWS (or the way to it) failed.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -55,6 +61,8 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "UnknownRoute"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            ApiError::JsonKeyNotFound(_) => (StatusCode::NOT_FOUND, "JsonKeyNotFound"),
+            ApiError::NotText(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ValueNotJson"),
             ApiError::Source(err) => {
                 let status = match err.kind {
                     FailureKind::NotFound => StatusCode::NOT_FOUND,

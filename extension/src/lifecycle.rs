@@ -5,11 +5,14 @@
 //! 2. **validate** the configuration, reporting a bad one as an init error;
 //! 3. **serve**: bind the loopback port and start answering, before the first `next`, so
 //!    function code can read values from the first moment of its own Init;
-//! 4. **event loop**: `next` returns INVOKE events until SHUTDOWN;
-//! 5. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
+//! 4. **prefetch** what `LOCKBOX_PREFETCH` names, concurrently with the function's Init,
+//!    for at most `LOCKBOX_PREFETCH_TIMEOUT_MS`;
+//! 5. **event loop**: `next` returns INVOKE events (each one refreshes what is about to
+//!    expire) until SHUTDOWN;
+//! 6. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
 //!    inside Lambda's 2 s budget.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
@@ -17,6 +20,8 @@ use tokio::sync::mpsc;
 
 use crate::cache::{Cache, CacheSettings};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
+use crate::prefetch::{self, PrefetchGate};
+use crate::refresh;
 use crate::server::{self, App};
 use crate::source::AwsSource;
 
@@ -42,6 +47,9 @@ pub enum LifecycleError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `LOCKBOX_PREFETCH_REQUIRED=true` and prefetch could not load everything.
+    #[error("prefetch incomplete: {0}")]
+    Prefetch(String),
     /// The Extensions API went away before SHUTDOWN.
     #[error("the Lambda Extensions API failed: {0}")]
     EventLoop(String),
@@ -53,6 +61,7 @@ impl LifecycleError {
         match self {
             LifecycleError::Config(_) => "Extension.ConfigInvalid",
             LifecycleError::Bind { .. } => "Extension.PortUnavailable",
+            LifecycleError::Prefetch(_) => "Extension.PrefetchFailed",
             _ => "Extension.Failed",
         }
     }
@@ -67,16 +76,35 @@ enum Signal {
 pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     // 1. Register. The event processor runs inside `next`'s loop; SHUTDOWN is handed to
     //    this function so the shutdown sequence stays here.
+    //    INVOKE refreshes what is about to expire before returning: the environment may be
+    //    frozen as soon as `next` is called again, so background work would stall.
     let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
-    let processor = service_fn(move |event: LambdaEvent| {
-        let signals = signals.clone();
-        async move {
-            if let NextEvent::Shutdown(shutdown) = event.next {
-                let _ = signals.send(Signal::Shutdown {
-                    reason: shutdown.shutdown_reason,
-                });
+    let running: Arc<OnceLock<(App, f64, Duration)>> = Arc::new(OnceLock::new());
+    let processor = service_fn({
+        let running = running.clone();
+        move |event: LambdaEvent| {
+            let signals = signals.clone();
+            let running = running.clone();
+            async move {
+                match event.next {
+                    NextEvent::Shutdown(shutdown) => {
+                        let _ = signals.send(Signal::Shutdown {
+                            reason: shutdown.shutdown_reason,
+                        });
+                    }
+                    NextEvent::Invoke(_) => {
+                        if let Some((app, fraction, bound)) = running.get() {
+                            if *fraction > 0.0 {
+                                let round = refresh::run(app.cache(), app.source(), *fraction);
+                                if tokio::time::timeout(*bound, round).await.is_err() {
+                                    tracing::warn!("refresh ahead did not finish in time");
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok::<(), lambda_extension::Error>(())
             }
-            Ok::<(), lambda_extension::Error>(())
         }
     });
     let registered = Extension::new()
@@ -109,14 +137,62 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
             return Err(report_init_error(&extension_id, err).await);
         }
     };
-    let app = build_app(&config).await;
+    let (gate, gate_opener) = PrefetchGate::closed_for(&config.prefetch);
+    let app = build_app(&config, gate).await;
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(listener, app.clone(), async move {
         let _ = serving_stopped.await;
     }));
     tracing::info!(port = config.port, "serving on 127.0.0.1");
 
-    // 4. Event loop: the first `next` ends our part of Init.
+    // 4. Prefetch, within the budget. Whatever is not loaded by then is fetched on demand;
+    //    requests waiting at the gate are let through either way.
+    if !config.prefetch.is_empty() {
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn({
+            let app = app.clone();
+            let plan = config.prefetch.clone();
+            async move { prefetch::run(app.cache(), app.source(), &plan).await }
+        });
+        let outcome = tokio::time::timeout(config.prefetch_timeout, task).await;
+        gate_opener.open();
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let problem = match outcome {
+            Ok(Ok(report)) => {
+                tracing::info!(
+                    loaded = report.loaded,
+                    failed = report.failures.len(),
+                    elapsed_ms,
+                    "prefetch done"
+                );
+                for failure in &report.failures {
+                    tracing::warn!(entry = %failure, "prefetch could not load");
+                }
+                (!report.failures.is_empty()).then(|| report.failures.join("; "))
+            }
+            Ok(Err(_)) => Some("prefetch task failed".to_owned()),
+            Err(_) => {
+                tracing::warn!(
+                    elapsed_ms,
+                    "prefetch budget spent; the rest loads on demand"
+                );
+                Some(format!(
+                    "not done within LOCKBOX_PREFETCH_TIMEOUT_MS={}",
+                    config.prefetch_timeout.as_millis()
+                ))
+            }
+        };
+        if let (true, Some(problem)) = (config.prefetch_required, problem) {
+            let _ = stop_serving.send(());
+            return Err(report_init_error(&extension_id, LifecycleError::Prefetch(problem)).await);
+        }
+    } else {
+        gate_opener.open();
+    }
+    let refresh_bound = config.ssm_timeout.max(config.secrets_timeout);
+    let _ = running.set((app.clone(), config.refresh_ahead, refresh_bound));
+
+    // 5. Event loop: the first `next` ends our part of Init.
     let outcome = tokio::select! {
         result = registered.run() => Err(LifecycleError::EventLoop(match result {
             Ok(()) => "event stream ended".to_owned(),
@@ -132,7 +208,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         }
     };
 
-    // 5. Shutdown: in-flight requests get what is left of the budget; the cache's values
+    // 6. Shutdown: in-flight requests get what is left of the budget; the cache's values
     //    are wiped as they are dropped.
     let _ = stop_serving.send(());
     if tokio::time::timeout(DRAIN_BUDGET, server).await.is_err() {
@@ -143,7 +219,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
 }
 
 /// Builds the cache and the AWS clients from the validated configuration.
-async fn build_app(config: &Config) -> App {
+async fn build_app(config: &Config, gate: PrefetchGate) -> App {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
@@ -152,12 +228,13 @@ async fn build_app(config: &Config) -> App {
         capacity: config.cache_size,
         parameter_ttl: config.ssm_ttl,
         secret_ttl: config.secrets_ttl,
-        max_stale: Duration::ZERO,
+        max_stale: config.max_stale,
     });
     App::new(
         cache,
         Arc::new(AwsSource::new(&sdk, config)),
         config.token.clone(),
+        gate,
     )
 }
 

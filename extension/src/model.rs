@@ -143,6 +143,46 @@ pub struct SecretResponse<'a> {
     pub result_metadata: ResultMetadata,
 }
 
+/// Body of `/systemsmanager/parameters/get-many`, as `GetParameters` answers.
+#[derive(Debug, Serialize)]
+pub struct ParametersResponse<'a> {
+    /// Found parameters, in the order asked.
+    #[serde(rename = "Parameters")]
+    pub parameters: Vec<&'a Parameter>,
+    /// Names that do not exist.
+    #[serde(rename = "InvalidParameters")]
+    pub invalid_parameters: &'a [String],
+    /// Always `{}`.
+    #[serde(rename = "ResultMetadata")]
+    pub result_metadata: ResultMetadata,
+}
+
+/// Body of `/systemsmanager/parameters/get-by-path`, as `GetParametersByPath` answers
+/// (every page at once, so no `NextToken`).
+#[derive(Debug, Serialize)]
+pub struct PathResponse<'a> {
+    /// The parameters under the path.
+    #[serde(rename = "Parameters")]
+    pub parameters: Vec<&'a Parameter>,
+    /// Always `{}`.
+    #[serde(rename = "ResultMetadata")]
+    pub result_metadata: ResultMetadata,
+}
+
+/// Body of `/secretsmanager/get-many`, as `BatchGetSecretValue` answers.
+#[derive(Debug, Serialize)]
+pub struct SecretsResponse<'a> {
+    /// Found secrets, in the order asked.
+    #[serde(rename = "SecretValues")]
+    pub secret_values: Vec<&'a Secret>,
+    /// Per-secret failures.
+    #[serde(rename = "Errors")]
+    pub errors: &'a [crate::source::SecretBatchError],
+    /// Always `{}`.
+    #[serde(rename = "ResultMetadata")]
+    pub result_metadata: ResultMetadata,
+}
+
 /// Formats an AWS timestamp as the AWS layer does: RFC 3339, milliseconds, `Z`.
 pub fn format_timestamp(secs: i64, nanos: u32) -> Option<String> {
     let format = time::macros::format_description!(

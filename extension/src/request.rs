@@ -35,6 +35,63 @@ impl fmt::Display for Selector {
     }
 }
 
+/// What a single read answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Output {
+    /// The AWS layer's JSON envelope.
+    #[default]
+    Envelope,
+    /// Only the value, as `text/plain` (`valueOnly=true`).
+    Value,
+    /// One key of a JSON value, as `text/plain` (`jsonKey=a.b` or `jsonKey=/a/b`).
+    JsonKey(String),
+}
+
+/// One parameter of a batch: name (or ARN) and an optional selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterName {
+    /// Name or ARN without selector.
+    pub name: String,
+    /// Version or label.
+    pub selector: Option<Selector>,
+}
+
+/// A read of many parameters (`/systemsmanager/parameters/get-many`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParametersRequest {
+    /// The names, in the order asked.
+    pub names: Vec<ParameterName>,
+    /// Whether SecureStrings are decrypted.
+    pub with_decryption: bool,
+    /// Skip the cache.
+    pub refresh_now: bool,
+}
+
+/// A read of everything under a path (`/systemsmanager/parameters/get-by-path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRequest {
+    /// The path, starting with `/`.
+    pub path: String,
+    /// Include deeper levels (SSM's default is not to).
+    pub recursive: bool,
+    /// Whether SecureStrings are decrypted.
+    pub with_decryption: bool,
+    /// Skip the cache.
+    pub refresh_now: bool,
+}
+
+/// A read of many secrets (`/secretsmanager/get-many`), AWSCURRENT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsRequest {
+    /// The ids, in the order asked.
+    pub ids: Vec<String>,
+    /// Skip the cache.
+    pub refresh_now: bool,
+}
+
+/// Most names or ids one batch request may ask for.
+pub const MAX_BATCH: usize = 100;
+
 /// A read of one parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParameterRequest {
@@ -46,6 +103,8 @@ pub struct ParameterRequest {
     pub with_decryption: bool,
     /// Skip the cache for this request.
     pub refresh_now: bool,
+    /// Envelope, value only, or one JSON key.
+    pub output: Output,
 }
 
 impl ParameterRequest {
@@ -69,6 +128,8 @@ pub struct SecretRequest {
     pub version_stage: Option<String>,
     /// Skip the cache for this request.
     pub refresh_now: bool,
+    /// Envelope, value only, or one JSON key.
+    pub output: Output,
 }
 
 /// The decoded query: each known parameter at most once.
@@ -120,6 +181,37 @@ impl Query {
                 echo(&v)
             ))),
         }
+    }
+
+    /// `valueOnly` and `jsonKey`: `jsonKey` implies the value only.
+    fn output(&mut self) -> Result<Output, RequestError> {
+        let value_only = self.flag("valueOnly")?;
+        match self.take("jsonKey") {
+            Some(key) if key.is_empty() => Err(RequestError("jsonKey is empty".into())),
+            Some(key) => Ok(Output::JsonKey(key)),
+            None if value_only => Ok(Output::Value),
+            None => Ok(Output::Envelope),
+        }
+    }
+
+    fn list(&mut self, key: &str) -> Result<Vec<String>, RequestError> {
+        let items: Vec<String> = self
+            .required(key)?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if items.is_empty() {
+            return Err(RequestError(format!("{key} names nothing")));
+        }
+        if items.len() > MAX_BATCH {
+            return Err(RequestError(format!(
+                "{key} names {} items; at most {MAX_BATCH} per request",
+                items.len()
+            )));
+        }
+        Ok(items)
     }
 
     fn required(&mut self, key: &str) -> Result<String, RequestError> {
@@ -182,9 +274,76 @@ fn parse_selector(text: &str, origin: &str) -> Result<Selector, RequestError> {
     Ok(Selector::Label(text.to_owned()))
 }
 
+/// Parses a name with an optional inline selector, as in `GetParameters`.
+fn parse_name(full: &str) -> Result<ParameterName, RequestError> {
+    let (name, inline) = split_selector(full);
+    if name.is_empty() {
+        return Err(RequestError(format!("{:?} has no name", echo(full))));
+    }
+    Ok(ParameterName {
+        name: name.to_owned(),
+        selector: inline
+            .map(|s| parse_selector(s, "the selector in the name"))
+            .transpose()?,
+    })
+}
+
+/// Parses `/systemsmanager/parameters/get-many`'s query: `names=a,b:3,c`.
+pub fn parse_parameters(raw: Option<&str>) -> Result<ParametersRequest, RequestError> {
+    const ALLOWED: &[&str] = &["names", "withDecryption", "refreshNow"];
+    let mut q = Query::parse(raw, ALLOWED)?;
+    let names = q
+        .list("names")?
+        .iter()
+        .map(|n| parse_name(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParametersRequest {
+        names,
+        with_decryption: q.flag("withDecryption")?,
+        refresh_now: q.flag("refreshNow")?,
+    })
+}
+
+/// Parses `/systemsmanager/parameters/get-by-path`'s query.
+pub fn parse_path(raw: Option<&str>) -> Result<PathRequest, RequestError> {
+    const ALLOWED: &[&str] = &["path", "recursive", "withDecryption", "refreshNow"];
+    let mut q = Query::parse(raw, ALLOWED)?;
+    let path = q.required("path")?;
+    if !path.starts_with('/') {
+        return Err(RequestError(format!(
+            "path {:?} must start with '/'",
+            echo(&path)
+        )));
+    }
+    Ok(PathRequest {
+        path,
+        recursive: q.flag("recursive")?,
+        with_decryption: q.flag("withDecryption")?,
+        refresh_now: q.flag("refreshNow")?,
+    })
+}
+
+/// Parses `/secretsmanager/get-many`'s query: `secretIds=a,b`.
+pub fn parse_secrets(raw: Option<&str>) -> Result<SecretsRequest, RequestError> {
+    const ALLOWED: &[&str] = &["secretIds", "refreshNow"];
+    let mut q = Query::parse(raw, ALLOWED)?;
+    Ok(SecretsRequest {
+        ids: q.list("secretIds")?,
+        refresh_now: q.flag("refreshNow")?,
+    })
+}
+
 /// Parses `/systemsmanager/parameters/get`'s query.
 pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestError> {
-    const ALLOWED: &[&str] = &["name", "version", "label", "withDecryption", "refreshNow"];
+    const ALLOWED: &[&str] = &[
+        "name",
+        "version",
+        "label",
+        "withDecryption",
+        "refreshNow",
+        "valueOnly",
+        "jsonKey",
+    ];
     let mut q = Query::parse(raw, ALLOWED)?;
     let full = q.required("name")?;
     let version = q.take("version");
@@ -235,12 +394,20 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
         selector,
         with_decryption: q.flag("withDecryption")?,
         refresh_now: q.flag("refreshNow")?,
+        output: q.output()?,
     })
 }
 
 /// Parses `/secretsmanager/get`'s query.
 pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest, RequestError> {
-    const ALLOWED: &[&str] = &["secretId", "versionId", "versionStage", "refreshNow"];
+    const ALLOWED: &[&str] = &[
+        "secretId",
+        "versionId",
+        "versionStage",
+        "refreshNow",
+        "valueOnly",
+        "jsonKey",
+    ];
     let mut q = Query::parse(raw, ALLOWED)?;
     let secret_id = q.required("secretId")?;
     let version_id = q.take("versionId").filter(|v| !v.is_empty());
@@ -250,6 +417,7 @@ pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest, RequestError> {
         version_id,
         version_stage,
         refresh_now: q.flag("refreshNow")?,
+        output: q.output()?,
     })
 }
 
@@ -316,6 +484,34 @@ mod tests {
         assert_eq!(r.version_stage.as_deref(), Some("AWSPREVIOUS"));
         assert_eq!(r.version_id, None);
         assert!(!r.refresh_now);
+    }
+
+    #[test]
+    fn batch_and_output_queries() {
+        let r = parse_parameters(Some("names=/a,/b:3,%2Fc&withDecryption=true")).unwrap();
+        assert_eq!(r.names.len(), 3);
+        assert_eq!(r.names[1].selector, Some(Selector::Version(3)));
+        assert!(r.with_decryption);
+        assert!(parse_parameters(Some("names=,")).is_err());
+        let many = (0..101)
+            .map(|i| format!("/p{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse_parameters(Some(&format!("names={many}")))
+            .unwrap_err()
+            .0
+            .contains("at most 100"));
+        let p = parse_path(Some("path=/app/&recursive=true")).unwrap();
+        assert!(p.recursive && !p.with_decryption);
+        assert!(parse_path(Some("path=app")).is_err());
+        assert_eq!(
+            parse_secrets(Some("secretIds=a,b")).unwrap().ids,
+            vec!["a", "b"]
+        );
+        let r = parse_secret(Some("secretId=a&jsonKey=db.host")).unwrap();
+        assert_eq!(r.output, Output::JsonKey("db.host".into()));
+        let r = parse_parameter(Some("name=a&valueOnly=true")).unwrap();
+        assert_eq!(r.output, Output::Value);
     }
 
     proptest! {

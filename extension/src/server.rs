@@ -18,12 +18,17 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::cache::{Cache, Item, Key, Lookup};
+use crate::batch::{self, Purpose};
+use crate::cache::{Cache, Freshness, Item, Key, Lookup};
 use crate::config::AuthToken;
 use crate::error::ApiError;
-use crate::model::{ParameterResponse, ResultMetadata, SecretResponse};
-use crate::request;
-use crate::source::Source;
+use crate::model::{
+    Parameter, ParameterResponse, ParametersResponse, PathResponse, ResultMetadata, Secret,
+    SecretResponse, SecretsResponse,
+};
+use crate::prefetch::PrefetchGate;
+use crate::request::{self, Output};
+use crate::source::{FailureKind, Source, SourceError};
 
 /// The header function code sends the session token in (the AWS layer's name).
 pub const TOKEN_HEADER: &str = "x-aws-parameters-secrets-token";
@@ -40,6 +45,7 @@ struct AppInner {
     cache: Cache,
     source: Arc<dyn Source>,
     token: AuthToken,
+    gate: PrefetchGate,
 }
 
 impl std::fmt::Debug for App {
@@ -51,15 +57,27 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Bundles the cache, the value source and the expected token.
-    pub fn new(cache: Cache, source: Arc<dyn Source>, token: AuthToken) -> Self {
+    /// Bundles the cache, the value source, the expected token and the prefetch gate
+    /// (requests for values being prefetched wait at it).
+    pub fn new(
+        cache: Cache,
+        source: Arc<dyn Source>,
+        token: AuthToken,
+        gate: PrefetchGate,
+    ) -> Self {
         Self {
             inner: Arc::new(AppInner {
                 cache,
                 source,
                 token,
+                gate,
             }),
         }
+    }
+
+    /// Where values come from.
+    pub fn source(&self) -> &dyn Source {
+        self.inner.source.as_ref()
     }
 
     /// The cache, for the lifecycle (prefetch, refresh, shutdown).
@@ -76,6 +94,12 @@ pub fn router(app: App) -> Router {
         .route("/systemsmanager/parameters/get/", get(get_parameter))
         .route("/secretsmanager/get", get(get_secret))
         .route("/secretsmanager/get/", get(get_secret))
+        .route("/systemsmanager/parameters/get-many", get(get_parameters))
+        .route(
+            "/systemsmanager/parameters/get-by-path",
+            get(get_parameters_by_path),
+        )
+        .route("/secretsmanager/get-many", get(get_secrets))
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -141,19 +165,29 @@ async fn get_parameter(
         selector: req.selector.clone(),
         decrypt: req.with_decryption,
     };
-    let source = &app.inner.source;
-    let lookup = app
-        .inner
-        .cache
-        .get_or_fetch(key, req.refresh_now, || async {
-            source.get_parameter(&req).await.map(Item::Parameter)
-        })
+    app.inner.gate.wait_for(&key).await;
+    let lookup = batch::parameter(&app.inner.cache, app.source(), &req)
         .await
         .inspect_err(|err| {
             tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
         })?;
     tracing::debug!(name = %req.name, cache = lookup.freshness.as_str(), "parameter served");
-    Ok(respond(&lookup))
+    let Item::Parameter(parameter) = &lookup.entry.item else {
+        return Err(internal("cache entry of the wrong kind"));
+    };
+    match &req.output {
+        Output::Envelope => Ok(with_cache_headers(
+            json(&ParameterResponse {
+                parameter,
+                result_metadata: ResultMetadata::default(),
+            }),
+            &lookup,
+        )),
+        output => Ok(with_cache_headers(
+            plain(parameter.value.expose(), output)?,
+            &lookup,
+        )),
+    }
 }
 
 async fn get_secret(
@@ -166,56 +200,242 @@ async fn get_secret(
         version_id: req.version_id.clone(),
         stage: req.version_stage.clone(),
     };
-    let source = &app.inner.source;
-    let lookup = app
-        .inner
-        .cache
-        .get_or_fetch(key, req.refresh_now, || async {
-            source.get_secret(&req).await.map(Item::Secret)
-        })
+    app.inner.gate.wait_for(&key).await;
+    let lookup = batch::secret(&app.inner.cache, app.source(), &req)
         .await
         .inspect_err(|err| {
             tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
         })?;
     tracing::debug!(secret_id = %req.secret_id, cache = lookup.freshness.as_str(), "secret served");
-    Ok(respond(&lookup))
+    let Item::Secret(secret) = &lookup.entry.item else {
+        return Err(internal("cache entry of the wrong kind"));
+    };
+    match &req.output {
+        Output::Envelope => Ok(with_cache_headers(
+            json(&SecretResponse {
+                secret,
+                result_metadata: ResultMetadata::default(),
+            }),
+            &lookup,
+        )),
+        output => {
+            let text = match (&secret.secret_string, &secret.secret_binary) {
+                (Some(s), _) => s.expose(),
+                (None, Some(_)) => {
+                    return Err(ApiError::NotText(
+                        "the secret is binary; read it without valueOnly/jsonKey".into(),
+                    ))
+                }
+                (None, None) => "",
+            };
+            Ok(with_cache_headers(plain(text, output)?, &lookup))
+        }
+    }
 }
 
-/// The JSON envelope of the AWS layer, plus the cache headers.
-fn respond(lookup: &Lookup) -> Response {
-    let body = match &lookup.entry.item {
-        Item::Parameter(parameter) => serde_json::to_vec(&ParameterResponse {
-            parameter,
-            result_metadata: ResultMetadata::default(),
-        }),
-        Item::Secret(secret) => serde_json::to_vec(&SecretResponse {
-            secret,
-            result_metadata: ResultMetadata::default(),
-        }),
+async fn get_parameters(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = request::parse_parameters(query.as_deref())?;
+    for name in &req.names {
+        let key = Key::Parameter {
+            name: name.name.clone(),
+            selector: name.selector.clone(),
+            decrypt: req.with_decryption,
+        };
+        app.inner.gate.wait_for(&key).await;
+    }
+    let purpose = if req.refresh_now {
+        Purpose::RequestFresh
+    } else {
+        Purpose::Request
     };
-    let Ok(body) = body else {
-        return ApiError::Source(crate::source::SourceError::new(
-            crate::source::FailureKind::Internal,
-            "InternalError",
-            "the value could not be encoded",
-        ))
-        .into_response();
+    let many = batch::parameters(
+        &app.inner.cache,
+        app.source(),
+        &req.names,
+        req.with_decryption,
+        purpose,
+    )
+    .await
+    .inspect_err(|err| tracing::warn!(code = %err.code, "batch parameter read failed"))?;
+    let parameters: Vec<&Parameter> = many
+        .found
+        .iter()
+        .filter_map(|e| match &e.item {
+            Item::Parameter(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let mut response = json(&ParametersResponse {
+        parameters,
+        invalid_parameters: &many.invalid,
+        result_metadata: ResultMetadata::default(),
+    });
+    batch_headers(&mut response, many.hits, req.names.len());
+    Ok(response)
+}
+
+async fn get_parameters_by_path(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = request::parse_path(query.as_deref())?;
+    let key = Key::Path {
+        path: req.path.clone(),
+        recursive: req.recursive,
+        decrypt: req.with_decryption,
     };
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
+    app.inner.gate.wait_for(&key).await;
+    let purpose = if req.refresh_now {
+        Purpose::RequestFresh
+    } else {
+        Purpose::Request
+    };
+    let (entry, freshness) = batch::path(
+        &app.inner.cache,
+        app.source(),
+        &req.path,
+        req.recursive,
+        req.with_decryption,
+        purpose,
+    )
+    .await
+    .inspect_err(|err| tracing::warn!(path = %req.path, code = %err.code, "path read failed"))?;
+    let Item::Parameters(parameters) = &entry.item else {
+        return Err(internal("cache entry of the wrong kind"));
+    };
+    let response = json(&PathResponse {
+        parameters: parameters.iter().collect(),
+        result_metadata: ResultMetadata::default(),
+    });
+    Ok(with_cache_headers(
+        response,
+        &Lookup {
+            entry: entry.clone(),
+            freshness,
+        },
+    ))
+}
+
+async fn get_secrets(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = request::parse_secrets(query.as_deref())?;
+    for id in &req.ids {
+        let key = Key::Secret {
+            id: id.clone(),
+            version_id: None,
+            stage: None,
+        };
+        app.inner.gate.wait_for(&key).await;
+    }
+    let purpose = if req.refresh_now {
+        Purpose::RequestFresh
+    } else {
+        Purpose::Request
+    };
+    let many = batch::secrets(&app.inner.cache, app.source(), &req.ids, purpose)
+        .await
+        .inspect_err(|err| tracing::warn!(code = %err.code, "batch secret read failed"))?;
+    let secrets: Vec<&Secret> = many
+        .found
+        .iter()
+        .filter_map(|e| match &e.item {
+            Item::Secret(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let mut response = json(&SecretsResponse {
+        secret_values: secrets,
+        errors: &many.errors,
+        result_metadata: ResultMetadata::default(),
+    });
+    batch_headers(&mut response, many.hits, req.ids.len());
+    Ok(response)
+}
+
+fn internal(message: &str) -> ApiError {
+    ApiError::Source(SourceError::new(
+        FailureKind::Internal,
+        "InternalError",
+        message,
+    ))
+}
+
+/// A JSON body with the right content type.
+fn json<T: serde::Serialize>(body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = bytes.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(_) => internal("the value could not be encoded").into_response(),
+    }
+}
+
+/// The value alone, or one key of it, as text.
+fn plain(value: &str, output: &Output) -> Result<Response, ApiError> {
+    let text = match output {
+        Output::JsonKey(key) => json_key(value, key)?,
+        _ => value.to_owned(),
+    };
+    let mut response = text.into_response();
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    Ok(response)
+}
+
+/// Picks `key` out of a JSON value: `a.b.0` (dots; digits index arrays) or a JSON pointer
+/// `/a/b/0` for keys that contain dots. A string is returned as is, anything else as JSON.
+fn json_key(value: &str, key: &str) -> Result<String, ApiError> {
+    let document: serde_json::Value = serde_json::from_str(value).map_err(|_| {
+        ApiError::NotText(format!(
+            "the value is not JSON, so jsonKey {key:?} cannot be read from it"
+        ))
+    })?;
+    let pointer = if key.starts_with('/') {
+        key.to_owned()
+    } else {
+        key.split('.')
+            .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
+            .collect()
+    };
+    match document.pointer(&pointer) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(other) => Ok(other.to_string()),
+        None => Err(ApiError::JsonKeyNotFound(key.chars().take(128).collect())),
+    }
+}
+
+/// Cache outcome of a single read: `X-Lockbox-Cache`, and `Age` when stale.
+fn with_cache_headers(mut response: Response, lookup: &Lookup) -> Response {
+    let headers = response.headers_mut();
     headers.insert(
         CACHE_HEADER,
         HeaderValue::from_static(lookup.freshness.as_str()),
     );
-    if lookup.freshness == crate::cache::Freshness::Stale {
+    if lookup.freshness == Freshness::Stale {
         // Standard `Age` header: seconds since AWS last answered for this value.
         headers.insert(header::AGE, HeaderValue::from(lookup.entry.age().as_secs()));
     }
     response
+}
+
+/// Cache outcome of a batch read: how many of how many were hits.
+fn batch_headers(response: &mut Response, hits: usize, asked: usize) {
+    let value = format!("hits={hits}/{asked}");
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(CACHE_HEADER, value);
+    }
 }
 
 /// Binds the loopback listener. Loopback only, and IP TTL 1 so that nothing it sends can

@@ -32,6 +32,64 @@ pub trait Source: Send + Sync + 'static {
         &'a self,
         req: &'a SecretRequest,
     ) -> BoxFuture<'a, Result<Secret, SourceError>>;
+
+    /// `GetParameters`: at most [`GET_PARAMETERS_MAX`] names without selectors.
+    fn get_parameters<'a>(
+        &'a self,
+        names: &'a [String],
+        decrypt: bool,
+    ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>>;
+
+    /// `GetParametersByPath`, every page.
+    fn get_parameters_by_path<'a>(
+        &'a self,
+        path: &'a str,
+        recursive: bool,
+        decrypt: bool,
+    ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>>;
+
+    /// `BatchGetSecretValue` (AWSCURRENT): at most [`BATCH_GET_SECRETS_MAX`] ids.
+    fn batch_get_secrets<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<SecretBatch, SourceError>>;
+}
+
+/// `GetParameters` takes at most this many names.
+pub const GET_PARAMETERS_MAX: usize = 10;
+/// `BatchGetSecretValue` takes at most this many ids.
+pub const BATCH_GET_SECRETS_MAX: usize = 20;
+
+/// What `GetParameters` found, and the names it did not.
+#[derive(Debug, Default)]
+pub struct ParameterBatch {
+    /// Found parameters, in no particular order.
+    pub found: Vec<Parameter>,
+    /// Requested names that do not exist (not an error in SSM's API).
+    pub invalid: Vec<String>,
+}
+
+/// What `BatchGetSecretValue` found, and per-secret failures.
+#[derive(Debug, Default)]
+pub struct SecretBatch {
+    /// Found secrets.
+    pub found: Vec<Secret>,
+    /// Per-secret failures, AWS's shape.
+    pub errors: Vec<SecretBatchError>,
+}
+
+/// One secret a batch could not read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SecretBatchError {
+    /// The id as requested.
+    #[serde(rename = "SecretId")]
+    pub secret_id: String,
+    /// AWS's error code.
+    #[serde(rename = "ErrorCode")]
+    pub error_code: String,
+    /// AWS's message.
+    #[serde(rename = "Message")]
+    pub message: String,
 }
 
 /// What kind of failure a fetch had. Decides retries, stale serving and the HTTP status.
@@ -219,43 +277,18 @@ impl Source for AwsSource {
                 .send()
                 .await
                 .map_err(|e| classify(e, "SSM"))?;
-            let Some(mut p) = out.parameter else {
+            let Some(p) = out.parameter else {
                 return Err(SourceError::new(
                     FailureKind::Rejected,
                     "EmptyResponse",
                     "SSM answered without a parameter",
                 ));
             };
-            let is_reference = req.name.starts_with(REFERENCE_PREFIX);
-            let source_result = p.source_result.take();
-            // The AWS layer reports a reference's ARN as the secret's, found in the
-            // secret's metadata that SSM passes along.
-            let arn = match (is_reference, &source_result) {
-                (true, Some(meta)) => serde_json::from_str::<serde_json::Value>(meta)
-                    .ok()
-                    .and_then(|v| v.get("ARN").and_then(|a| a.as_str()).map(str::to_owned))
-                    .or(p.arn.take()),
-                _ => p.arn.take(),
-            };
-            Ok(Parameter {
-                arn,
-                data_type: if is_reference {
-                    None
-                } else {
-                    p.data_type.take()
-                },
-                last_modified_date: timestamp(p.last_modified_date.as_ref()),
-                name: p.name.take().unwrap_or_else(|| req.name.clone()),
-                selector: req.selector.as_ref().map(ToString::to_string),
-                source_result: source_result.map(SecretText::new),
-                kind: p
-                    .r#type
-                    .as_ref()
-                    .map(|t| t.as_str().to_owned())
-                    .unwrap_or_default(),
-                value: SecretText::new(p.value.take().unwrap_or_default()),
-                version: p.version,
-            })
+            Ok(convert_parameter(
+                p,
+                &req.name,
+                req.selector.as_ref().map(ToString::to_string),
+            ))
         })
     }
 
@@ -293,6 +326,158 @@ impl Source for AwsSource {
                 version_stages: out.version_stages.take().unwrap_or_default(),
             })
         })
+    }
+
+    fn get_parameters<'a>(
+        &'a self,
+        names: &'a [String],
+        decrypt: bool,
+    ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>> {
+        Box::pin(async move {
+            let mut out = self
+                .ssm
+                .get_parameters()
+                .set_names(Some(names.to_vec()))
+                .with_decryption(decrypt)
+                .send()
+                .await
+                .map_err(|e| classify(e, "SSM"))?;
+            let found = out
+                .parameters
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| convert_parameter(p, "", None))
+                .collect();
+            Ok(ParameterBatch {
+                found,
+                invalid: out.invalid_parameters.take().unwrap_or_default(),
+            })
+        })
+    }
+
+    fn get_parameters_by_path<'a>(
+        &'a self,
+        path: &'a str,
+        recursive: bool,
+        decrypt: bool,
+    ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            let mut next_token = None;
+            loop {
+                let mut out = self
+                    .ssm
+                    .get_parameters_by_path()
+                    .path(path)
+                    .recursive(recursive)
+                    .with_decryption(decrypt)
+                    .set_next_token(next_token.take())
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, "SSM"))?;
+                let page = out.parameters.take().unwrap_or_default();
+                all.extend(page.into_iter().map(|p| convert_parameter(p, "", None)));
+                match out.next_token.take() {
+                    Some(token) if !token.is_empty() => next_token = Some(token),
+                    _ => break,
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    fn batch_get_secrets<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<SecretBatch, SourceError>> {
+        Box::pin(async move {
+            let mut batch = SecretBatch::default();
+            let mut next_token = None;
+            loop {
+                let mut out = self
+                    .secrets
+                    .batch_get_secret_value()
+                    .set_secret_id_list(Some(ids.to_vec()))
+                    .set_next_token(next_token.take())
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, "Secrets Manager"))?;
+                let values = out.secret_values.take().unwrap_or_default();
+                batch
+                    .found
+                    .extend(values.into_iter().map(convert_secret_entry));
+                let errors = out.errors.take().unwrap_or_default();
+                batch
+                    .errors
+                    .extend(errors.into_iter().map(|e| SecretBatchError {
+                        secret_id: e.secret_id.unwrap_or_default(),
+                        error_code: e.error_code.unwrap_or_default(),
+                        message: e.message.unwrap_or_default(),
+                    }));
+                match out.next_token.take() {
+                    Some(token) if !token.is_empty() => next_token = Some(token),
+                    _ => break,
+                }
+            }
+            Ok(batch)
+        })
+    }
+}
+
+/// Turns the SDK's parameter into ours, taking its strings rather than copying them (a copy
+/// would leave an unzeroized value behind).
+fn convert_parameter(
+    mut p: aws_sdk_ssm::types::Parameter,
+    requested_name: &str,
+    selector: Option<String>,
+) -> Parameter {
+    let name = p.name.take().unwrap_or_else(|| requested_name.to_owned());
+    let is_reference =
+        name.starts_with(REFERENCE_PREFIX) || requested_name.starts_with(REFERENCE_PREFIX);
+    let source_result = p.source_result.take();
+    // The AWS layer reports a reference's ARN as the secret's, found in the secret's
+    // metadata that SSM passes along.
+    let arn = match (is_reference, &source_result) {
+        (true, Some(meta)) => serde_json::from_str::<serde_json::Value>(meta)
+            .ok()
+            .and_then(|v| v.get("ARN").and_then(|a| a.as_str()).map(str::to_owned))
+            .or(p.arn.take()),
+        _ => p.arn.take(),
+    };
+    Parameter {
+        arn,
+        data_type: if is_reference {
+            None
+        } else {
+            p.data_type.take()
+        },
+        last_modified_date: timestamp(p.last_modified_date.as_ref()),
+        name,
+        selector,
+        source_result: source_result.map(SecretText::new),
+        kind: p
+            .r#type
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        value: SecretText::new(p.value.take().unwrap_or_default()),
+        version: p.version,
+    }
+}
+
+fn convert_secret_entry(mut e: aws_sdk_secretsmanager::types::SecretValueEntry) -> Secret {
+    Secret {
+        arn: e.arn.take(),
+        created_date: timestamp(e.created_date.as_ref()),
+        name: e.name.take(),
+        secret_binary: e
+            .secret_binary
+            .take()
+            .map(|b| SecretBytes::new(b.into_inner())),
+        secret_string: e.secret_string.take().map(SecretText::new),
+        version_id: e.version_id.take(),
+        version_stages: e.version_stages.take().unwrap_or_default(),
     }
 }
 

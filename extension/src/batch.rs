@@ -1,0 +1,375 @@
+//! Reading many values at once, through the cache: hits come from the cache, the misses go
+//! to AWS in as few calls as the batch APIs allow (`GetParameters`: 10 names,
+//! `BatchGetSecretValue`: 20 ids), concurrently. Prefetch, refresh-ahead and the batch
+//! routes all read this way, so a value loaded by one is a hit for the others.
+
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::cache::{Cache, Entry, Freshness, Item, Key};
+use crate::model::Parameter;
+pub use crate::request::ParameterName;
+use crate::request::{Output, ParameterRequest, SecretRequest};
+use crate::source::{
+    SecretBatchError, Source, SourceError, BATCH_GET_SECRETS_MAX, GET_PARAMETERS_MAX,
+};
+
+/// AWS calls in flight at once for one batch read. Above the on-demand bound
+/// (`PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`) because a batch is one burst during
+/// Init or an invoke, and its wall time is what the function waits for.
+pub const BATCH_CONCURRENCY: usize = 8;
+
+/// Why values are being read: decides whether the cache is consulted and whether the
+/// values count as read by function code (only those are refreshed ahead of expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Function code asked for them.
+    Request,
+    /// Function code asked, with `refreshNow=true`.
+    RequestFresh,
+    /// Loaded during Init; read later, maybe.
+    Prefetch,
+    /// Refreshed ahead of expiry because they were read.
+    Refresh,
+}
+
+impl Purpose {
+    fn force(self) -> bool {
+        matches!(self, Purpose::RequestFresh | Purpose::Refresh)
+    }
+
+    fn read(self) -> bool {
+        matches!(self, Purpose::Request | Purpose::RequestFresh)
+    }
+}
+
+/// The result of reading many parameters.
+#[derive(Debug, Default)]
+pub struct ManyParameters {
+    /// Found, in the order asked.
+    pub found: Vec<Arc<Entry>>,
+    /// Names (as asked, selector inline) that do not exist.
+    pub invalid: Vec<String>,
+    /// How many came from the cache.
+    pub hits: usize,
+}
+
+/// The result of reading many secrets.
+#[derive(Debug, Default)]
+pub struct ManySecrets {
+    /// Found, in the order asked.
+    pub found: Vec<Arc<Entry>>,
+    /// Per-secret failures.
+    pub errors: Vec<SecretBatchError>,
+    /// How many came from the cache.
+    pub hits: usize,
+}
+
+fn parameter_key(name: &ParameterName, decrypt: bool) -> Key {
+    Key::Parameter {
+        name: name.name.clone(),
+        selector: name.selector.clone(),
+        decrypt,
+    }
+}
+
+fn full_name(name: &ParameterName) -> String {
+    match &name.selector {
+        Some(selector) => format!("{}{selector}", name.name),
+        None => name.name.clone(),
+    }
+}
+
+/// Caches a parameter under its key, and also under the other decryption setting when
+/// decryption changes nothing (String, StringList): a prefetched String is then a hit
+/// whether or not the caller passes `withDecryption=true`.
+pub(crate) async fn store_parameter(
+    cache: &Cache,
+    name: &ParameterName,
+    decrypt: bool,
+    parameter: Parameter,
+    read: bool,
+) -> Arc<Entry> {
+    let plain = parameter.kind != "SecureString";
+    let entry = cache
+        .insert(
+            parameter_key(name, decrypt),
+            Item::Parameter(parameter),
+            read,
+        )
+        .await;
+    if plain {
+        cache
+            .insert_entry(parameter_key(name, !decrypt), entry.clone())
+            .await;
+    }
+    entry
+}
+
+/// Reads parameters: cached ones from the cache (unless `force`), the rest with
+/// `GetParameters`. Names with a selector are read one by one (SSM's batch answer does not
+/// say which selector a result belongs to).
+pub async fn parameters(
+    cache: &Cache,
+    source: &dyn Source,
+    names: &[ParameterName],
+    decrypt: bool,
+    purpose: Purpose,
+) -> Result<ManyParameters, SourceError> {
+    let force = purpose.force();
+    let mut slots: Vec<Option<Arc<Entry>>> = vec![None; names.len()];
+    let mut hits = 0;
+    let mut batchable = Vec::new();
+    let mut single = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if !force {
+            if let Some(entry) = cache.fresh(&parameter_key(name, decrypt)).await {
+                slots[i] = Some(entry);
+                hits += 1;
+                continue;
+            }
+        }
+        if name.selector.is_some() {
+            single.push(i);
+        } else {
+            batchable.push(i);
+        }
+    }
+
+    let mut invalid = Vec::new();
+    let chunks: Vec<Vec<usize>> = batchable
+        .chunks(GET_PARAMETERS_MAX)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let answers: Vec<_> = stream::iter(chunks)
+        .map(|chunk| async move {
+            let asked: Vec<String> = chunk.iter().map(|&i| names[i].name.clone()).collect();
+            source
+                .get_parameters(&asked, decrypt)
+                .await
+                .map(|batch| (chunk, batch))
+        })
+        .buffer_unordered(BATCH_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (chunk, batch) in answers {
+        let mut found = batch.found;
+        for i in chunk {
+            let asked = &names[i].name;
+            // SSM answers with the parameter's name even when asked by ARN.
+            let position = found
+                .iter()
+                .position(|p| p.name == *asked || p.arn.as_deref() == Some(asked.as_str()));
+            match position {
+                Some(at) => {
+                    let parameter = found.swap_remove(at);
+                    slots[i] = Some(
+                        store_parameter(cache, &names[i], decrypt, parameter, purpose.read()).await,
+                    );
+                }
+                None => invalid.push(asked.clone()),
+            }
+        }
+    }
+
+    let singles: Vec<_> = stream::iter(single)
+        .map(|i| async move {
+            let req = ParameterRequest {
+                name: names[i].name.clone(),
+                selector: names[i].selector.clone(),
+                with_decryption: decrypt,
+                refresh_now: force,
+                output: Output::Envelope,
+            };
+            let result = cache
+                .get_or_fetch(parameter_key(&names[i], decrypt), force, || async {
+                    source.get_parameter(&req).await.map(Item::Parameter)
+                })
+                .await;
+            (i, result)
+        })
+        .buffer_unordered(BATCH_CONCURRENCY)
+        .collect()
+        .await;
+    for (i, result) in singles {
+        match result {
+            Ok(lookup) => {
+                if lookup.freshness == Freshness::Hit {
+                    hits += 1;
+                }
+                slots[i] = Some(lookup.entry);
+            }
+            Err(err) if err.kind == crate::source::FailureKind::NotFound => {
+                invalid.push(full_name(&names[i]));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+
+    Ok(ManyParameters {
+        found: slots.into_iter().flatten().collect(),
+        invalid,
+        hits,
+    })
+}
+
+/// Reads secrets (AWSCURRENT): cached ones from the cache (unless `force`), the rest with
+/// `BatchGetSecretValue`.
+pub async fn secrets(
+    cache: &Cache,
+    source: &dyn Source,
+    ids: &[String],
+    purpose: Purpose,
+) -> Result<ManySecrets, SourceError> {
+    let force = purpose.force();
+    let key = |id: &str| Key::Secret {
+        id: id.to_owned(),
+        version_id: None,
+        stage: None,
+    };
+    let mut slots: Vec<Option<Arc<Entry>>> = vec![None; ids.len()];
+    let mut hits = 0;
+    let mut missing = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        match cache.fresh(&key(id)).await.filter(|_| !force) {
+            Some(entry) => {
+                slots[i] = Some(entry);
+                hits += 1;
+            }
+            None => missing.push(i),
+        }
+    }
+
+    let chunks: Vec<Vec<usize>> = missing
+        .chunks(BATCH_GET_SECRETS_MAX)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let answers: Vec<_> = stream::iter(chunks)
+        .map(|chunk| async move {
+            let asked: Vec<String> = chunk.iter().map(|&i| ids[i].clone()).collect();
+            source.batch_get_secrets(&asked).await.map(|b| (chunk, b))
+        })
+        .buffer_unordered(BATCH_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut errors = Vec::new();
+    for (chunk, batch) in answers {
+        let mut found = batch.found;
+        for i in chunk {
+            let asked = ids[i].as_str();
+            let position = found
+                .iter()
+                .position(|s| s.name.as_deref() == Some(asked) || s.arn.as_deref() == Some(asked));
+            if let Some(at) = position {
+                let secret = found.swap_remove(at);
+                slots[i] = Some(
+                    cache
+                        .insert(key(asked), Item::Secret(secret), purpose.read())
+                        .await,
+                );
+            } else if let Some(err) = batch.errors.iter().find(|e| e.secret_id == asked) {
+                errors.push(err.clone());
+            } else {
+                errors.push(SecretBatchError {
+                    secret_id: asked.to_owned(),
+                    error_code: "ResourceNotFoundException".into(),
+                    message: "Secrets Manager did not return this secret".into(),
+                });
+            }
+        }
+    }
+    Ok(ManySecrets {
+        found: slots.into_iter().flatten().collect(),
+        errors,
+        hits,
+    })
+}
+
+/// Reads every parameter under a path, caching the listing and each parameter on its own
+/// (so that a later single read of one of them is a hit).
+pub async fn path(
+    cache: &Cache,
+    source: &dyn Source,
+    path: &str,
+    recursive: bool,
+    decrypt: bool,
+    purpose: Purpose,
+) -> Result<(Arc<Entry>, Freshness), SourceError> {
+    let force = purpose.force();
+    let key = Key::Path {
+        path: path.to_owned(),
+        recursive,
+        decrypt,
+    };
+    let lookup = cache
+        .get_or_fetch(key, force, || async {
+            source
+                .get_parameters_by_path(path, recursive, decrypt)
+                .await
+                .map(Item::Parameters)
+        })
+        .await?;
+    if lookup.freshness == Freshness::Miss {
+        if let Item::Parameters(parameters) = &lookup.entry.item {
+            for parameter in parameters {
+                let name = ParameterName {
+                    name: parameter.name.clone(),
+                    selector: None,
+                };
+                store_parameter(cache, &name, decrypt, parameter.clone(), false).await;
+            }
+        }
+    }
+    Ok((lookup.entry, lookup.freshness))
+}
+
+/// A single secret read as the `/secretsmanager/get` route does it.
+pub async fn secret(
+    cache: &Cache,
+    source: &dyn Source,
+    req: &SecretRequest,
+) -> Result<crate::cache::Lookup, SourceError> {
+    let key = Key::Secret {
+        id: req.secret_id.clone(),
+        version_id: req.version_id.clone(),
+        stage: req.version_stage.clone(),
+    };
+    cache
+        .get_or_fetch(key, req.refresh_now, || async {
+            source.get_secret(req).await.map(Item::Secret)
+        })
+        .await
+}
+
+/// A single parameter read as the `/systemsmanager/parameters/get` route does it.
+pub async fn parameter(
+    cache: &Cache,
+    source: &dyn Source,
+    req: &ParameterRequest,
+) -> Result<crate::cache::Lookup, SourceError> {
+    let name = ParameterName {
+        name: req.name.clone(),
+        selector: req.selector.clone(),
+    };
+    let lookup = cache
+        .get_or_fetch(
+            parameter_key(&name, req.with_decryption),
+            req.refresh_now,
+            || async { source.get_parameter(req).await.map(Item::Parameter) },
+        )
+        .await?;
+    if lookup.freshness == Freshness::Miss {
+        if let Item::Parameter(p) = &lookup.entry.item {
+            if p.kind != "SecureString" {
+                cache
+                    .insert_entry(
+                        parameter_key(&name, !req.with_decryption),
+                        lookup.entry.clone(),
+                    )
+                    .await;
+            }
+        }
+    }
+    Ok(lookup)
+}

@@ -1,0 +1,112 @@
+//! Refresh ahead of expiry. Lambda freezes the environment between invokes, so no timer can
+//! run; each INVOKE is the moment to look at the cache and refresh, in batches, the entries
+//! that function code read and that are in the last part of their TTL
+//! (`LOCKBOX_REFRESH_AHEAD`). The function then keeps getting hits, and a rotated value
+//! reaches it without a miss.
+
+use crate::batch::{self, ParameterName, Purpose};
+use crate::cache::{Cache, Key};
+use crate::request::SecretRequest;
+use crate::source::Source;
+
+/// What a refresh round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshReport {
+    /// Entries that were due.
+    pub due: usize,
+    /// Groups (batches or single reads) that failed; their entries stay as they were, to
+    /// be served stale if AWS stays unavailable.
+    pub failed_groups: usize,
+}
+
+/// Refreshes every due entry; batched by kind. Failures are logged and leave entries as
+/// they are.
+pub async fn run(cache: &Cache, source: &dyn Source, fraction: f64) -> RefreshReport {
+    let due = cache.due_for_refresh(fraction);
+    let mut report = RefreshReport {
+        due: due.len(),
+        ..RefreshReport::default()
+    };
+    if due.is_empty() {
+        return report;
+    }
+    let mut decrypted = Vec::new();
+    let mut encrypted = Vec::new();
+    let mut current_secrets = Vec::new();
+    let mut other_secrets = Vec::new();
+    let mut paths = Vec::new();
+    for key in due {
+        match key {
+            Key::Parameter {
+                name,
+                selector,
+                decrypt,
+            } => {
+                let name = ParameterName { name, selector };
+                if decrypt {
+                    decrypted.push(name);
+                } else {
+                    encrypted.push(name);
+                }
+            }
+            Key::Path {
+                path,
+                recursive,
+                decrypt,
+            } => paths.push((path, recursive, decrypt)),
+            Key::Secret {
+                id,
+                version_id: None,
+                stage: None,
+            } => current_secrets.push(id),
+            Key::Secret {
+                id,
+                version_id,
+                stage,
+            } => other_secrets.push(SecretRequest {
+                secret_id: id,
+                version_id,
+                version_stage: stage,
+                refresh_now: true,
+                output: crate::request::Output::Envelope,
+            }),
+        }
+    }
+
+    let mut outcomes: Vec<(&str, bool)> = Vec::new();
+    for (names, decrypt) in [(&decrypted, true), (&encrypted, false)] {
+        if !names.is_empty() {
+            let ok = batch::parameters(cache, source, names, decrypt, Purpose::Refresh)
+                .await
+                .is_ok();
+            outcomes.push(("parameters", ok));
+        }
+    }
+    if !current_secrets.is_empty() {
+        let ok = batch::secrets(cache, source, &current_secrets, Purpose::Refresh)
+            .await
+            .is_ok();
+        outcomes.push(("secrets", ok));
+    }
+    for req in &other_secrets {
+        outcomes.push(("secret", batch::secret(cache, source, req).await.is_ok()));
+    }
+    for (path, recursive, decrypt) in &paths {
+        let ok = batch::path(cache, source, path, *recursive, *decrypt, Purpose::Refresh)
+            .await
+            .is_ok();
+        outcomes.push(("path", ok));
+    }
+    for (kind, ok) in outcomes {
+        if !ok {
+            report.failed_groups += 1;
+            tracing::warn!(kind, "refresh ahead failed; cached values kept");
+        }
+    }
+    tracing::debug!(
+        due = report.due,
+        failed = report.failed_groups,
+        "refresh ahead"
+    );
+    report
+}
