@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::cache::{Cache, Entry, Freshness, Item, Key};
+use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
 use crate::model::Parameter;
 pub use crate::request::ParameterName;
 use crate::request::{Output, ParameterRequest, SecretRequest};
@@ -81,9 +81,7 @@ fn full_name(name: &ParameterName) -> String {
     }
 }
 
-/// Caches a parameter under its key, and also under the other decryption setting when
-/// decryption changes nothing (String, StringList): a prefetched String is then a hit
-/// whether or not the caller passes `withDecryption=true`.
+/// Caches a parameter under its key.
 pub(crate) async fn store_parameter(
     cache: &Cache,
     name: &ParameterName,
@@ -91,20 +89,30 @@ pub(crate) async fn store_parameter(
     parameter: Parameter,
     read: bool,
 ) -> Arc<Entry> {
-    let plain = parameter.kind != "SecureString";
-    let entry = cache
+    cache
         .insert(
             parameter_key(name, decrypt),
             Item::Parameter(parameter),
             read,
         )
-        .await;
-    if plain {
-        cache
-            .insert_entry(parameter_key(name, !decrypt), entry.clone())
-            .await;
+        .await
+}
+
+/// The fresh cached parameter for a read, also found under the other decryption setting
+/// when decryption changes nothing (String, StringList): a String prefetched decrypted is
+/// then a hit whether or not the caller passes `withDecryption=true`, without taking two
+/// places in the cache.
+async fn fresh_parameter(cache: &Cache, name: &ParameterName, decrypt: bool) -> Option<Arc<Entry>> {
+    if let Some(entry) = cache.fresh(&parameter_key(name, decrypt)).await {
+        return Some(entry);
     }
-    entry
+    let other = cache.peek_fresh(&parameter_key(name, !decrypt)).await?;
+    match &other.item {
+        Item::Parameter(p) if p.kind != "SecureString" => {
+            cache.fresh(&parameter_key(name, !decrypt)).await
+        }
+        _ => None,
+    }
 }
 
 /// Reads parameters: cached ones from the cache (unless `force`), the rest with
@@ -124,7 +132,7 @@ pub async fn parameters(
     let mut single = Vec::new();
     for (i, name) in names.iter().enumerate() {
         if !force {
-            if let Some(entry) = cache.fresh(&parameter_key(name, decrypt)).await {
+            if let Some(entry) = fresh_parameter(cache, name, decrypt).await {
                 slots[i] = Some(entry);
                 hits += 1;
                 continue;
@@ -329,7 +337,7 @@ pub async fn secret(
     cache: &Cache,
     source: &dyn Source,
     req: &SecretRequest,
-) -> Result<crate::cache::Lookup, SourceError> {
+) -> Result<Lookup, SourceError> {
     let key = Key::Secret {
         id: req.secret_id.clone(),
         version_id: req.version_id.clone(),
@@ -347,29 +355,24 @@ pub async fn parameter(
     cache: &Cache,
     source: &dyn Source,
     req: &ParameterRequest,
-) -> Result<crate::cache::Lookup, SourceError> {
+) -> Result<Lookup, SourceError> {
     let name = ParameterName {
         name: req.name.clone(),
         selector: req.selector.clone(),
     };
-    let lookup = cache
+    if !req.refresh_now {
+        if let Some(entry) = fresh_parameter(cache, &name, req.with_decryption).await {
+            return Ok(Lookup {
+                entry,
+                freshness: Freshness::Hit,
+            });
+        }
+    }
+    cache
         .get_or_fetch(
             parameter_key(&name, req.with_decryption),
             req.refresh_now,
             || async { source.get_parameter(req).await.map(Item::Parameter) },
         )
-        .await?;
-    if lookup.freshness == Freshness::Miss {
-        if let Item::Parameter(p) = &lookup.entry.item {
-            if p.kind != "SecureString" {
-                cache
-                    .insert_entry(
-                        parameter_key(&name, !req.with_decryption),
-                        lookup.entry.clone(),
-                    )
-                    .await;
-            }
-        }
-    }
-    Ok(lookup)
+        .await
 }

@@ -352,6 +352,12 @@ impl Cache {
         })
     }
 
+    /// The fresh entry for a key, without counting a read (for looking before choosing).
+    pub async fn peek_fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+        let entry = self.store.as_ref()?.get(key).await?;
+        entry.is_fresh(Instant::now()).then_some(entry)
+    }
+
     /// Stores a value fetched outside [`Cache::get_or_fetch`] (batch reads, prefetch,
     /// refresh) and returns the entry. `read` says whether a caller is reading it now.
     pub async fn insert(&self, key: Key, item: Item, read: bool) -> Arc<Entry> {
