@@ -1,0 +1,59 @@
+//! Where the binaries under test live, and loopback ports for them.
+//!
+//! The tests run the real executables that `cargo build --workspace` produced, never a copy
+//! built on the fly, so a test exercises exactly what ships in the layer.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The target directory cargo builds into (`CARGO_TARGET_DIR` when set).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The extension executable: `LOCKBOX_BIN`, else `target/debug/lockbox`.
+pub fn lockbox_bin() -> anyhow::Result<PathBuf> {
+    binary("LOCKBOX_BIN", "lockbox")
+}
+
+/// The rotator executable: `LOCKBOX_ROTATOR_BIN`, else `target/debug/lockbox-rotator`.
+pub fn rotator_bin() -> anyhow::Result<PathBuf> {
+    binary("LOCKBOX_ROTATOR_BIN", "lockbox-rotator")
+}
+
+fn binary(override_var: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os(override_var) {
+        Some(path) => PathBuf::from(path),
+        None => target_dir().join("debug").join(name),
+    };
+    if !path.is_file() {
+        bail!(
+            "{name} not found at {}: build it first: cargo build --workspace \
+             (or point {override_var} at it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A loopback port that was free a moment ago.
+///
+/// Only for processes that must be told a port number up front (moto, the extension);
+/// in-process servers bind port 0 themselves and so cannot race.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}

@@ -1,0 +1,106 @@
+//! End-to-end harness for lockbox: the real binaries, a local AWS and Lambda's APIs, all on
+//! loopback.
+//!
+//! - [`moto`]: a moto server per test (the local AWS), with seeding helpers.
+//! - [`proxy`]: a reverse proxy in front of moto that counts AWS calls per operation and
+//!   injects latency, throttling, server errors, resets, stalls and outages.
+//! - [`sandbox`]: Lambda's side of the Extensions and Runtime APIs; starts a binary the way
+//!   Lambda does and records its lifecycle.
+//! - [`client`]: function code's HTTP client for the extension's port.
+//! - [`bins`]: where the built binaries are; free ports.
+//!
+//! Data flows: test code -> [`client::ExtClient`] -> lockbox (under [`sandbox::Sandbox`])
+//! -> [`proxy::Proxy`] -> [`moto::Moto`]. [`spawn_lockbox`] wires all of it up.
+
+pub mod bins;
+pub mod client;
+pub mod moto;
+pub mod proxy;
+pub mod sandbox;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+pub use crate::client::{ExtClient, Response};
+pub use crate::moto::Moto;
+pub use crate::proxy::{DownMode, Fault, Proxy};
+pub use crate::sandbox::{Lifecycle, Sandbox, SandboxBuilder};
+
+/// Lambda's limit for an extension's Init; the harness waits no longer.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The extension's port may be taken between picking and binding it; retry this often.
+const SPAWN_ATTEMPTS: usize = 3;
+
+/// A sandbox builder for the real `lockbox` binary with the environment Lambda would give
+/// it, pointed at `aws_endpoint`, plus a client for the port and token it was given.
+///
+/// Tests that need to remove or break a variable start from this; most use
+/// [`spawn_lockbox`].
+pub fn lockbox_builder(aws_endpoint: &str) -> anyhow::Result<(SandboxBuilder, ExtClient)> {
+    let port = bins::free_port()?;
+    let token = format!("sandbox-token-{}", random_hex(24));
+    let builder = Sandbox::builder()
+        .binary(bins::lockbox_bin()?)
+        .env("AWS_ENDPOINT_URL", aws_endpoint)
+        .env("AWS_REGION", moto::REGION)
+        .env("AWS_DEFAULT_REGION", moto::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_SESSION_TOKEN", &token)
+        .env("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", port.to_string())
+        .env("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "debug");
+    Ok((builder, ExtClient::new(port, token)))
+}
+
+/// Starts the real extension under the sandbox, behind a counting proxy in front of `moto`,
+/// and waits until it has finished Init (its first `next`).
+///
+/// `extra_env` is applied last, so it can override any default.
+pub async fn spawn_lockbox(
+    moto: &Moto,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<(Sandbox, Proxy, ExtClient)> {
+    let proxy = Proxy::start(&moto.endpoint()).await?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (builder, client) = lockbox_builder(&proxy.endpoint())?;
+        let sandbox = builder.envs(extra_env.iter().copied()).start().await?;
+        match sandbox.wait_init_done(INIT_TIMEOUT).await {
+            Ok(_) => return Ok((sandbox, proxy, client)),
+            Err(_) if attempt < SPAWN_ATTEMPTS && port_was_taken(&sandbox) => continue,
+            Err(err) => return Err(err).context("lockbox did not finish Init"),
+        }
+    }
+}
+
+fn port_was_taken(sandbox: &Sandbox) -> bool {
+    sandbox.exit_status().is_some()
+        && sandbox
+            .logs()
+            .to_ascii_lowercase()
+            .contains("address already in use")
+}
+
+/// `len` random hex digits, for tokens and identifiers that must differ between runs.
+pub fn random_hex(len: usize) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut out = String::with_capacity(len + 16);
+    let mut block = 0_u64;
+    while out.len() < len {
+        // RandomState is seeded from the OS, so its hashes are unpredictable per process.
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u64(block);
+        out.push_str(&format!("{:016x}", hasher.finish()));
+        block += 1;
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,925 @@
+//! Lambda's side of the Extensions API (and a minimal Runtime API), for running a real
+//! binary the way Lambda runs it.
+//!
+//! The sandbox serves the APIs on a loopback port, starts the binary with
+//! `AWS_LAMBDA_RUNTIME_API` pointing there and a clean environment, and records every
+//! lifecycle step with its time. Tests then drive the lifecycle: wait for registration and
+//! the end of Init, deliver INVOKE events (optionally running "function code" meanwhile),
+//! deliver SHUTDOWN, and check what the process did and when.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::random_hex;
+
+/// The function name the sandbox reports at registration and in ARNs.
+pub const FUNCTION_NAME: &str = "sandbox-fn";
+/// The function ARN sent with every INVOKE.
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:sandbox-fn";
+/// The X-Ray header value sent with every INVOKE.
+pub const TRACE_ID: &str =
+    "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+/// How long Lambda gives extensions to handle SHUTDOWN.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(2000);
+/// Bound on each step [`Sandbox::invoke_with`] waits for.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the function code run by [`Sandbox::invoke_with`].
+const FUNCTION_CODE_TIMEOUT: Duration = Duration::from_secs(60);
+
+const EXTENSION_NAME_HEADER: &str = "lambda-extension-name";
+const EXTENSION_ID_HEADER: &str = "lambda-extension-identifier";
+const ERROR_TYPE_HEADER: &str = "lambda-extension-function-error-type";
+const RUNTIME_ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
+
+/// One step of the lifecycle, as the sandbox saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// The process was started.
+    Spawned,
+    /// `POST /extension/register`.
+    Registered(Registration),
+    /// `GET /extension/event/next`: the extension is done with the previous phase.
+    NextCalled,
+    /// An event was handed to a waiting `next`.
+    EventDelivered(EventKind),
+    /// `POST /extension/init/error`.
+    InitError(ErrorReport),
+    /// `POST /extension/exit/error`.
+    ExitError(ErrorReport),
+    /// `GET /runtime/invocation/next` (a runtime, not an extension, is running).
+    RuntimeNextCalled,
+    /// A runtime answered an invocation (`/response` or `/error`).
+    RuntimeAnswered(RuntimeOutcome),
+    /// `POST /runtime/init/error`.
+    RuntimeInitError(ErrorReport),
+    /// The process exited (all its output has been read by then).
+    Exited(ExitStatus),
+}
+
+/// The two events an external extension can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A function invocation.
+    Invoke,
+    /// The environment is being shut down.
+    Shutdown,
+}
+
+/// What an extension sent when it registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The `Lambda-Extension-Name` header.
+    pub name: String,
+    /// The `events` it subscribed to.
+    pub events: Vec<String>,
+}
+
+/// An error a process reported to the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// The `Lambda-Extension-Function-Error-Type` (or runtime equivalent) header.
+    pub error_type: String,
+    /// The request body, as sent.
+    pub body: String,
+}
+
+/// How a runtime answered one invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeOutcome {
+    /// `POST /runtime/invocation/{id}/response` with this body.
+    Response(String),
+    /// `POST /runtime/invocation/{id}/error`.
+    Error(ErrorReport),
+}
+
+/// Configures and starts a [`Sandbox`].
+#[derive(Debug, Default)]
+pub struct SandboxBuilder {
+    binary: Option<PathBuf>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    env_remove: Vec<String>,
+    function_timeout: Option<Duration>,
+}
+
+impl SandboxBuilder {
+    /// The executable to run (required).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// A command-line argument for the executable.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the process (later calls win).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets several environment variables.
+    pub fn envs<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Makes sure a variable is absent, even one set earlier or by the sandbox's defaults.
+    pub fn env_remove(mut self, key: impl Into<String>) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+
+    /// The function timeout used for INVOKE `deadlineMs` (default 3 s, Lambda's default).
+    pub fn function_timeout(mut self, timeout: Duration) -> Self {
+        self.function_timeout = Some(timeout);
+        self
+    }
+
+    /// Serves the APIs, then starts the process.
+    pub async fn start(self) -> anyhow::Result<Sandbox> {
+        let binary = self.binary.context("SandboxBuilder needs a binary")?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            extension_id: uuid_like(),
+            record: Mutex::new(Record::default()),
+            changed: watch::Sender::new(0),
+            events_tx,
+            events_rx: tokio::sync::Mutex::new(events_rx),
+            runtime_tx,
+            runtime_rx: tokio::sync::Mutex::new(runtime_rx),
+            runtime_waiters: Mutex::new(HashMap::new()),
+            logs: Mutex::new(Vec::new()),
+        });
+        let router = router(Arc::clone(&shared));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+
+        let mut command = Command::new(&binary);
+        command
+            .args(&self.args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // Only what a process needs to run at all comes from the host; the rest is what
+        // Lambda itself would set, so no developer setting can leak into a test.
+        for key in ["PATH", "HOME"] {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        command
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", FUNCTION_NAME)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        for key in &self.env_remove {
+            command.env_remove(key);
+        }
+
+        let spawned_at = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        shared.push(Lifecycle::Spawned);
+
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|out| spawn_reader(out, Arc::clone(&shared))),
+            child
+                .stderr
+                .take()
+                .map(|err| spawn_reader(err, Arc::clone(&shared))),
+        ];
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let process = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let status = tokio::select! {
+                    status = child.wait() => status,
+                    _ = kill_rx => {
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                };
+                let exited_at = Instant::now();
+                // Logs are complete once the pipes are closed; waiting here means a test that
+                // saw the exit can read every line.
+                for reader in readers.into_iter().flatten() {
+                    let _ = reader.await;
+                }
+                if let Ok(status) = status {
+                    shared.push_at(exited_at, Lifecycle::Exited(status));
+                }
+            })
+        };
+
+        Ok(Sandbox {
+            shared,
+            addr,
+            binary,
+            spawned_at,
+            function_timeout: self.function_timeout.unwrap_or(Duration::from_secs(3)),
+            kill: Mutex::new(Some(kill_tx)),
+            server,
+            process,
+        })
+    }
+}
+
+/// A running process under the sandbox. Dropping it kills the process.
+#[derive(Debug)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    binary: PathBuf,
+    spawned_at: Instant,
+    function_timeout: Duration,
+    kill: Mutex<Option<oneshot::Sender<()>>>,
+    server: JoinHandle<()>,
+    process: JoinHandle<()>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The process task owns the child (kill_on_drop), so aborting it kills the process.
+        self.process.abort();
+        self.server.abort();
+    }
+}
+
+impl Sandbox {
+    /// Starts configuring a sandbox.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// The address the APIs are served on (`AWS_LAMBDA_RUNTIME_API`).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// When the process was started.
+    pub fn spawned_at(&self) -> Instant {
+        self.spawned_at
+    }
+
+    /// Waits until the extension has registered.
+    pub async fn wait_registered(&self, timeout: Duration) -> anyhow::Result<Registration> {
+        self.wait_for(timeout, "registration", |record| {
+            record.timeline.iter().find_map(|(_, step)| match step {
+                Lifecycle::Registered(registration) => Some(registration.clone()),
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    /// Waits until the process finished Init (its first `next`, extension or runtime), and
+    /// returns how long after the spawn that was.
+    pub async fn wait_init_done(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let spawned_at = self.spawned_at;
+        self.wait_for(timeout, "the end of Init (first next)", |record| {
+            record.timeline.iter().find_map(|(at, step)| {
+                matches!(step, Lifecycle::NextCalled | Lifecycle::RuntimeNextCalled)
+                    .then(|| at.duration_since(spawned_at))
+            })
+        })
+        .await
+    }
+
+    /// Delivers an INVOKE and waits until the extension calls `next` again; returns the time
+    /// between delivery and that `next`.
+    pub async fn invoke(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        self.invoke_with_timeout(timeout, || async {})
+            .await
+            .map(|((), elapsed)| elapsed)
+    }
+
+    /// Delivers an INVOKE, runs `function` (the function's code, typically HTTP calls to the
+    /// extension) while the extension handles the event, then waits for the extension's next
+    /// `next`. Returns what `function` returned.
+    pub async fn invoke_with<F, Fut, T>(&self, function: F) -> anyhow::Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.invoke_with_timeout(STEP_TIMEOUT, function)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    async fn invoke_with_timeout<F, Fut, T>(
+        &self,
+        timeout: Duration,
+        function: F,
+    ) -> anyhow::Result<(T, Duration)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let next_calls = self.wait_pending_next(timeout).await?;
+        let request_id = uuid_like();
+        let deadline_ms = epoch_ms_after(self.function_timeout);
+        self.shared.send_event(json!({
+            "eventType": "INVOKE",
+            "deadlineMs": deadline_ms,
+            "requestId": request_id,
+            "invokedFunctionArn": FUNCTION_ARN,
+            "tracing": {"type": "X-Amzn-Trace-Id", "value": TRACE_ID},
+        }))?;
+        let delivered_at = Instant::now();
+        let value = tokio::time::timeout(FUNCTION_CODE_TIMEOUT, function())
+            .await
+            .map_err(|_| anyhow!("the function code ran longer than {FUNCTION_CODE_TIMEOUT:?}"))?;
+        let next_at = self
+            .wait_for(timeout, "the next `next` after INVOKE", |record| {
+                (record.next_calls > next_calls).then_some(record.last_next_at)
+            })
+            .await?;
+        Ok((
+            value,
+            next_at.unwrap_or(delivered_at).duration_since(delivered_at),
+        ))
+    }
+
+    /// Delivers SHUTDOWN and waits for the process to exit; returns its status and the time
+    /// from delivery to exit.
+    pub async fn shutdown(&self, timeout: Duration) -> anyhow::Result<(ExitStatus, Duration)> {
+        self.wait_pending_next(timeout).await?;
+        self.shared.send_event(json!({
+            "eventType": "SHUTDOWN",
+            "shutdownReason": "spindown",
+            "deadlineMs": epoch_ms_after(SHUTDOWN_DEADLINE),
+        }))?;
+        let delivered_at = self
+            .wait_for(timeout, "SHUTDOWN to be delivered", |record| {
+                record.timeline.iter().find_map(|(at, step)| {
+                    (*step == Lifecycle::EventDelivered(EventKind::Shutdown)).then_some(*at)
+                })
+            })
+            .await?;
+        let (status, exited_at) = self.wait_exit_at(timeout).await?;
+        Ok((status, exited_at.duration_since(delivered_at)))
+    }
+
+    /// Waits for the process to exit on its own.
+    pub async fn wait_exit(&self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.wait_exit_at(timeout).await.map(|(status, _)| status)
+    }
+
+    async fn wait_exit_at(&self, timeout: Duration) -> anyhow::Result<(ExitStatus, Instant)> {
+        let mut changed = self.shared.changed.subscribe();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = self.exit() {
+                return Ok(exit);
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                bail!(
+                    "timed out after {timeout:?} waiting for the process to exit\n{}",
+                    self.report()
+                );
+            }
+        }
+    }
+
+    /// Kills the process and waits until it is gone.
+    pub async fn kill(&self) -> anyhow::Result<ExitStatus> {
+        if let Some(kill) = lock(&self.kill).take() {
+            let _ = kill.send(());
+        }
+        self.wait_exit(Duration::from_secs(10)).await
+    }
+
+    /// Sends an invocation to a runtime process (one polling `/runtime/invocation/next`) and
+    /// waits for its answer.
+    pub async fn invoke_runtime(
+        &self,
+        payload: Value,
+        timeout: Duration,
+    ) -> anyhow::Result<RuntimeOutcome> {
+        let request_id = uuid_like();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        lock(&self.shared.runtime_waiters).insert(request_id.clone(), answer_tx);
+        self.shared
+            .runtime_tx
+            .send(RuntimeInvocation {
+                request_id: request_id.clone(),
+                deadline_ms: epoch_ms_after(self.function_timeout),
+                payload,
+            })
+            .map_err(|_| anyhow!("the sandbox's runtime queue is closed"))?;
+        match tokio::time::timeout(timeout, answer_rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => bail!(
+                "no runtime answer to invocation {request_id} within {timeout:?}\n{}",
+                self.report()
+            ),
+        }
+    }
+
+    /// Every lifecycle step so far, with when it happened.
+    pub fn timeline(&self) -> Vec<(Instant, Lifecycle)> {
+        self.shared.record().timeline.clone()
+    }
+
+    /// The lifecycle steps with their time since the spawn, for assertions and messages.
+    pub fn timeline_since_spawn(&self) -> Vec<(Duration, Lifecycle)> {
+        self.timeline()
+            .into_iter()
+            .map(|(at, step)| (at.duration_since(self.spawned_at), step))
+            .collect()
+    }
+
+    /// Everything the process wrote to stdout and stderr so far, one line per line.
+    pub fn logs(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// The process's output lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        lock(&self.shared.logs).clone()
+    }
+
+    /// Init errors the process posted.
+    pub fn init_errors(&self) -> Vec<ErrorReport> {
+        self.shared
+            .record()
+            .timeline
+            .iter()
+            .filter_map(|(_, step)| match step {
+                Lifecycle::InitError(report) | Lifecycle::RuntimeInitError(report) => {
+                    Some(report.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Exit errors the process posted.
+    pub fn exit_errors(&self) -> Vec<ErrorReport> {
+        self.shared
+            .record()
+            .timeline
+            .iter()
+            .filter_map(|(_, step)| match step {
+                Lifecycle::ExitError(report) => Some(report.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The name the extension registered under, if it registered.
+    pub fn registered_name(&self) -> Option<String> {
+        self.registration().map(|r| r.name)
+    }
+
+    /// What the extension sent at registration, if it registered.
+    pub fn registration(&self) -> Option<Registration> {
+        self.shared
+            .record()
+            .timeline
+            .iter()
+            .find_map(|(_, step)| match step {
+                Lifecycle::Registered(registration) => Some(registration.clone()),
+                _ => None,
+            })
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.exit().map(|(status, _)| status)
+    }
+
+    fn exit(&self) -> Option<(ExitStatus, Instant)> {
+        self.shared
+            .record()
+            .timeline
+            .iter()
+            .find_map(|(at, step)| match step {
+                Lifecycle::Exited(status) => Some((*status, *at)),
+                _ => None,
+            })
+    }
+
+    /// Waits until the extension is parked in `next` with no event handed to it, and
+    /// returns how many `next` calls it has made.
+    async fn wait_pending_next(&self, timeout: Duration) -> anyhow::Result<usize> {
+        self.wait_for(timeout, "the extension to wait in `next`", |record| {
+            (record.next_calls > record.delivered).then_some(record.next_calls)
+        })
+        .await
+    }
+
+    /// Polls `check` each time the record changes, until it yields a value, the process
+    /// exits, or the timeout passes.
+    async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Record) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let mut changed = self.shared.changed.subscribe();
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let record = self.shared.record();
+                if let Some(value) = check(&record) {
+                    return Ok(value);
+                }
+                let exited = record.timeline.iter().find_map(|(_, step)| match step {
+                    Lifecycle::Exited(status) => Some(*status),
+                    _ => None,
+                });
+                if let Some(status) = exited {
+                    drop(record);
+                    bail!(
+                        "the process exited ({status}) while waiting for {what}\n{}",
+                        self.report()
+                    );
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.report()
+                );
+            }
+        }
+    }
+
+    /// The timeline and the last log lines, for failure messages.
+    pub fn report(&self) -> String {
+        let mut out = format!("binary: {}\ntimeline:\n", self.binary.display());
+        for (since, step) in self.timeline_since_spawn() {
+            out.push_str(&format!(
+                "  {:>8.1} ms  {step:?}\n",
+                since.as_secs_f64() * 1000.0
+            ));
+        }
+        let lines = self.log_lines();
+        out.push_str(&format!("last log lines ({} in all):\n", lines.len()));
+        for line in &lines[lines.len().saturating_sub(30)..] {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// State shared by the API handlers, the process task and the [`Sandbox`] handle.
+#[derive(Debug)]
+struct Shared {
+    extension_id: String,
+    record: Mutex<Record>,
+    /// Bumped on every change to the record, so waiters wake without polling.
+    changed: watch::Sender<u64>,
+    events_tx: mpsc::UnboundedSender<Value>,
+    events_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Value>>,
+    runtime_tx: mpsc::UnboundedSender<RuntimeInvocation>,
+    runtime_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<RuntimeInvocation>>,
+    runtime_waiters: Mutex<HashMap<String, oneshot::Sender<RuntimeOutcome>>>,
+    logs: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    timeline: Vec<(Instant, Lifecycle)>,
+    next_calls: usize,
+    last_next_at: Option<Instant>,
+    delivered: usize,
+}
+
+#[derive(Debug)]
+struct RuntimeInvocation {
+    request_id: String,
+    deadline_ms: u128,
+    payload: Value,
+}
+
+impl Shared {
+    fn record(&self) -> MutexGuard<'_, Record> {
+        lock(&self.record)
+    }
+
+    fn push(&self, step: Lifecycle) {
+        self.push_at(Instant::now(), step);
+    }
+
+    fn push_at(&self, at: Instant, step: Lifecycle) {
+        {
+            let mut record = self.record();
+            match step {
+                Lifecycle::NextCalled => {
+                    record.next_calls += 1;
+                    record.last_next_at = Some(at);
+                }
+                Lifecycle::EventDelivered(_) => record.delivered += 1,
+                _ => {}
+            }
+            record.timeline.push((at, step));
+        }
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    fn send_event(&self, event: Value) -> anyhow::Result<()> {
+        self.events_tx
+            .send(event)
+            .map_err(|_| anyhow!("the sandbox's event queue is closed"))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn spawn_reader(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    shared: Arc<Shared>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if std::env::var_os("LOCKBOX_TEST_ECHO").is_some() {
+                eprintln!("[sandboxed] {line}");
+            }
+            lock(&shared.logs).push(line);
+        }
+    })
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/2020-01-01/extension/register", post(register))
+        .route("/2020-01-01/extension/event/next", get(next_event))
+        .route("/2020-01-01/extension/init/error", post(init_error))
+        .route("/2020-01-01/extension/exit/error", post(exit_error))
+        .route("/2018-06-01/runtime/invocation/next", get(runtime_next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(runtime_response),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/error",
+            post(runtime_error),
+        )
+        .route("/2018-06-01/runtime/init/error", post(runtime_init_error))
+        .with_state(shared)
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Lambda refuses calls that do not carry the identifier it handed out at registration:
+/// the refusal to send, if any.
+fn refuse_unknown_identifier(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    if header(headers, EXTENSION_ID_HEADER) == shared.extension_id {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "errorMessage": "missing or unknown Lambda-Extension-Identifier",
+                "errorType": "Extension.Unknown",
+            })),
+        )
+            .into_response(),
+    )
+}
+
+async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    let events = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("events").and_then(Value::as_array).map(|events| {
+                events
+                    .iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    shared.push(Lifecycle::Registered(Registration {
+        name: header(&headers, EXTENSION_NAME_HEADER),
+        events,
+    }));
+    (
+        [(EXTENSION_ID_HEADER, shared.extension_id.clone())],
+        Json(json!({
+            "functionName": FUNCTION_NAME,
+            "functionVersion": "$LATEST",
+            "handler": "handler",
+            "accountId": "123456789012",
+        })),
+    )
+        .into_response()
+}
+
+async fn next_event(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_unknown_identifier(&shared, &headers) {
+        return refused;
+    }
+    shared.push(Lifecycle::NextCalled);
+    let event = {
+        let mut events = shared.events_rx.lock().await;
+        events.recv().await
+    };
+    let Some(event) = event else {
+        // The sandbox is going away; Lambda would never answer either.
+        return std::future::pending().await;
+    };
+    let kind = if event["eventType"] == "SHUTDOWN" {
+        EventKind::Shutdown
+    } else {
+        EventKind::Invoke
+    };
+    shared.push(Lifecycle::EventDelivered(kind));
+    (
+        [("lambda-extension-event-identifier", uuid_like())],
+        Json(event),
+    )
+        .into_response()
+}
+
+async fn init_error(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Some(refused) = refuse_unknown_identifier(&shared, &headers) {
+        return refused;
+    }
+    shared.push(Lifecycle::InitError(ErrorReport {
+        error_type: header(&headers, ERROR_TYPE_HEADER),
+        body,
+    }));
+    accepted()
+}
+
+async fn exit_error(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Some(refused) = refuse_unknown_identifier(&shared, &headers) {
+        return refused;
+    }
+    shared.push(Lifecycle::ExitError(ErrorReport {
+        error_type: header(&headers, ERROR_TYPE_HEADER),
+        body,
+    }));
+    accepted()
+}
+
+fn accepted() -> Response {
+    (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
+}
+
+async fn runtime_next(State(shared): State<Arc<Shared>>) -> Response {
+    shared.push(Lifecycle::RuntimeNextCalled);
+    let invocation = {
+        let mut queue = shared.runtime_rx.lock().await;
+        queue.recv().await
+    };
+    let Some(invocation) = invocation else {
+        return std::future::pending().await;
+    };
+    (
+        [
+            ("lambda-runtime-aws-request-id", invocation.request_id),
+            (
+                "lambda-runtime-deadline-ms",
+                invocation.deadline_ms.to_string(),
+            ),
+            (
+                "lambda-runtime-invoked-function-arn",
+                FUNCTION_ARN.to_owned(),
+            ),
+            ("lambda-runtime-trace-id", TRACE_ID.to_owned()),
+        ],
+        Json(invocation.payload),
+    )
+        .into_response()
+}
+
+async fn runtime_response(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    answer_runtime(&shared, &id, RuntimeOutcome::Response(body))
+}
+
+async fn runtime_error(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let report = ErrorReport {
+        error_type: header(&headers, RUNTIME_ERROR_TYPE_HEADER),
+        body,
+    };
+    answer_runtime(&shared, &id, RuntimeOutcome::Error(report))
+}
+
+fn answer_runtime(shared: &Shared, id: &str, outcome: RuntimeOutcome) -> Response {
+    let Some(waiter) = lock(&shared.runtime_waiters).remove(id) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"errorMessage": "unknown request id", "errorType": "InvalidRequestID"})),
+        )
+            .into_response();
+    };
+    shared.push(Lifecycle::RuntimeAnswered(outcome.clone()));
+    let _ = waiter.send(outcome);
+    accepted()
+}
+
+async fn runtime_init_error(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    shared.push(Lifecycle::RuntimeInitError(ErrorReport {
+        error_type: header(&headers, RUNTIME_ERROR_TYPE_HEADER),
+        body,
+    }));
+    accepted()
+}
+
+/// A random identifier shaped like a UUID, which is what Lambda hands out.
+fn uuid_like() -> String {
+    let hex = random_hex(32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn epoch_ms_after(after: Duration) -> u128 {
+    SystemTime::now()
+        .checked_add(after)
+        .unwrap_or_else(SystemTime::now)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
