@@ -1,0 +1,529 @@
+//! The rotation input: parsed strictly, validated completely, before anything is written.
+//!
+//! [`RotationInput`] is the schedule's JSON as written (unknown fields are an error, so a
+//! typo such as `"dryrun"` fails instead of silently rotating for real).
+//! [`RotationInput::validate`] turns it into a [`Rotation`]: policies compiled, labels and
+//! names checked, the rotation id derived ([`RotationId`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::generate::SourceKind;
+use crate::pace::PaceSpec;
+use crate::policy::{Policy, PolicySpec};
+
+/// Prefix of the label recording a rotation id on the version it wrote.
+pub const ROTATION_LABEL_PREFIX: &str = "r-";
+
+/// The input as written in the schedule (camelCase JSON).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotationInput {
+    /// Which parameters to rotate.
+    pub targets: Targets,
+    /// The customer-managed key: key id, key ARN, alias name or alias ARN.
+    pub key_id: String,
+    /// `regenerate` or `reencrypt`.
+    pub mode: Mode,
+    /// Policy for `regenerate` (a default applies when omitted).
+    #[serde(default)]
+    pub policy: Option<PolicySpec>,
+    /// Per-parameter policy overrides, by exact parameter name.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Override>,
+    /// Cutover label names.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Report what would happen and write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The schedule's scheduled time (`<aws.scheduler.scheduled-time>`), RFC 3339.
+    #[serde(default)]
+    pub rotation_id: Option<String>,
+    /// An EventBridge rule event's `time`, used when `rotationId` is absent.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// `os` (default) or `kms` (KMS `GenerateRandom`).
+    #[serde(default)]
+    pub random_source: SourceKind,
+    /// Pacing and retry settings.
+    #[serde(default)]
+    pub pace: PaceSpec,
+}
+
+/// Which parameters a run selects; at least one selector is required.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Targets {
+    /// Exact parameter names; each must exist.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Path prefixes, selected recursively.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// A tag key: every parameter carrying it is selected.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// What a rotation writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A new random value by the policy.
+    Regenerate,
+    /// The same value, written again under the chosen key.
+    Reencrypt,
+}
+
+/// A per-parameter override.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Override {
+    /// The policy for this parameter instead of the run's.
+    pub policy: PolicySpec,
+}
+
+/// The cutover labels lockbox moves on each rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Labels {
+    /// Label on the new version (default `current`).
+    #[serde(default = "default_current")]
+    pub current: String,
+    /// Label on the version that was current before (default `previous`).
+    #[serde(default = "default_previous")]
+    pub previous: String,
+}
+
+fn default_current() -> String {
+    "current".to_owned()
+}
+fn default_previous() -> String {
+    "previous".to_owned()
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Self {
+            current: default_current(),
+            previous: default_previous(),
+        }
+    }
+}
+
+/// What is wrong with an input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Not JSON, wrong types, unknown or missing fields.
+    #[error("input does not parse: {0}")]
+    Parse(String),
+    /// Parsed, but a value is not acceptable.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+/// The rotation id and the label that records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationId {
+    /// The id as reported (`2026-11-22T03:00:00Z` normalised to UTC, minute precision).
+    pub id: String,
+    /// The label put on the version this rotation wrote, e.g. `r-20261122T0300Z`.
+    pub label: String,
+}
+
+impl RotationId {
+    /// Derives the id from a timestamp (RFC 3339, as EventBridge substitutes it).
+    ///
+    /// Minute precision: two deliveries of one scheduled run agree, and a label may not
+    /// start with a digit, hence the `r-` prefix.
+    pub fn parse(raw: &str) -> Result<Self, InputError> {
+        let t = OffsetDateTime::parse(raw.trim(), &Rfc3339).map_err(|e| {
+            InputError::Invalid(format!(
+                "rotationId {raw:?} is not an RFC 3339 timestamp such as 2026-11-22T03:00:00Z \
+                 (use <aws.scheduler.scheduled-time>): {e}"
+            ))
+        })?;
+        Ok(Self::from_time(t))
+    }
+
+    /// The id for a point in time (UTC, truncated to the minute).
+    pub fn from_time(t: OffsetDateTime) -> Self {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        let (y, mo, d, h, mi) = (t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute());
+        Self {
+            id: format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:00Z"),
+            label: format!("{ROTATION_LABEL_PREFIX}{y:04}{mo:02}{d:02}T{h:02}{mi:02}Z"),
+        }
+    }
+}
+
+/// Whether `label` has the exact shape of a rotation-id label lockbox sets
+/// (`r-YYYYMMDDTHHMMZ`); any other label is someone else's and is never removed.
+pub fn is_rotation_label(label: &str) -> bool {
+    let Some(rest) = label.strip_prefix(ROTATION_LABEL_PREFIX) else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    b.len() == 14
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..13].iter().all(u8::is_ascii_digit)
+        && b[13] == b'Z'
+}
+
+/// A validated rotation request.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Which parameters.
+    pub targets: Targets,
+    /// The key as named in the input (checked later by the key gate).
+    pub key_id: String,
+    /// What to write.
+    pub mode: Mode,
+    /// The run's policy (`regenerate` only).
+    pub policy: Option<Policy>,
+    /// Per-parameter policies (`regenerate` only).
+    pub overrides: BTreeMap<String, Policy>,
+    /// Cutover labels.
+    pub labels: Labels,
+    /// Write nothing.
+    pub dry_run: bool,
+    /// The run's id.
+    pub id: RotationId,
+    /// Where random bytes come from.
+    pub random_source: SourceKind,
+    /// Pacing and retries.
+    pub pace: PaceSpec,
+}
+
+impl Rotation {
+    /// The policy for `name`: its override, else the run's.
+    pub fn policy_for(&self, name: &str) -> Option<&Policy> {
+        self.overrides.get(name).or(self.policy.as_ref())
+    }
+}
+
+/// Parses an input from JSON text.
+pub fn parse(json: &str) -> Result<RotationInput, InputError> {
+    serde_json::from_str(json).map_err(|e| InputError::Parse(e.to_string()))
+}
+
+/// Parses an input from a JSON value.
+pub fn from_value(value: serde_json::Value) -> Result<RotationInput, InputError> {
+    serde_json::from_value(value).map_err(|e| InputError::Parse(e.to_string()))
+}
+
+fn invalid(msg: impl Into<String>) -> InputError {
+    InputError::Invalid(msg.into())
+}
+
+/// Checks a label name against SSM's rules, which SSM itself reports only as
+/// `InvalidLabels` after the fact.
+pub fn check_label(what: &str, label: &str) -> Result<(), InputError> {
+    let lower = label.to_ascii_lowercase();
+    if label.is_empty() || label.len() > 100 {
+        return Err(invalid(format!(
+            "{what} {label:?} must be 1-100 characters"
+        )));
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(invalid(format!(
+            "{what} {label:?} may contain only letters, digits, '.', '-' and '_'"
+        )));
+    }
+    if label.as_bytes()[0].is_ascii_digit() || lower.starts_with("aws") || lower.starts_with("ssm")
+    {
+        return Err(invalid(format!(
+            "{what} {label:?} may not start with a digit, \"aws\" or \"ssm\""
+        )));
+    }
+    if is_rotation_label(label) {
+        return Err(invalid(format!(
+            "{what} {label:?} has the shape of lockbox's rotation-id labels (r-YYYYMMDDTHHMMZ)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a parameter name's characters (SSM: letters, digits, `_ . - /`).
+fn check_name(what: &str, name: &str) -> Result<(), InputError> {
+    if name.is_empty() || name.len() > 2048 {
+        return Err(invalid(format!(
+            "{what} {name:?} must be 1-2048 characters"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
+    {
+        return Err(invalid(format!(
+            "{what} {name:?} may contain only letters, digits and _ . - /"
+        )));
+    }
+    Ok(())
+}
+
+impl RotationInput {
+    /// Validates everything that can be checked without AWS.
+    ///
+    /// `fallback` is the time used when neither `rotationId` nor `time` is given; the
+    /// Lambda passes none (a scheduled run must carry its id, or retries could not find
+    /// their earlier writes), the shell passes the current time.
+    pub fn validate(self, fallback: Option<OffsetDateTime>) -> Result<Rotation, InputError> {
+        let t = &self.targets;
+        if t.names.is_empty() && t.paths.is_empty() && t.tag.is_none() {
+            return Err(invalid("targets selects nothing: give names, paths or tag"));
+        }
+        for name in &t.names {
+            check_name("targets.names entry", name)?;
+        }
+        for path in &t.paths {
+            check_name("targets.paths entry", path)?;
+            if !path.starts_with('/') {
+                return Err(invalid(format!(
+                    "targets.paths entry {path:?} must start with '/'"
+                )));
+            }
+        }
+        if let Some(tag) = &t.tag {
+            if tag.trim().is_empty() || tag.len() > 128 {
+                return Err(invalid("targets.tag must be a tag key of 1-128 characters"));
+            }
+        }
+        if self.key_id.trim().is_empty() {
+            return Err(invalid("keyId is empty"));
+        }
+        check_label("labels.current", &self.labels.current)?;
+        check_label("labels.previous", &self.labels.previous)?;
+        if self.labels.current == self.labels.previous {
+            return Err(invalid("labels.current and labels.previous must differ"));
+        }
+        let (policy, overrides) = match self.mode {
+            Mode::Regenerate => {
+                let spec = self.policy.unwrap_or_default();
+                let policy = spec
+                    .compile()
+                    .map_err(|e| invalid(format!("policy: {e}")))?;
+                let mut overrides = BTreeMap::new();
+                for (name, o) in self.overrides {
+                    check_name("overrides key", &name)?;
+                    let p = o
+                        .policy
+                        .compile()
+                        .map_err(|e| invalid(format!("overrides[{name:?}].policy: {e}")))?;
+                    overrides.insert(name, p);
+                }
+                (Some(policy), overrides)
+            }
+            Mode::Reencrypt => {
+                // A policy here means the author expected new values; refuse rather than
+                // guess.
+                if self.policy.is_some() || !self.overrides.is_empty() {
+                    return Err(invalid(
+                        "policy and overrides apply only to mode regenerate; reencrypt keeps \
+                         each value as it is",
+                    ));
+                }
+                (None, BTreeMap::new())
+            }
+        };
+        self.pace.validate().map_err(invalid)?;
+        let id = match (&self.rotation_id, &self.time, fallback) {
+            (Some(raw), _, _) | (None, Some(raw), _) => RotationId::parse(raw)?,
+            (None, None, Some(now)) => RotationId::from_time(now),
+            (None, None, None) => return Err(invalid(
+                "rotationId is missing: set \"rotationId\": \"<aws.scheduler.scheduled-time>\" \
+                     in the schedule's Input (or pass the rule event's time as \"time\")",
+            )),
+        };
+        Ok(Rotation {
+            targets: self.targets,
+            key_id: self.key_id.trim().to_owned(),
+            mode: self.mode,
+            policy,
+            overrides,
+            labels: self.labels,
+            dry_run: self.dry_run,
+            id,
+            random_source: self.random_source,
+            pace: self.pace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"{
+      "targets": {"names": ["/app/db/password"], "paths": ["/app/prod/"], "tag": "lockbox:rotate"},
+      "keyId": "alias/app-secrets",
+      "mode": "regenerate",
+      "policy": {"length": 32, "classes": ["upper", "lower", "digits", "symbols"],
+                 "exclude": "/@\"'\\", "requireEachClass": true},
+      "labels": {"current": "current", "previous": "previous"},
+      "dryRun": false,
+      "rotationId": "2026-11-22T03:00:00Z"
+    }"#;
+
+    fn validated(json: &str) -> Result<Rotation, InputError> {
+        parse(json)?.validate(None)
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let r = validated(FULL).unwrap();
+        assert_eq!(r.mode, Mode::Regenerate);
+        assert_eq!(r.id.label, "r-20261122T0300Z");
+        assert_eq!(r.id.id, "2026-11-22T03:00:00Z");
+        assert_eq!(r.policy.as_ref().unwrap().length(), 32);
+        assert_eq!(r.targets.tag.as_deref(), Some("lockbox:rotate"));
+        assert!(!r.dry_run);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_at_every_level() {
+        for (from, to) in [
+            ("\"dryRun\"", "\"dryrun\""),
+            ("\"paths\"", "\"path\""),
+            ("\"requireEachClass\"", "\"requireEach\""),
+            (
+                "\"previous\": \"previous\"",
+                "\"previous\": \"previous\", \"next\": \"x\"",
+            ),
+        ] {
+            let err = validated(&FULL.replace(from, to)).unwrap_err();
+            assert!(
+                matches!(&err, InputError::Parse(m) if m.contains("unknown field")),
+                "{from} -> {to}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_say_what_is_wrong() {
+        let err = validated(r#"{"targets":{"names":["/a"]},"mode":"regenerate"}"#).unwrap_err();
+        assert!(err.to_string().contains("keyId"), "{err}");
+        let err = validated(&FULL.replace("\"regenerate\"", "\"rotate\"")).unwrap_err();
+        assert!(err.to_string().contains("rotate"), "{err}");
+        let err = validated("not json").unwrap_err();
+        assert!(matches!(err, InputError::Parse(_)));
+    }
+
+    #[test]
+    fn empty_targets_are_refused() {
+        let json = FULL.replace(
+            r#"{"names": ["/app/db/password"], "paths": ["/app/prod/"], "tag": "lockbox:rotate"}"#,
+            "{}",
+        );
+        let err = validated(&json).unwrap_err();
+        assert!(err.to_string().contains("selects nothing"), "{err}");
+    }
+
+    #[test]
+    fn rotation_id_comes_from_rotation_id_then_time_then_fallback() {
+        let base = r#"{"targets":{"names":["/a"]},"keyId":"k","mode":"reencrypt""#;
+        let r = validated(&format!("{base},\"time\":\"2026-01-02T03:04:59Z\"}}")).unwrap();
+        assert_eq!(r.id.label, "r-20260102T0304Z");
+        let r = validated(&format!(
+            "{base},\"rotationId\":\"2026-01-02T05:04:00+02:00\",\"time\":\"2020-01-01T00:00:00Z\"}}"
+        ))
+        .unwrap();
+        assert_eq!(r.id.label, "r-20260102T0304Z", "offset normalised to UTC");
+        let err = validated(&format!("{base}}}")).unwrap_err();
+        assert!(err.to_string().contains("rotationId is missing"), "{err}");
+        let now = OffsetDateTime::parse("2030-12-31T23:59:30Z", &Rfc3339).unwrap();
+        let r = parse(&format!("{base}}}"))
+            .unwrap()
+            .validate(Some(now))
+            .unwrap();
+        assert_eq!(r.id.label, "r-20301231T2359Z");
+        let err = validated(&format!("{base},\"rotationId\":\"run-1\"}}")).unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn rotation_labels_are_recognised_exactly() {
+        assert!(is_rotation_label("r-20261122T0300Z"));
+        assert!(!is_rotation_label("r-20261122T0300"));
+        assert!(!is_rotation_label("r-2026112xT0300Z"));
+        assert!(!is_rotation_label("release-1"));
+        assert!(!is_rotation_label("current"));
+        assert!(is_rotation_label(
+            &RotationId::parse("1999-02-03T04:05:06Z").unwrap().label
+        ));
+    }
+
+    #[test]
+    fn bad_labels_are_refused() {
+        let with = |c: &str, p: &str| {
+            FULL.replace(
+                r#""labels": {"current": "current", "previous": "previous"}"#,
+                &format!(r#""labels": {{"current": "{c}", "previous": "{p}"}}"#),
+            )
+        };
+        for (c, p, needle) in [
+            ("1st", "previous", "may not start"),
+            ("awscurrent", "previous", "may not start"),
+            ("SSMx", "previous", "may not start"),
+            ("cur rent", "previous", "may contain only"),
+            ("same", "same", "must differ"),
+            ("r-20261122T0300Z", "previous", "rotation-id"),
+        ] {
+            let err = validated(&with(c, p)).unwrap_err();
+            assert!(err.to_string().contains(needle), "{c}/{p}: {err}");
+        }
+        assert!(validated(&with("live", "old")).is_ok());
+    }
+
+    #[test]
+    fn reencrypt_with_a_policy_is_refused() {
+        let err = validated(&FULL.replace("\"regenerate\"", "\"reencrypt\"")).unwrap_err();
+        assert!(err.to_string().contains("only to mode regenerate"), "{err}");
+    }
+
+    #[test]
+    fn overrides_and_policy_errors_name_their_place() {
+        let json = FULL.replace(
+            "\"dryRun\": false",
+            r#""dryRun": false, "overrides": {"/app/db/password": {"policy": {"length": 2}}}"#,
+        );
+        let err = validated(&json).unwrap_err();
+        assert!(
+            err.to_string().contains("overrides[\"/app/db/password\"]"),
+            "{err}"
+        );
+        let json = FULL.replace(
+            "\"dryRun\": false",
+            r#""dryRun": false, "overrides": {"/app/db/password": {"policy": {"length": 12, "classes": ["digits"]}}}"#,
+        );
+        let r = validated(&json).unwrap();
+        assert_eq!(r.policy_for("/app/db/password").unwrap().length(), 12);
+        assert_eq!(r.policy_for("/other").unwrap().length(), 32);
+    }
+
+    #[test]
+    fn names_and_paths_are_checked() {
+        let err = validated(&FULL.replace("/app/prod/", "app/prod/")).unwrap_err();
+        assert!(err.to_string().contains("must start with '/'"), "{err}");
+        let err = validated(&FULL.replace("/app/db/password", "/app/db pass")).unwrap_err();
+        assert!(err.to_string().contains("may contain only"), "{err}");
+    }
+
+    #[test]
+    fn pace_is_validated() {
+        let json = FULL.replace(
+            "\"dryRun\": false",
+            r#""dryRun": false, "pace": {"writesPerSecond": 0}"#,
+        );
+        let err = validated(&json).unwrap_err();
+        assert!(err.to_string().contains("writesPerSecond"), "{err}");
+    }
+}

@@ -1,0 +1,1429 @@
+//! End-to-end tests for the rotator (issue 4): the real handler (in-process) and the real
+//! `lockbox-rotator` binary (`--input`), against moto behind the counting, fault-injecting
+//! proxy, with customer-managed keys created in moto.
+//!
+//! moto does not check keys on `PutParameter` at all, so every "refused" below is the
+//! rotator's own key gate; "nothing written" is shown by the proxy's per-operation counts.
+//! Two things moto cannot produce are made here by [`Doctor`], a small front for the
+//! proxy: `TooManyUpdates` answers, and a key that reports `KeyManager=AWS` (moto reports
+//! every key, `alias/aws/ssm` included, as `CUSTOMER`).
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use aws_sdk_secretsmanager::types::RotationRulesType;
+use aws_sdk_ssm::types::{ParameterTier, ParameterType, ResourceTypeForTagging, Tag};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use lockbox_rotator::policy::PolicySpec;
+use lockbox_rotator::value::SecretValue;
+use lockbox_rotator::{Clients, Error, Outcome, Report, Response, Rotator, SecretsConfig};
+use lockbox_tests::bins::rotator_bin;
+use lockbox_tests::moto::REGION;
+use lockbox_tests::{Fault, Moto, Proxy};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+/// Operations that change state; a refused run must call none of them.
+const WRITES: &[&str] = &[
+    "PutParameter",
+    "LabelParameterVersion",
+    "UnlabelParameterVersion",
+    "AddTagsToResource",
+    "PutSecretValue",
+    "UpdateSecret",
+    "UpdateSecretVersionStage",
+];
+
+const ID_1: &str = "2026-11-22T03:00:00Z";
+const LABEL_1: &str = "r-20261122T0300Z";
+const ID_2: &str = "2026-12-22T03:00:00Z";
+const LABEL_2: &str = "r-20261222T0300Z";
+
+// ------------------------------------------------------------------------------------------
+// Fixture
+// ------------------------------------------------------------------------------------------
+
+/// moto, the counting proxy in front of it, the [`Doctor`] in front of that, and a
+/// customer-managed key `alias/app-secrets`.
+struct World {
+    moto: Moto,
+    proxy: Proxy,
+    doctor: Doctor,
+    key_id: String,
+    key_arn: String,
+}
+
+impl World {
+    async fn start() -> anyhow::Result<World> {
+        let moto = Moto::start().await?;
+        let proxy = Proxy::start(&moto.endpoint()).await?;
+        let doctor = Doctor::start(&proxy.endpoint()).await?;
+        let key_id = moto.create_cmk("app-secrets").await?;
+        let key_arn = key_arn(&moto, &key_id).await?;
+        Ok(World {
+            moto,
+            proxy,
+            doctor,
+            key_id,
+            key_arn,
+        })
+    }
+
+    /// The rotator as the Lambda builds it, with clients going through doctor and proxy;
+    /// SDK retries keep their default count but back off briefly so faults cost little time.
+    async fn rotator(&self, secrets_env: &[(&str, &str)]) -> Rotator {
+        let config = self
+            .moto
+            .sdk_config()
+            .await
+            .to_builder()
+            .endpoint_url(self.doctor.endpoint())
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_initial_backoff(Duration::from_millis(10)),
+            )
+            .build();
+        let env: HashMap<String, String> = secrets_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let secrets = SecretsConfig::from_lookup(|k| env.get(k).cloned()).expect("secrets env");
+        Rotator::new(Clients::new(&config), secrets)
+    }
+
+    async fn seed(&self, name: &str, value: &str) -> anyhow::Result<i64> {
+        self.moto
+            .put_param(name, value, ParameterType::SecureString, None)
+            .await
+    }
+
+    fn writes(&self) -> usize {
+        WRITES.iter().map(|op| self.proxy.calls(op)).sum()
+    }
+
+    async fn history(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<Vec<aws_sdk_ssm::types::ParameterHistory>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .moto
+                .ssm()
+                .get_parameter_history()
+                .name(name)
+                .max_results(50)
+                .set_next_token(token.take())
+                .send()
+                .await?;
+            out.extend(page.parameters().iter().cloned());
+            match page.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => break,
+            }
+        }
+        out.sort_by_key(|p| p.version());
+        Ok(out)
+    }
+
+    /// Decrypted value of `selector` (`name`, `name:label` or `name:version`).
+    async fn value(&self, selector: &str) -> anyhow::Result<String> {
+        let out = self
+            .moto
+            .ssm()
+            .get_parameter()
+            .name(selector)
+            .with_decryption(true)
+            .send()
+            .await
+            .with_context(|| format!("GetParameter {selector}"))?;
+        Ok(out
+            .parameter()
+            .and_then(|p| p.value())
+            .context("no value")?
+            .to_owned())
+    }
+
+    async fn labels(&self, name: &str) -> anyhow::Result<HashMap<String, i64>> {
+        let mut out = HashMap::new();
+        for v in self.history(name).await? {
+            for l in v.labels() {
+                out.insert(l.clone(), v.version());
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn key_arn(moto: &Moto, key_id: &str) -> anyhow::Result<String> {
+    let out = moto.kms().describe_key().key_id(key_id).send().await?;
+    Ok(out
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .context("no ARN")?
+        .to_owned())
+}
+
+/// A rotation input with fast pacing (moto needs none) and the given extra fields.
+fn input(targets: Value, key: &str, mode: &str, id: &str, extra: Value) -> Value {
+    let mut v = json!({
+        "targets": targets,
+        "keyId": key,
+        "mode": mode,
+        "rotationId": id,
+        "pace": {"writesPerSecond": 50, "baseDelayMs": 5},
+    });
+    if let (Some(obj), Some(more)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, val) in more {
+            obj.insert(k.clone(), val.clone());
+        }
+    }
+    v
+}
+
+fn report_of(response: Response) -> Report {
+    match response {
+        Response::Rotation(r) => r,
+        other => panic!("expected a rotation report, got {other:?}"),
+    }
+}
+
+fn result<'a>(report: &'a Report, name: &str) -> &'a lockbox_rotator::ParamResult {
+    report
+        .results
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no result for {name} in {:?}", report.results))
+}
+
+// ------------------------------------------------------------------------------------------
+// Doctor: TooManyUpdates and an AWS-managed key, which neither moto nor the proxy produce
+// ------------------------------------------------------------------------------------------
+
+/// A pass-through HTTP front that can answer `PutParameter` with `TooManyUpdates` and make
+/// chosen keys report `KeyManager: AWS` in `DescribeKey`, as AWS-managed keys do in AWS.
+#[derive(Clone)]
+struct Doctor {
+    state: Arc<DoctorState>,
+    port: u16,
+}
+
+struct DoctorState {
+    upstream: String,
+    http: reqwest::Client,
+    too_many_updates: AtomicUsize,
+    aws_managed: Mutex<Vec<String>>,
+}
+
+impl Doctor {
+    async fn start(upstream: &str) -> anyhow::Result<Doctor> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(DoctorState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder().no_proxy().build()?,
+            too_many_updates: AtomicUsize::new(0),
+            aws_managed: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new()
+            .fallback(doctor_handler)
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Doctor { state, port })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn too_many_updates(&self, n: usize) {
+        self.state.too_many_updates.store(n, Ordering::SeqCst);
+    }
+
+    fn make_aws_managed(&self, key_id: &str) {
+        self.state
+            .aws_managed
+            .lock()
+            .unwrap()
+            .push(key_id.to_owned());
+    }
+}
+
+async fn doctor_handler(
+    State(state): State<Arc<DoctorState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let op = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or_default()
+        .to_owned();
+    let json_type = [("content-type", "application/x-amz-json-1.1")];
+    if op == "PutParameter"
+        && state
+            .too_many_updates
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        let body = r#"{"__type":"TooManyUpdates","message":"There are concurrent updates for the resource"}"#;
+        return (StatusCode::BAD_REQUEST, json_type, body).into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut upstream = state
+        .http
+        .request(parts.method, format!("{}{path}", state.upstream));
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let Ok(answer) = upstream.body(bytes).send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = answer.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in answer.headers() {
+        if name != "content-length" && name != "transfer-encoding" {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let mut body = answer.bytes().await.unwrap_or_default().to_vec();
+    if op == "DescribeKey" {
+        if let Ok(mut doc) = serde_json::from_slice::<Value>(&body) {
+            let id = doc["KeyMetadata"]["KeyId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if state.aws_managed.lock().unwrap().contains(&id) {
+                doc["KeyMetadata"]["KeyManager"] = json!("AWS");
+                body = serde_json::to_vec(&doc).unwrap_or(body);
+            }
+        }
+    }
+    (status, headers, body).into_response()
+}
+
+// ------------------------------------------------------------------------------------------
+// Regenerate, reencrypt, labels, KeyId, dry run
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regenerate_writes_policy_values_under_the_chosen_key_and_moves_labels(
+) -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/db/password", "OLD-db-password-4815").await?;
+    w.moto
+        .ssm()
+        .put_parameter()
+        .name("/app/prod/api/token")
+        .value("OLD-api-token-1623")
+        .r#type(ParameterType::SecureString)
+        .description("the API token")
+        .tier(ParameterTier::Advanced)
+        .send()
+        .await?;
+    w.seed("/app/prod/deep/er/key", "OLD-deep-key-4242").await?;
+    w.moto
+        .put_param("/app/prod/plain", "not-secret", ParameterType::String, None)
+        .await?;
+    w.seed("/elsewhere/tagged", "OLD-tagged-0815").await?;
+    w.moto
+        .ssm()
+        .add_tags_to_resource()
+        .resource_type(ResourceTypeForTagging::Parameter)
+        .resource_id("/elsewhere/tagged")
+        .tags(Tag::builder().key("lockbox:rotate").value("yes").build()?)
+        .send()
+        .await?;
+    w.seed("/elsewhere/untouched", "OLD-untouched").await?;
+
+    let policy = json!({"length": 40, "classes": ["upper", "lower", "digits", "symbols"],
+                        "exclude": "/@\"'\\", "requireEachClass": true});
+    let ev = input(
+        json!({"names": ["/app/db/password"], "paths": ["/app/prod/"], "tag": "lockbox:rotate"}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({"policy": policy.clone(), "randomSource": "kms",
+               "overrides": {"/app/db/password": {"policy": {"length": 24, "classes": ["digits", "lower"]}}}}),
+    );
+    let report = report_of(w.rotator(&[]).await.handle(ev).await?);
+    assert_eq!(report.rotation_id, ID_1);
+    assert_eq!(report.results.len(), 5, "{:?}", report.results);
+    assert!(
+        w.proxy.calls("GenerateRandom") >= 1,
+        "randomSource kms uses KMS"
+    );
+
+    let plain = result(&report, "/app/prod/plain");
+    assert_eq!(plain.outcome, Outcome::Skipped);
+    assert!(plain
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("String"));
+
+    let default_policy = serde_json::from_value::<PolicySpec>(policy)?.compile()?;
+    let db_policy = serde_json::from_value::<PolicySpec>(
+        json!({"length": 24, "classes": ["digits", "lower"]}),
+    )?
+    .compile()?;
+    for (name, old, policy) in [
+        ("/app/db/password", "OLD-db-password-4815", &db_policy),
+        ("/app/prod/api/token", "OLD-api-token-1623", &default_policy),
+        (
+            "/app/prod/deep/er/key",
+            "OLD-deep-key-4242",
+            &default_policy,
+        ),
+        ("/elsewhere/tagged", "OLD-tagged-0815", &default_policy),
+    ] {
+        let r = result(&report, name);
+        assert_eq!(r.outcome, Outcome::Rotated, "{name}: {:?}", r.reason);
+        assert_eq!((r.old_version, r.new_version), (Some(1), Some(2)), "{name}");
+        assert_eq!(r.key_id, w.key_arn);
+
+        // KeyId recorded on the new version is the chosen key (history and describe).
+        let history = w.history(name).await?;
+        assert_eq!(history[1].key_id(), Some(w.key_arn.as_str()), "{name}");
+        let described = w
+            .moto
+            .ssm()
+            .describe_parameters()
+            .parameter_filters(
+                aws_sdk_ssm::types::ParameterStringFilter::builder()
+                    .key("Name")
+                    .values(name)
+                    .build()?,
+            )
+            .send()
+            .await?;
+        assert_eq!(described.parameters()[0].key_id(), Some(w.key_arn.as_str()));
+
+        // The new value follows the policy; the old one is still readable as :previous.
+        let new = w.value(name).await?;
+        assert_ne!(new, old);
+        policy
+            .check(&SecretValue::new(new.clone()))
+            .unwrap_or_else(|v| panic!("{name}: {v}"));
+        assert_eq!(w.value(&format!("{name}:previous")).await?, old);
+        assert_eq!(w.value(&format!("{name}:current")).await?, new);
+        assert_eq!(w.value(&format!("{name}:{LABEL_1}")).await?, new);
+        let labels = w.labels(name).await?;
+        assert_eq!(labels.get("current"), Some(&2));
+        assert_eq!(labels.get("previous"), Some(&1));
+        assert_eq!(labels.get(LABEL_1), Some(&2));
+    }
+    // Tier and description are kept.
+    let history = w.history("/app/prod/api/token").await?;
+    assert_eq!(history[1].tier(), Some(&ParameterTier::Advanced));
+    assert_eq!(history[1].description(), Some("the API token"));
+    assert_eq!(w.history("/elsewhere/untouched").await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reencrypt_moves_the_same_value_under_the_key_and_a_long_value_goes_advanced(
+) -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-value-under-aws-ssm").await?;
+    let long = "L".repeat(5000);
+    w.seed("/app/long", &long).await?;
+    let rotator = w.rotator(&[]).await;
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        &w.key_id,
+        "reencrypt",
+        ID_1,
+        json!({}),
+    );
+    let report = report_of(rotator.handle(ev).await?);
+    for r in &report.results {
+        assert_eq!(r.outcome, Outcome::Rotated, "{}: {:?}", r.name, r.reason);
+    }
+    assert_eq!(w.value("/app/a").await?, "OLD-value-under-aws-ssm");
+    assert_eq!(w.value("/app/a:previous").await?, "OLD-value-under-aws-ssm");
+    let history = w.history("/app/a").await?;
+    assert_eq!(history[0].key_id(), Some("alias/aws/ssm"));
+    assert_eq!(history[1].key_id(), Some(w.key_arn.as_str()));
+    // More than 4096 bytes needs the Advanced tier.
+    let history = w.history("/app/long").await?;
+    assert_eq!(history[1].tier(), Some(&ParameterTier::Advanced));
+    assert_eq!(w.value("/app/long").await?, long);
+
+    // Already under the key: a later re-encryption has nothing to do.
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        &w.key_id,
+        "reencrypt",
+        ID_2,
+        json!({}),
+    );
+    w.proxy.reset_counts();
+    let report = report_of(rotator.handle(ev).await?);
+    assert!(report
+        .results
+        .iter()
+        .all(|r| r.outcome == Outcome::Unchanged));
+    assert_eq!(w.writes(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_reports_and_writes_nothing() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    w.seed("/app/b", "OLD-b").await?;
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({"dryRun": true}),
+    );
+    let report = report_of(w.rotator(&[]).await.handle(ev).await?);
+    for r in &report.results {
+        assert_eq!(r.outcome, Outcome::DryRun);
+        assert!(r
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("would write version 2"));
+    }
+    assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
+    assert_eq!(w.proxy.calls("GetParameter"), 0, "a dry run reads no value");
+    assert_eq!(w.history("/app/a").await?.len(), 1);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The key gate
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unfit_keys_are_refused_before_any_write() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    let kms = w.moto.kms();
+
+    let disabled = w.moto.create_cmk("disabled").await?;
+    kms.disable_key().key_id(&disabled).send().await?;
+    let asymmetric = kms
+        .create_key()
+        .key_spec(KeySpec::Rsa2048)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await?
+        .key_metadata()
+        .context("metadata")?
+        .key_id()
+        .to_owned();
+    let hmac = kms
+        .create_key()
+        .key_spec(KeySpec::Hmac256)
+        .key_usage(KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await?
+        .key_metadata()
+        .context("metadata")?
+        .key_id()
+        .to_owned();
+    // moto calls every key CUSTOMER; the doctor makes this one answer as AWS does for
+    // aws/ssm, so the KeyManager check itself is exercised, not only the alias name.
+    let aws_managed = w.moto.create_cmk("looks-aws-managed").await?;
+    w.doctor.make_aws_managed(&aws_managed);
+
+    let rotator = w.rotator(&[]).await;
+    for (key, check) in [
+        (disabled.clone(), "KeyState is Disabled"),
+        (asymmetric.clone(), "KeySpec is RSA_2048"),
+        (hmac.clone(), "KeySpec is HMAC_256"),
+        (aws_managed.clone(), "KeyManager is AWS"),
+        ("alias/aws/ssm".to_owned(), "AWS-managed key alias"),
+        ("alias/does-not-exist".to_owned(), "not found"),
+    ] {
+        let ev = input(
+            json!({"names": ["/app/a"]}),
+            &key,
+            "regenerate",
+            ID_1,
+            json!({}),
+        );
+        let err = rotator.handle(ev).await.expect_err(&key);
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Key(_)), "{key}: {msg}");
+        assert!(msg.contains(&key), "names the key: {msg}");
+        assert!(msg.contains(check), "names the check {check:?}: {msg}");
+        assert_eq!(w.writes(), 0, "{key}: {:?}", w.proxy.call_counts());
+        assert_eq!(w.proxy.calls("PutParameter"), 0);
+    }
+    assert_eq!(w.history("/app/a").await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_fail_before_any_write_and_say_why() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    let rotator = w.rotator(&[]).await;
+    let cases = [
+        (
+            json!({"targets": {"names": ["/app/a"]}, "keyId": "alias/app-secrets",
+                   "mode": "regenerate", "rotationId": ID_1, "dryrun": true}),
+            "unknown field `dryrun`",
+        ),
+        (
+            input(
+                json!({"paths": ["/nothing/here"]}),
+                "alias/app-secrets",
+                "regenerate",
+                ID_1,
+                json!({}),
+            ),
+            "select no parameter",
+        ),
+        (
+            input(
+                json!({"names": ["/app/a", "/app/typo"]}),
+                "alias/app-secrets",
+                "regenerate",
+                ID_1,
+                json!({}),
+            ),
+            "/app/typo",
+        ),
+        (
+            json!({"targets": {"names": ["/app/a"]}, "keyId": "alias/app-secrets", "mode": "regenerate"}),
+            "rotationId is missing",
+        ),
+        (
+            input(
+                json!({"names": ["/app/a"]}),
+                "alias/app-secrets",
+                "regenerate",
+                ID_1,
+                json!({"policy": {"length": 2}}),
+            ),
+            "shorter than the 4 classes",
+        ),
+    ];
+    for (ev, needle) in cases {
+        let err = rotator.handle(ev).await.expect_err(needle);
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+    }
+    assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Idempotency and interruption
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_run_with_the_same_id_writes_nothing_new() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    let rotator = w.rotator(&[]).await;
+    let ev = input(
+        json!({"names": ["/app/a"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({}),
+    );
+    let first = report_of(rotator.handle(ev.clone()).await?);
+    assert_eq!(first.results[0].outcome, Outcome::Rotated);
+    let value = w.value("/app/a").await?;
+
+    w.proxy.reset_counts();
+    let again = report_of(rotator.handle(ev).await?);
+    let r = &again.results[0];
+    assert_eq!(r.outcome, Outcome::Unchanged, "{:?}", r.reason);
+    assert_eq!((r.old_version, r.new_version), (Some(1), Some(2)));
+    assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
+    assert_eq!(w.history("/app/a").await?.len(), 2);
+    assert_eq!(w.value("/app/a").await?, value);
+
+    // The next scheduled run rotates again and drops the older rotation-id label.
+    let ev = input(
+        json!({"names": ["/app/a"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_2,
+        json!({}),
+    );
+    let next = report_of(rotator.handle(ev).await?);
+    assert_eq!(next.results[0].outcome, Outcome::Rotated);
+    let labels = w.labels("/app/a").await?;
+    assert_eq!(labels.get(LABEL_2), Some(&3));
+    assert_eq!(labels.get(LABEL_1), None, "older rotation label removed");
+    assert_eq!(labels.get("previous"), Some(&2));
+    assert_eq!(w.value("/app/a:previous").await?, value);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_interrupted_after_the_write_is_completed_by_the_rerun() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    let rotator = w.rotator(&[]).await;
+    let first = input(
+        json!({"names": ["/app/a"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({}),
+    );
+    report_of(rotator.handle(first).await?);
+    let before = w.value("/app/a").await?;
+
+    // Every label call fails (beyond the SDK's retries): the run stops right after its write.
+    w.proxy
+        .fail_next(Some("LabelParameterVersion"), 50, Fault::ServerError);
+    let ev = input(
+        json!({"names": ["/app/a"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_2,
+        json!({}),
+    );
+    let err = rotator.handle(ev.clone()).await.expect_err("labels fail");
+    let Error::Failed(report) = &err else {
+        panic!("expected a failed report: {err}");
+    };
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert!(r
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("LabelParameterVersion"));
+    assert!(err.to_string().contains("/app/a"), "{err}");
+    w.proxy.clear_faults();
+    assert_eq!(w.history("/app/a").await?.len(), 3, "the write happened");
+    assert_eq!(
+        w.value("/app/a:current").await?,
+        before,
+        "labels not moved yet"
+    );
+    let written = w.value("/app/a").await?;
+
+    w.proxy.reset_counts();
+    let done = report_of(rotator.handle(ev.clone()).await?);
+    let r = &done.results[0];
+    assert_eq!(r.outcome, Outcome::Rotated, "{:?}", r.reason);
+    assert!(r
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("interrupted"));
+    assert_eq!((r.old_version, r.new_version), (Some(2), Some(3)));
+    assert_eq!(
+        w.proxy.calls("PutParameter"),
+        0,
+        "the rerun does not write again"
+    );
+    assert_eq!(w.history("/app/a").await?.len(), 3);
+    assert_eq!(w.value("/app/a:current").await?, written);
+    assert_eq!(w.value("/app/a:previous").await?, before, "nothing lost");
+    let labels = w.labels("/app/a").await?;
+    assert_eq!(labels.get(LABEL_2), Some(&3));
+    assert_eq!(labels.get(LABEL_1), None);
+
+    // Interrupted later (after the rotation-id label, before `current` moved): put the
+    // labels back as such a run would have left them; the rerun finishes them.
+    w.moto.label_param("/app/a", 2, "current").await?;
+    w.moto.label_param("/app/a", 1, "previous").await?;
+    w.proxy.reset_counts();
+    let done = report_of(rotator.handle(ev).await?);
+    assert_eq!(
+        done.results[0].outcome,
+        Outcome::Rotated,
+        "{:?}",
+        done.results[0].reason
+    );
+    assert_eq!(w.proxy.calls("PutParameter"), 0);
+    assert_eq!(w.value("/app/a:current").await?, written);
+    assert_eq!(w.value("/app/a:previous").await?, before);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The 100-version limit
+// ------------------------------------------------------------------------------------------
+
+async fn seed_versions(w: &World, name: &str, n: usize) -> anyhow::Result<()> {
+    for i in 1..=n {
+        w.seed(name, &format!("OLD-{name}-{i}")).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_at_100_versions_rotates() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    seed_versions(&w, "/app/full", 100).await?;
+    // Lockbox's own labels on the oldest version (an old rotation) are cleared first.
+    seed_versions(&w, "/app/stale", 100).await?;
+    w.moto
+        .label_param("/app/stale", 1, "r-20250101T0000Z")
+        .await?;
+    w.moto.label_param("/app/stale", 1, "previous").await?;
+
+    let rotator = w.rotator(&[]).await;
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({}),
+    );
+    let report = report_of(rotator.handle(ev).await?);
+    for name in ["/app/full", "/app/stale"] {
+        let r = result(&report, name);
+        assert_eq!(r.outcome, Outcome::Rotated, "{name}: {:?}", r.reason);
+        assert_eq!((r.old_version, r.new_version), (Some(100), Some(101)));
+        let history = w.history(name).await?;
+        assert_eq!(history.len(), 100);
+        assert_eq!(history[0].version(), 2, "SSM dropped version 1");
+        assert_eq!(
+            w.value(&format!("{name}:previous")).await?,
+            format!("OLD-{name}-100")
+        );
+    }
+
+    // And again: the rotation labels never pin an old version.
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_2,
+        json!({}),
+    );
+    let report = report_of(rotator.handle(ev).await?);
+    assert!(report.results.iter().all(|r| r.outcome == Outcome::Rotated));
+    let labels = w.labels("/app/full").await?;
+    assert_eq!(
+        labels.len(),
+        3,
+        "current, previous and one rotation id: {labels:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_label_on_the_oldest_version_fails_naming_it() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    seed_versions(&w, "/app/pinned", 100).await?;
+    w.moto.label_param("/app/pinned", 1, "golden-copy").await?;
+    w.seed("/app/other", "OLD-other").await?;
+
+    let rotator = w.rotator(&[]).await;
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({}),
+    );
+    let err = rotator.handle(ev).await.expect_err("pinned fails");
+    let Error::Failed(report) = &err else {
+        panic!("expected a failed report: {err}");
+    };
+    let pinned = result(report, "/app/pinned");
+    assert_eq!(pinned.outcome, Outcome::Failed);
+    assert!(pinned
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("\"golden-copy\""));
+    assert!(err.to_string().contains("golden-copy"), "{err}");
+    // The others go on.
+    assert_eq!(result(report, "/app/other").outcome, Outcome::Rotated);
+    assert_eq!(
+        w.proxy.calls("PutParameter"),
+        1,
+        "only /app/other was written"
+    );
+    assert_eq!(w.labels("/app/pinned").await?.get("golden-copy"), Some(&1));
+    assert_eq!(w.history("/app/pinned").await?.len(), 100);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Throttling
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_and_too_many_updates_bursts_are_retried() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    w.seed("/app/b", "OLD-b").await?;
+    let rotator = w.rotator(&[]).await;
+
+    w.proxy.fail_next(Some("PutParameter"), 4, Fault::Throttle);
+    w.doctor.too_many_updates(4);
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({"pace": {"writesPerSecond": 50, "baseDelayMs": 5, "maxAttempts": 12}}),
+    );
+    let report = report_of(rotator.handle(ev).await?);
+    for r in &report.results {
+        assert_eq!(r.outcome, Outcome::Rotated, "{}: {:?}", r.name, r.reason);
+    }
+    // Four TooManyUpdates answered by the doctor, four throttles by the proxy, then one
+    // successful write per parameter: no duplicate versions.
+    assert_eq!(w.proxy.calls("PutParameter"), 4 + 2);
+    assert_eq!(w.proxy.forwarded("PutParameter"), 2);
+    assert_eq!(w.history("/app/a").await?.len(), 2);
+    assert_eq!(w.history("/app/b").await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_that_stays_throttled_is_reported_and_the_others_go_on() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    w.seed("/app/b", "OLD-b").await?;
+    let rotator = w.rotator(&[]).await;
+    w.doctor.too_many_updates(3);
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({"pace": {"writesPerSecond": 50, "baseDelayMs": 5, "maxAttempts": 3}}),
+    );
+    let err = rotator.handle(ev).await.expect_err("a fails");
+    let Error::Failed(report) = err else {
+        panic!("expected a failed report");
+    };
+    let a = result(&report, "/app/a");
+    assert_eq!(a.outcome, Outcome::Failed);
+    assert!(a
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("TooManyUpdates"));
+    assert_eq!(result(&report, "/app/b").outcome, Outcome::Rotated);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Secrets Manager
+// ------------------------------------------------------------------------------------------
+
+async fn rotation_enabled_secret(w: &World, name: &str, value: &str) -> anyhow::Result<()> {
+    w.moto.create_secret(name, value).await?;
+    // moto marks rotation enabled only through RotateSecret; without a Lambda and with
+    // RotateImmediately=false it copies the value into a new AWSCURRENT version.
+    w.moto
+        .secrets()
+        .rotate_secret()
+        .secret_id(name)
+        .rotation_rules(
+            RotationRulesType::builder()
+                .automatically_after_days(30)
+                .build(),
+        )
+        .rotate_immediately(false)
+        .send()
+        .await?;
+    Ok(())
+}
+
+fn step(step: &str, secret: &str, token: &str) -> Value {
+    json!({"Step": step, "SecretId": secret, "ClientRequestToken": token})
+}
+
+async fn secret_at(w: &World, name: &str, stage: &str) -> anyhow::Result<String> {
+    let out = w
+        .moto
+        .secrets()
+        .get_secret_value()
+        .secret_id(name)
+        .version_stage(stage)
+        .send()
+        .await?;
+    Ok(out.secret_string().context("string")?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_manager_four_steps_with_repeated_steps() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    rotation_enabled_secret(&w, "app/db", "OLD-secret-value-99").await?;
+    let policy = r#"{"length": 28, "classes": ["upper", "digits"], "requireEachClass": true}"#;
+    let rotator = w
+        .rotator(&[
+            ("LOCKBOX_SECRET_POLICY", policy),
+            ("LOCKBOX_SECRET_KEY_ID", "alias/app-secrets"),
+        ])
+        .await;
+    let token = "b7c2d1e0-0000-4000-8000-00000000c0de";
+
+    let secret = |out: Response| match out {
+        Response::Secret(s) => s,
+        other => panic!("expected a step result, got {other:?}"),
+    };
+    let created = secret(
+        rotator
+            .handle(step("createSecret", "app/db", token))
+            .await?,
+    );
+    assert_eq!(created.outcome, lockbox_rotator::secrets::StepOutcome::Done);
+    let pending = secret_at(&w, "app/db", "AWSPENDING").await?;
+    let compiled = serde_json::from_str::<PolicySpec>(policy)?.compile()?;
+    compiled
+        .check(&SecretValue::new(pending.clone()))
+        .expect("policy");
+    let described = w
+        .moto
+        .secrets()
+        .describe_secret()
+        .secret_id("app/db")
+        .send()
+        .await?;
+    assert_eq!(described.kms_key_id(), Some(w.key_arn.as_str()));
+
+    // createSecret again (Secrets Manager retries steps): the pending value is kept.
+    let again = secret(
+        rotator
+            .handle(step("createSecret", "app/db", token))
+            .await?,
+    );
+    assert_eq!(
+        again.outcome,
+        lockbox_rotator::secrets::StepOutcome::AlreadyDone
+    );
+    assert_eq!(secret_at(&w, "app/db", "AWSPENDING").await?, pending);
+    assert_eq!(w.proxy.calls("PutSecretValue"), 1);
+
+    let set = secret(rotator.handle(step("setSecret", "app/db", token)).await?);
+    assert!(set.reason.contains("generic secret"));
+    rotator.handle(step("testSecret", "app/db", token)).await?;
+    assert_eq!(
+        secret_at(&w, "app/db", "AWSCURRENT").await?,
+        "OLD-secret-value-99"
+    );
+    let finished = secret(
+        rotator
+            .handle(step("finishSecret", "app/db", token))
+            .await?,
+    );
+    assert_eq!(
+        finished.outcome,
+        lockbox_rotator::secrets::StepOutcome::Done
+    );
+    assert_eq!(secret_at(&w, "app/db", "AWSCURRENT").await?, pending);
+    assert_eq!(
+        secret_at(&w, "app/db", "AWSPREVIOUS").await?,
+        "OLD-secret-value-99"
+    );
+
+    // Every step repeated after the finish is a no-op.
+    w.proxy.reset_counts();
+    for s in ["finishSecret", "createSecret", "testSecret"] {
+        let out = secret(rotator.handle(step(s, "app/db", token)).await?);
+        assert_eq!(
+            out.outcome,
+            lockbox_rotator::secrets::StepOutcome::AlreadyDone,
+            "{s}"
+        );
+    }
+    assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
+    assert_eq!(secret_at(&w, "app/db", "AWSCURRENT").await?, pending);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_manager_refuses_unknown_tokens_disabled_rotation_and_unfit_keys(
+) -> anyhow::Result<()> {
+    let w = World::start().await?;
+    rotation_enabled_secret(&w, "app/enabled", "OLD-1").await?;
+    w.moto.create_secret("app/manual", "OLD-2").await?;
+    let disabled = w.moto.create_cmk("off").await?;
+    w.moto.kms().disable_key().key_id(&disabled).send().await?;
+
+    let plain = w.rotator(&[]).await;
+    let err = plain
+        .handle(step(
+            "createSecret",
+            "app/manual",
+            "t-0000000000000000000000000000001",
+        ))
+        .await
+        .expect_err("rotation not enabled");
+    assert!(err.to_string().contains("rotation is not enabled"), "{err}");
+    let err = plain
+        .handle(step(
+            "finishSecret",
+            "app/enabled",
+            "t-0000000000000000000000000000002",
+        ))
+        .await
+        .expect_err("unknown token");
+    assert!(err.to_string().contains("is not a version"), "{err}");
+
+    let gated = w.rotator(&[("LOCKBOX_SECRET_KEY_ID", &disabled)]).await;
+    let err = gated
+        .handle(step(
+            "createSecret",
+            "app/enabled",
+            "t-0000000000000000000000000000003",
+        ))
+        .await
+        .expect_err("disabled key");
+    assert!(err.to_string().contains("KeyState is Disabled"), "{err}");
+    assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The binary: --input, --help, exit codes, and no value in any output
+// ------------------------------------------------------------------------------------------
+
+struct Run {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `lockbox-rotator` with `args`, `stdin`, and only the environment a deployment
+/// would give it (plus `extra_env`), pointed at `endpoint`.
+async fn run_bin(
+    endpoint: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<Run> {
+    let mut cmd = tokio::process::Command::new(rotator_bin()?);
+    cmd.args(args)
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "trace")
+        .envs(extra_env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().context("starting lockbox-rotator")?;
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).await?;
+        }
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .context("lockbox-rotator did not finish")??;
+    Ok(Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn audit_lines(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "lockbox_rotator::audit")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_rotates_from_the_shell_and_never_prints_a_value() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let olds = [
+        "OLD-shell-secret-alpha",
+        "OLD-shell-secret-beta",
+        "OLD-shell-secret-gamma",
+    ];
+    w.seed("/shell/a", olds[0]).await?;
+    w.seed("/shell/b", olds[1]).await?;
+    w.seed("/shell/c", olds[2]).await?;
+    let endpoint = w.doctor.endpoint();
+
+    // --help explains; no AWS call needed.
+    let help = run_bin(&endpoint, &["--help"], None, &[]).await?;
+    assert_eq!(help.status, 0);
+    assert!(help.stdout.contains("--input FILE"), "{}", help.stdout);
+    assert!(help.stdout.contains("rotationId"));
+
+    // A dry run from stdin.
+    let dry = input(
+        json!({"paths": ["/shell"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({"dryRun": true}),
+    );
+    let run = run_bin(&endpoint, &["--input", "-"], Some(&dry.to_string()), &[]).await?;
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let report: Report = serde_json::from_str(&run.stdout)?;
+    assert!(report.results.iter().all(|r| r.outcome == Outcome::DryRun));
+    assert_eq!(w.writes(), 0);
+
+    // A real rotation from a file; /shell/c fails (TooManyUpdates beyond maxAttempts)
+    // so the failure path's output is checked too.
+    let dir = lockbox_tests::bins::target_dir().join("lockbox-tests");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(format!(
+        "rotator-input-{}.json",
+        lockbox_tests::random_hex(8)
+    ));
+    let ev = input(
+        json!({"names": ["/shell/a", "/shell/b"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({}),
+    );
+    std::fs::write(&file, ev.to_string())?;
+    let run = run_bin(
+        &endpoint,
+        &["--input", file.to_str().context("path")?],
+        None,
+        &[],
+    )
+    .await?;
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let report: Report = serde_json::from_str(&run.stdout)?;
+    assert_eq!(report.rotation_id, ID_1);
+    assert!(
+        report.results.iter().all(|r| r.outcome == Outcome::Rotated),
+        "{:?}",
+        report
+    );
+    let audit = audit_lines(&run.stderr);
+    assert_eq!(
+        audit.len(),
+        2,
+        "one JSON line per parameter:\n{}",
+        run.stderr
+    );
+    for line in &audit {
+        assert_eq!(line["outcome"], "rotated");
+        assert_eq!(line["key_id"], w.key_arn.as_str());
+        assert!(line["new_version"].is_i64());
+    }
+    let mut outputs = vec![run.stdout, run.stderr];
+
+    w.doctor.too_many_updates(10);
+    let failing = input(
+        json!({"names": ["/shell/c"]}),
+        "alias/app-secrets",
+        "reencrypt",
+        ID_1,
+        json!({"pace": {"writesPerSecond": 50, "baseDelayMs": 5, "maxAttempts": 2}}),
+    );
+    let run = run_bin(
+        &endpoint,
+        &["--input", "-"],
+        Some(&failing.to_string()),
+        &[],
+    )
+    .await?;
+    assert_eq!(
+        run.status, 1,
+        "a failed parameter fails the run: {}",
+        run.stderr
+    );
+    let report: Report = serde_json::from_str(&run.stdout)?;
+    assert_eq!(report.results[0].outcome, Outcome::Failed);
+    w.doctor.too_many_updates(0);
+    outputs.extend([run.stdout, run.stderr]);
+
+    // Refused before any write: exit 2 with the reason.
+    let refused = input(
+        json!({"names": ["/shell/a"]}),
+        "alias/aws/ssm",
+        "regenerate",
+        ID_2,
+        json!({}),
+    );
+    let run = run_bin(
+        &endpoint,
+        &["--input", "-"],
+        Some(&refused.to_string()),
+        &[],
+    )
+    .await?;
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("alias/aws/ssm"), "{}", run.stderr);
+    outputs.extend([run.stdout, run.stderr]);
+
+    // A Secrets Manager step through the binary as well.
+    rotation_enabled_secret(&w, "shell/secret", "OLD-shell-secret-delta").await?;
+    let token = "5a1e0000-0000-4000-8000-000000000001";
+    for s in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let run = run_bin(
+            &endpoint,
+            &["--input", "-"],
+            Some(&step(s, "shell/secret", token).to_string()),
+            &[],
+        )
+        .await?;
+        assert_eq!(run.status, 0, "{s}: {}", run.stderr);
+        outputs.extend([run.stdout, run.stderr]);
+    }
+
+    // No value, old or new, anywhere in stdout or stderr, even at RUST_LOG=trace.
+    let mut values: Vec<String> = olds.iter().map(|s| (*s).to_owned()).collect();
+    values.push("OLD-shell-secret-delta".into());
+    values.push(w.value("/shell/a").await?);
+    values.push(w.value("/shell/b").await?);
+    values.push(secret_at(&w, "shell/secret", "AWSCURRENT").await?);
+    for value in &values {
+        for out in &outputs {
+            assert!(
+                !out.contains(value.as_str()),
+                "a value leaked into the output"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(file);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The binary under the Lambda Runtime API
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lambda_runs_scheduled_inputs_retries_and_secret_steps() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/fn/a", "OLD-lambda-value-omega").await?;
+    rotation_enabled_secret(&w, "fn/secret", "OLD-lambda-secret-sigma").await?;
+    let sandbox = lockbox_tests::Sandbox::builder()
+        .binary(rotator_bin()?)
+        .env("AWS_ENDPOINT_URL", w.proxy.endpoint())
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RUST_LOG", "trace")
+        .env("LOCKBOX_SECRET_KEY_ID", "alias/app-secrets")
+        .function_timeout(Duration::from_secs(60))
+        .start()
+        .await?;
+    let wait = Duration::from_secs(60);
+
+    // The schedule's input, exactly as EventBridge Scheduler delivers it.
+    let scheduled = input(
+        json!({"paths": ["/fn"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({}),
+    );
+    let lockbox_tests::sandbox::RuntimeOutcome::Response(body) =
+        sandbox.invoke_runtime(scheduled.clone(), wait).await?
+    else {
+        panic!("expected a response\n{}", sandbox.report());
+    };
+    let report: Report = serde_json::from_str(&body)?;
+    assert_eq!(report.results[0].outcome, Outcome::Rotated, "{body}");
+
+    // Lambda's retry of the same event: nothing new is written.
+    w.proxy.reset_counts();
+    let lockbox_tests::sandbox::RuntimeOutcome::Response(body) =
+        sandbox.invoke_runtime(scheduled, wait).await?
+    else {
+        panic!("expected a response\n{}", sandbox.report());
+    };
+    let report: Report = serde_json::from_str(&body)?;
+    assert_eq!(report.results[0].outcome, Outcome::Unchanged, "{body}");
+    assert_eq!(w.writes(), 0);
+
+    // A refused run is a function error, so the schedule's retries and DLQ apply.
+    let refused = input(
+        json!({"paths": ["/fn"]}),
+        "alias/aws/ssm",
+        "regenerate",
+        ID_2,
+        json!({}),
+    );
+    let lockbox_tests::sandbox::RuntimeOutcome::Error(report) =
+        sandbox.invoke_runtime(refused, wait).await?
+    else {
+        panic!("expected an error\n{}", sandbox.report());
+    };
+    assert!(report.body.contains("KeyRefused"), "{}", report.body);
+    assert!(report.body.contains("alias/aws/ssm"), "{}", report.body);
+    // No rotationId and no time: refused rather than guessing an id.
+    let no_id =
+        json!({"targets": {"paths": ["/fn"]}, "keyId": "alias/app-secrets", "mode": "regenerate"});
+    let lockbox_tests::sandbox::RuntimeOutcome::Error(report) =
+        sandbox.invoke_runtime(no_id, wait).await?
+    else {
+        panic!("expected an error\n{}", sandbox.report());
+    };
+    assert!(
+        report.body.contains("rotationId is missing"),
+        "{}",
+        report.body
+    );
+
+    // Secrets Manager's four steps through the same function.
+    let token = "1ambda00-0000-4000-8000-000000000001";
+    for s in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let outcome = sandbox
+            .invoke_runtime(step(s, "fn/secret", token), wait)
+            .await?;
+        assert!(
+            matches!(outcome, lockbox_tests::sandbox::RuntimeOutcome::Response(_)),
+            "{s}: {outcome:?}"
+        );
+    }
+    let described = w
+        .moto
+        .secrets()
+        .describe_secret()
+        .secret_id("fn/secret")
+        .send()
+        .await?;
+    assert_eq!(described.kms_key_id(), Some(w.key_arn.as_str()));
+    assert_eq!(
+        secret_at(&w, "fn/secret", "AWSPREVIOUS").await?,
+        "OLD-lambda-secret-sigma"
+    );
+
+    let logs = sandbox.logs();
+    for value in [
+        "OLD-lambda-value-omega".to_owned(),
+        "OLD-lambda-secret-sigma".to_owned(),
+        w.value("/fn/a").await?,
+        secret_at(&w, "fn/secret", "AWSCURRENT").await?,
+    ] {
+        assert!(
+            !logs.contains(&value),
+            "a value leaked into the function's logs"
+        );
+    }
+    assert!(audit_lines(&logs).len() >= 2, "{logs}");
+    sandbox.kill().await?;
+    Ok(())
+}
