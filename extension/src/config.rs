@@ -33,6 +33,12 @@ pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Refresh entries in the last fifth of their TTL.
 pub const DEFAULT_REFRESH_AHEAD: f64 = 0.2;
+/// Connections from function code served at once; more get 429.
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 128;
+/// Time a client has to send a request head (idle keep-alive included); hyper's default.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head accepted.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Serve a value up to an hour past its TTL while AWS is unreachable.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 
@@ -52,6 +58,9 @@ pub const VARIABLES: &[&str] = &[
     "LOCKBOX_PREFETCH_REQUIRED",
     "LOCKBOX_REFRESH_AHEAD",
     "LOCKBOX_MAX_STALE",
+    "LOCKBOX_MAX_CLIENT_CONNECTIONS",
+    "LOCKBOX_CLIENT_TIMEOUT_MS",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
     "AWS_SESSION_TOKEN",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
@@ -120,6 +129,14 @@ pub struct Config {
     pub refresh_ahead: f64,
     /// How long past its TTL an entry may be served while AWS fails transiently.
     pub max_stale: Duration,
+    /// Connections from function code served at once.
+    pub max_client_connections: usize,
+    /// Time a client has to send a request head.
+    pub client_timeout: Duration,
+    /// SnapStart (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`): Init runs once for a
+    /// snapshot that is restored later, so nothing fetched during Init may be served after
+    /// a restore.
+    pub snap_start: bool,
 }
 
 impl fmt::Debug for Config {
@@ -140,6 +157,9 @@ impl fmt::Debug for Config {
             .field("prefetch_required", &self.prefetch_required)
             .field("refresh_ahead", &self.refresh_ahead)
             .field("max_stale", &self.max_stale)
+            .field("max_client_connections", &self.max_client_connections)
+            .field("client_timeout", &self.client_timeout)
+            .field("snap_start", &self.snap_start)
             .finish()
     }
 }
@@ -348,6 +368,21 @@ impl RawConfig {
                 0..=MAX_TTL_SECS,
                 "a whole number of seconds from 0 to 86400 (0 never serves stale)",
             )?),
+            max_client_connections: self.number(
+                "LOCKBOX_MAX_CLIENT_CONNECTIONS",
+                DEFAULT_MAX_CLIENT_CONNECTIONS as u64,
+                1..=10_000,
+                "a whole number from 1 to 10000",
+            )? as usize,
+            client_timeout: Duration::from_millis(self.number(
+                "LOCKBOX_CLIENT_TIMEOUT_MS",
+                DEFAULT_CLIENT_TIMEOUT.as_millis() as u64,
+                100..=600_000,
+                "a whole number of milliseconds from 100 to 600000",
+            )?),
+            snap_start: self
+                .get("AWS_LAMBDA_INITIALIZATION_TYPE")
+                .is_some_and(|t| t.eq_ignore_ascii_case("snap-start")),
         })
     }
 
@@ -434,6 +469,8 @@ mod tests {
             ("LOCKBOX_PREFETCH_REQUIRED", "maybe"),
             ("LOCKBOX_REFRESH_AHEAD", "1.5"),
             ("LOCKBOX_MAX_STALE", "x"),
+            ("LOCKBOX_MAX_CLIENT_CONNECTIONS", "0"),
+            ("LOCKBOX_CLIENT_TIMEOUT_MS", "5"),
             ("LOCKBOX_PREFETCH", "ssm:/a,bogus:thing"),
         ];
         for (name, value) in cases {

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// The request came through a proxy (`X-Forwarded-For`): only local callers are served.
     #[error("requests relayed through a proxy (X-Forwarded-For) are refused")]
     Forwarded,
+    /// A GET with a body (`Content-Length` or `Transfer-Encoding`).
+    #[error("a GET request must not have a body")]
+    BodyOnGet,
     /// `Host` names something other than this machine.
     #[error("the Host header must name localhost")]
     ForeignHost,
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
             ApiError::Forwarded => (StatusCode::BAD_REQUEST, "ForwardedRequest"),
             ApiError::ForeignHost => (StatusCode::BAD_REQUEST, "InvalidHost"),
+            ApiError::BodyOnGet => (StatusCode::BAD_REQUEST, "BodyNotAllowed"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "UnknownRoute"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),

@@ -12,6 +12,7 @@
 //! 6. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
 //!    inside Lambda's 2 s budget.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use crate::cache::{Cache, CacheSettings};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
 use crate::prefetch::{self, PrefetchGate};
 use crate::refresh;
-use crate::server::{self, App};
+use crate::server::{self, App, ServerLimits};
 use crate::source::AwsSource;
 
 /// The name Lambda knows the extension by: the executable's file name in the layer.
@@ -79,7 +80,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     //    INVOKE refreshes what is about to expire before returning: the environment may be
     //    frozen as soon as `next` is called again, so background work would stall.
     let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
-    let running: Arc<OnceLock<(App, f64, Duration)>> = Arc::new(OnceLock::new());
+    let running: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
     let processor = service_fn({
         let running = running.clone();
         move |event: LambdaEvent| {
@@ -93,13 +94,8 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
                         });
                     }
                     NextEvent::Invoke(_) => {
-                        if let Some((app, fraction, bound)) = running.get() {
-                            if *fraction > 0.0 {
-                                let round = refresh::run(app.cache(), app.source(), *fraction);
-                                if tokio::time::timeout(*bound, round).await.is_err() {
-                                    tracing::warn!("refresh ahead did not finish in time");
-                                }
-                            }
+                        if let Some(running) = running.get() {
+                            running.on_invoke().await;
                         }
                     }
                 }
@@ -140,14 +136,24 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     let (gate, gate_opener) = PrefetchGate::closed_for(&config.prefetch);
     let app = build_app(&config, gate).await;
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(listener, app.clone(), async move {
+    let limits = ServerLimits {
+        max_connections: config.max_client_connections,
+        header_timeout: config.client_timeout,
+        max_header_bytes: crate::config::MAX_HEADER_BYTES,
+    };
+    let server = tokio::spawn(server::serve(listener, app.clone(), limits, async move {
         let _ = serving_stopped.await;
     }));
     tracing::info!(port = config.port, "serving on 127.0.0.1");
 
     // 4. Prefetch, within the budget. Whatever is not loaded by then is fetched on demand;
-    //    requests waiting at the gate are let through either way.
-    if !config.prefetch.is_empty() {
+    //    requests waiting at the gate are let through either way. Under SnapStart, Init
+    //    ends in a snapshot that may be restored days later: prefetch waits for the first
+    //    INVOKE after the restore instead.
+    if config.snap_start {
+        gate_opener.open();
+        tracing::info!("SnapStart: prefetch deferred to the first invoke after restore");
+    } else if !config.prefetch.is_empty() {
         let started = tokio::time::Instant::now();
         let task = tokio::spawn({
             let app = app.clone();
@@ -189,8 +195,14 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     } else {
         gate_opener.open();
     }
-    let refresh_bound = config.ssm_timeout.max(config.secrets_timeout);
-    let _ = running.set((app.clone(), config.refresh_ahead, refresh_bound));
+    let _ = running.set(Running {
+        app: app.clone(),
+        refresh_ahead: config.refresh_ahead,
+        refresh_bound: config.ssm_timeout.max(config.secrets_timeout),
+        restore_pending: AtomicBool::new(config.snap_start),
+        plan: config.prefetch.clone(),
+        prefetch_budget: config.prefetch_timeout,
+    });
 
     // 5. Event loop: the first `next` ends our part of Init.
     let outcome = tokio::select! {
@@ -216,6 +228,48 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     }
     app.cache().clear().await;
     outcome
+}
+
+/// What INVOKE events work with, set once Init is done.
+struct Running {
+    app: App,
+    refresh_ahead: f64,
+    refresh_bound: Duration,
+    /// SnapStart: the first INVOKE follows a restore.
+    restore_pending: AtomicBool,
+    plan: prefetch::PrefetchPlan,
+    prefetch_budget: Duration,
+}
+
+impl Running {
+    /// Work done while an invoke is in flight (the only time an extension can work).
+    async fn on_invoke(&self) {
+        let (cache, source) = (self.app.cache(), self.app.source());
+        if self.restore_pending.swap(false, Ordering::SeqCst) {
+            // Whatever the snapshot holds was fetched before it was taken: forget it and
+            // load the plan afresh.
+            cache.clear().await;
+            let round = prefetch::run(cache, source, &self.plan);
+            match tokio::time::timeout(self.prefetch_budget, round).await {
+                Ok(report) => tracing::info!(
+                    loaded = report.loaded,
+                    failed = report.failures.len(),
+                    "restored: cache cleared and prefetched"
+                ),
+                Err(_) => tracing::warn!("restored: prefetch did not finish in time"),
+            }
+            return;
+        }
+        if self.refresh_ahead > 0.0 {
+            let round = refresh::run(cache, source, self.refresh_ahead);
+            if tokio::time::timeout(self.refresh_bound, round)
+                .await
+                .is_err()
+            {
+                tracing::warn!("refresh ahead did not finish in time");
+            }
+        }
+    }
 }
 
 /// Builds the cache and the AWS clients from the validated configuration.

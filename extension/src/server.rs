@@ -7,16 +7,21 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::batch::{self, Purpose};
 use crate::cache::{Cache, Freshness, Item, Key, Lookup};
@@ -117,6 +122,15 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     }
     if req.method() != Method::GET {
         return ApiError::MethodNotAllowed(req.method().to_string()).into_response();
+    }
+    // A GET has no body. One announced anyway is a request-smuggling shape (or a client
+    // bug): refused before it is read.
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return ApiError::BodyOnGet.into_response();
     }
     if req.uri().path() != "/ping" && !token_matches(headers, &app.inner.token) {
         return ApiError::Forbidden.into_response();
@@ -438,6 +452,18 @@ fn batch_headers(response: &mut Response, hits: usize, asked: usize) {
     }
 }
 
+/// Bounds on what function code (or anything else on the box) can make the server hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once; one more gets 429 and is closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, idle keep-alive included: a client
+    /// that never finishes a request loses its slot after this.
+    pub header_timeout: Duration,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+}
+
 /// Binds the loopback listener. Loopback only, and IP TTL 1 so that nothing it sends can
 /// cross a router even if a packet were misdirected.
 pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
@@ -447,18 +473,75 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// Serves the API on a bound listener until `shutdown` resolves, then finishes in-flight
-/// requests and returns.
-pub async fn serve<F>(listener: TcpListener, app: App, shutdown: F) -> std::io::Result<()>
+/// requests (closing idle connections) and returns.
+///
+/// hyper directly rather than `axum::serve`, for what `axum::serve` does not expose: a
+/// header read timeout, a head size bound and a connection bound answered with 429.
+pub async fn serve<F>(
+    listener: TcpListener,
+    app: App,
+    limits: ServerLimits,
+    shutdown: F,
+) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let listener = listener.tap_io(|tcp| {
+    let service = TowerToHyperService::new(router(app));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: transient, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         // Accepted sockets inherit the listener's TTL on Linux; set it anyway so the
         // property does not depend on the platform.
-        let _ = tcp.set_ttl(1);
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+        let _ = stream.set_ttl(1);
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(stream, limits.max_connections));
+            continue;
+        };
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Answers a connection over the limit with 429 and closes it. The request is read first
+/// (briefly) so that the client sees the answer rather than a reset.
+async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut scratch = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut scratch)).await;
+    let body = format!(
+        "{{\"__type\":\"TooManyConnections\",\"message\":\"more than {limit} connections are open; retry, or reuse a connection\"}}"
+    );
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
