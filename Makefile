@@ -1,0 +1,106 @@
+# lockbox: the verbs a person (and CI, and SAM) types. `make help` lists them.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# Absolute, so the SAM build targets work when SAM runs `make --makefile <this file>`.
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+VENV := $(ROOT)/.venv
+STAMP := $(VENV)/.lockbox-setup
+DIST := $(ROOT)/dist
+TEMPLATE := $(ROOT)/template.yaml
+LAYER_ZIP_X86_64 := $(DIST)/lockbox-layer-x86_64.zip
+
+# The project's tools (moto, cfn-lint, sam, cargo-lambda, zig) come first.
+export PATH := $(VENV)/bin:$(PATH)
+export SAM_CLI_TELEMETRY := 0
+# Architecture for the SAM build targets and sam-build: x86_64 or arm64. SAM does not pass
+# it to make, so `ARCH=arm64 sam build --parameter-overrides Architecture=arm64`, or simply
+# `make sam-build ARCH=arm64`.
+ARCH ?= x86_64
+export ARCH
+# Test runner: auto (cargo-nextest when installed, else cargo test), nextest, or cargo.
+TEST_RUNNER ?= auto
+export TEST_RUNNER
+# nextest's ci profile (.config/nextest.toml) when CI=true: no fail-fast, hung tests killed.
+NEXTEST_PROFILE := $(if $(filter true,$(CI)),ci,default)
+
+.PHONY: help setup build test check lint demo bench layer layer-x86_64 layer-arm64 \
+        layer-check sam-build clean distclean build-LockboxLayer build-RotatorFunction
+
+help: ## List the verbs
+	@echo "lockbox: make <verb>"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' \
+	  $(MAKEFILE_LIST)
+
+setup: $(STAMP) ## Prepare .venv (moto, cfn-lint, SAM CLI, cargo-lambda, zig) and arm64; instant when done
+
+$(STAMP): $(ROOT)/scripts/setup.sh $(ROOT)/scripts/requirements.txt
+	@$(ROOT)/scripts/setup.sh
+	@touch $@
+
+build: ## Debug build of the workspace, all targets (the end-to-end tests run these binaries)
+	cargo build --workspace --all-targets
+
+test: setup build lint layer-x86_64 ## Everything: template lint, the x86_64 layer check, all tests
+	@echo "+ layer zip check: $(LAYER_ZIP_X86_64)"
+	LOCKBOX_LAYER_ZIP=$(LAYER_ZIP_X86_64) cargo test -p lockbox-tests --test deploy -- --ignored
+	cargo test --workspace --doc
+	@$(ROOT)/scripts/test.sh
+
+check: setup ## What CI checks first: rustfmt, clippy -D warnings, template lint
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	@$(MAKE) lint
+
+lint: setup ## Template lint: cfn-lint and sam validate --lint (offline)
+	cfn-lint $(TEMPLATE)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} sam validate --lint --template-file $(TEMPLATE)
+
+demo: setup build ## Run the demo: moto, a key, parameters, a secret, the extension in the sandbox
+	@$(ROOT)/scripts/require-bin.sh demo
+	cargo run -p lockbox-tests --bin demo
+
+bench: setup ## Release build, then the benchmark figures (bin lockbox-tests/bench)
+	@$(ROOT)/scripts/require-bin.sh bench
+	cargo build --release -p lockbox-extension -p lockbox-rotator
+	cargo run --release -p lockbox-tests --bin bench
+
+layer: setup ## Layer zips for x86_64 and arm64 in dist/ (says so plainly when arm64 cannot be built)
+	$(ROOT)/scripts/layer.sh x86_64 arm64
+
+layer-x86_64: setup ## The x86_64 layer zip only
+	$(ROOT)/scripts/layer.sh x86_64
+
+layer-arm64: setup ## The arm64 layer zip only (fails when arm64 cannot be built here)
+	$(ROOT)/scripts/layer.sh arm64
+
+layer-check: ## Check every layer zip in dist/: layout, mode 755, glibc <= 2.34, serves /ping
+	@zips=$$(ls $(DIST)/lockbox-layer-*.zip 2>/dev/null | paste -sd: -); \
+	  [ -n "$$zips" ] || { echo "layer-check: no zip in dist/; run make layer first"; exit 1; }; \
+	  echo "+ LOCKBOX_LAYER_ZIP=$$zips cargo test -p lockbox-tests --test deploy -- --ignored"; \
+	  LOCKBOX_LAYER_ZIP=$$zips cargo test -p lockbox-tests --test deploy -- --ignored
+
+sam-build: setup ## sam build, offline: the layer and the rotator for ARCH (two release builds)
+	sam build --template-file $(TEMPLATE) --parameter-overrides Architecture=$(ARCH)
+	@test -x $(ROOT)/.aws-sam/build/LockboxLayer/extensions/lockbox
+	@test -x $(ROOT)/.aws-sam/build/RotatorFunction/bootstrap
+	@echo "sam-build: $(ARCH) layer and rotator in .aws-sam/build; next: sam deploy --guided"
+
+# Called by `sam build` (BuildMethod: makefile), with ARTIFACTS_DIR set by SAM.
+build-LockboxLayer: setup ## (SAM) the extension at $(ARTIFACTS_DIR)/extensions/lockbox, for ARCH
+	@test -n "$(ARTIFACTS_DIR)" || { echo "$@: ARTIFACTS_DIR is not set (sam build sets it)"; exit 1; }
+	$(ROOT)/scripts/lambda-build.sh extension $(ARCH) "$(ARTIFACTS_DIR)/extensions/lockbox"
+
+build-RotatorFunction: setup ## (SAM) the rotator at $(ARTIFACTS_DIR)/bootstrap, for ARCH
+	@test -n "$(ARTIFACTS_DIR)" || { echo "$@: ARTIFACTS_DIR is not set (sam build sets it)"; exit 1; }
+	$(ROOT)/scripts/lambda-build.sh rotator $(ARCH) "$(ARTIFACTS_DIR)/bootstrap"
+
+clean: ## Remove build outputs: target/, dist/, .aws-sam/ (keeps .venv)
+	cargo clean
+	rm -rf $(DIST) $(ROOT)/.aws-sam
+
+distclean: clean ## Also remove .venv
+	rm -rf $(VENV)
