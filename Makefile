@@ -69,13 +69,13 @@ bench: setup ## Release build, then the benchmark figures (bin lockbox-tests/ben
 	cargo run --release -p lockbox-tests --bin bench
 
 layer: setup ## Layer zips for x86_64 and arm64 in dist/ (says so plainly when arm64 cannot be built)
-	$(ROOT)/scripts/layer.sh x86_64 arm64
+	$(ROOT)/scripts/layer.sh zip x86_64 arm64
 
 layer-x86_64: setup ## The x86_64 layer zip only
-	$(ROOT)/scripts/layer.sh x86_64
+	$(ROOT)/scripts/layer.sh zip x86_64
 
 layer-arm64: setup ## The arm64 layer zip only (fails when arm64 cannot be built here)
-	$(ROOT)/scripts/layer.sh arm64
+	$(ROOT)/scripts/layer.sh zip arm64
 
 layer-check: ## Check every layer zip in dist/: layout, mode 755, glibc <= 2.34, serves /ping
 	@zips=$$(ls $(DIST)/lockbox-layer-*.zip 2>/dev/null | paste -sd: -); \
@@ -90,12 +90,14 @@ sam-build: setup ## sam build, offline: the layer and the rotator for ARCH (two 
 	@echo "sam-build: $(ARCH) layer and rotator in .aws-sam/build; next: sam deploy --guided"
 
 # Called by `sam build` (BuildMethod: makefile), with ARTIFACTS_DIR set by SAM.
-build-LockboxLayer: setup ## (SAM) the extension at $(ARTIFACTS_DIR)/extensions/lockbox, for ARCH
+build-LockboxLayer: setup ## (SAM) the layer in $(ARTIFACTS_DIR): extensions/lockbox, lockbox-exec
 	@test -n "$(ARTIFACTS_DIR)" || { echo "$@: ARTIFACTS_DIR is not set (sam build sets it)"; exit 1; }
-	$(ROOT)/scripts/lambda-build.sh extension $(ARCH) "$(ARTIFACTS_DIR)/extensions/lockbox"
+	@echo "$@: building for ARCH=$(ARCH); it must match the template's Architecture parameter"
+	$(ROOT)/scripts/layer.sh stage $(ARCH) "$(ARTIFACTS_DIR)"
 
 build-RotatorFunction: setup ## (SAM) the rotator at $(ARTIFACTS_DIR)/bootstrap, for ARCH
 	@test -n "$(ARTIFACTS_DIR)" || { echo "$@: ARTIFACTS_DIR is not set (sam build sets it)"; exit 1; }
+	@echo "$@: building for ARCH=$(ARCH); it must match the template's Architecture parameter"
 	$(ROOT)/scripts/lambda-build.sh rotator $(ARCH) "$(ARTIFACTS_DIR)/bootstrap"
 
 clean: ## Remove build outputs: target/, dist/, .aws-sam/ (keeps .venv)

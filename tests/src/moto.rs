@@ -1,10 +1,11 @@
 //! The local AWS: one moto server per test, on its own loopback port.
 //!
 //! Each test gets a fresh process rather than a shared server plus resets, so tests that run
-//! in parallel never see each other's parameters, secrets or keys.
+//! in parallel never see each other's parameters, secrets or keys. moto's own log goes to
+//! `target/lockbox-tests/moto-PORT.log` and is kept only when the test panics.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -72,7 +73,7 @@ impl Moto {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
     }
 
-    async fn start_on(exe: &PathBuf, port: u16) -> anyhow::Result<Moto> {
+    async fn start_on(exe: &Path, port: u16) -> anyhow::Result<Moto> {
         // moto logs every request; a file instead of a pipe means nobody has to drain it.
         let log_dir = target_dir().join("lockbox-tests");
         std::fs::create_dir_all(&log_dir)?;
@@ -145,7 +146,7 @@ impl Moto {
     }
 
     /// Where moto's own log goes (useful when a test fails).
-    pub fn log_path(&self) -> &PathBuf {
+    pub fn log_path(&self) -> &Path {
         &self.log_path
     }
 
@@ -319,7 +320,7 @@ fn moto_server_path() -> PathBuf {
 }
 
 /// The last lines of a log file, for error messages.
-fn tail(path: &PathBuf) -> String {
+fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")

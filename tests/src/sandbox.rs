@@ -217,6 +217,7 @@ impl SandboxBuilder {
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id();
         shared.push(Lifecycle::Spawned);
 
         let readers = [
@@ -256,6 +257,7 @@ impl SandboxBuilder {
             shared,
             addr,
             binary,
+            pid,
             spawned_at,
             function_timeout: self.function_timeout.unwrap_or(Duration::from_secs(3)),
             kill: Mutex::new(Some(kill_tx)),
@@ -271,6 +273,8 @@ pub struct Sandbox {
     shared: Arc<Shared>,
     addr: SocketAddr,
     binary: PathBuf,
+    /// The process id, for reading the process's own figures (`/proc/PID/status`).
+    pid: Option<u32>,
     spawned_at: Instant,
     function_timeout: Duration,
     kill: Mutex<Option<oneshot::Sender<()>>>,
@@ -295,6 +299,11 @@ impl Sandbox {
     /// The address the APIs are served on (`AWS_LAMBDA_RUNTIME_API`).
     pub fn api_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The process id while the process runs (for `/proc/PID/...`); `None` once it exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid.filter(|_| self.exit().is_none())
     }
 
     /// When the process was started.

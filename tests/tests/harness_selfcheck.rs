@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterType;
 use lockbox_tests::proxy::{DownMode, Fault, Proxy};
-use lockbox_tests::sandbox::{EventKind, Lifecycle, Sandbox};
+use lockbox_tests::sandbox::{EventKind, Lifecycle, RuntimeOutcome, Sandbox};
 use lockbox_tests::{random_hex, Moto};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -125,13 +125,63 @@ async fn proxy_latency_delays_each_request() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A minimal external extension in shell: registers, prints each event, exits on SHUTDOWN.
-fn dummy_extension() -> anyhow::Result<PathBuf> {
+/// Writes an executable shell script into the target directory.
+fn script(name: &str, body: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = lockbox_tests::bins::target_dir().join("lockbox-tests");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("dummy-extension-{}", random_hex(8)));
-    std::fs::write(
-        &path,
+    let path = dir.join(format!("{name}-{}", random_hex(8)));
+    std::fs::write(&path, body)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_runtime_api_delivers_invocations_and_takes_answers() -> anyhow::Result<()> {
+    // A runtime in shell: echoes each payload back, fails the one that says "fail".
+    let runtime = script(
+        "dummy-runtime",
+        r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation"
+while true; do
+  headers=$(mktemp)
+  payload=$(curl -sS -D "$headers" "$api/next")
+  id=$(tr -d '\r' < "$headers" | awk -F': ' 'tolower($1)=="lambda-runtime-aws-request-id" {print $2}')
+  rm -f "$headers"
+  case "$payload" in
+    *fail*) curl -sS -X POST -H 'Lambda-Runtime-Function-Error-Type: Unhandled'               -d '{"errorMessage":"asked to fail"}' "$api/$id/error" >/dev/null ;;
+    *) curl -sS -X POST -d "$payload" "$api/$id/response" >/dev/null ;;
+  esac
+done
+"#,
+    )?;
+    let sandbox = Sandbox::builder().binary(&runtime).start().await?;
+    sandbox.wait_init_done(WAIT).await?;
+
+    let answer = sandbox
+        .invoke_runtime(serde_json::json!({"hello": "world"}), WAIT)
+        .await?;
+    assert_eq!(
+        answer,
+        RuntimeOutcome::Response(r#"{"hello":"world"}"#.to_owned())
+    );
+    let failed = sandbox
+        .invoke_runtime(serde_json::json!({"please": "fail"}), WAIT)
+        .await?;
+    let RuntimeOutcome::Error(report) = failed else {
+        panic!("expected an error, got {failed:?}");
+    };
+    assert_eq!(report.error_type, "Unhandled");
+    assert!(report.body.contains("asked to fail"));
+    drop(sandbox);
+    let _ = std::fs::remove_file(runtime);
+    Ok(())
+}
+
+/// A minimal external extension in shell: registers, prints each event, exits on SHUTDOWN.
+fn dummy_extension() -> anyhow::Result<PathBuf> {
+    script(
+        "dummy-extension",
         r#"#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2020-01-01/extension"
 id=$(curl -sS -D - -o /dev/null -X POST -H 'Lambda-Extension-Name: dummy' \
@@ -144,10 +194,7 @@ while true; do
   case "$event" in *SHUTDOWN*) exit 0 ;; esac
 done
 "#,
-    )?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,8 +234,6 @@ async fn sandbox_drives_a_dummy_extension_through_its_lifecycle() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_does_not_leak_the_host_environment() -> anyhow::Result<()> {
-    let dir = lockbox_tests::bins::target_dir().join("lockbox-tests");
-    std::fs::create_dir_all(&dir)?;
     let sandbox = Sandbox::builder()
         .binary("/usr/bin/env")
         .env("ONLY_THIS", "yes")
