@@ -2,9 +2,11 @@
 # Builds one deployable binary for Lambda's OS (provided.al2023: glibc 2.34 at most) with
 # cargo-lambda and zig, and optionally copies it into place.
 #
-#   scripts/lambda-build.sh extension|rotator x86_64|arm64 [DEST]
+#   scripts/lambda-build.sh extension|exec|rotator x86_64|arm64 [DEST]
 #
 # extension: target/lambda/<arch>/extensions/lockbox   (DEST: copied there, mode 755)
+# exec:      target/lambda/<arch>/extensions/lockbox-exec (the exec wrapper; the layer puts
+#            it at its root, never in extensions/, where Lambda would start it)
 # rotator:   target/lambda/<arch>/lockbox-rotator/bootstrap
 #
 # The profile is `lambda` (release, size-optimised; see Cargo.toml), overridable with
@@ -12,7 +14,7 @@
 # each other. Exit status 3 means the architecture cannot be built on this machine.
 set -euo pipefail
 
-usage() { echo "usage: $0 extension|rotator x86_64|arm64 [DEST]" >&2; exit 2; }
+usage() { echo "usage: $0 extension|exec|rotator x86_64|arm64 [DEST]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 what=$1 arch=$2 dest=${3:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +42,8 @@ lambda_dir=$root/target/lambda/$arch
 case $what in
   extension) package=lockbox-extension bin=lockbox flags=(--extension)
              out=$lambda_dir/extensions/lockbox ;;
+  exec)      package=lockbox-extension bin=lockbox-exec flags=(--extension)
+             out=$lambda_dir/extensions/lockbox-exec ;;
   rotator)   package=lockbox-rotator bin=lockbox-rotator flags=()
              out=$lambda_dir/lockbox-rotator/bootstrap ;;
   *) usage ;;

@@ -12,6 +12,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use crate::prefetch::{PlanError, PrefetchPlan};
+use crate::render::{RenderPlan, RenderPlanError, DEFAULT_RENDER_ROOT};
 
 /// Port the AWS layer listens on; function code hard-codes it, so it is ours too.
 pub const DEFAULT_PORT: u16 = 2773;
@@ -60,6 +61,10 @@ pub const VARIABLES: &[&str] = &[
     "LOCKBOX_MAX_STALE",
     "LOCKBOX_MAX_CLIENT_CONNECTIONS",
     "LOCKBOX_CLIENT_TIMEOUT_MS",
+    "LOCKBOX_RENDER",
+    "LOCKBOX_RENDER_ROOT",
+    "LOCKBOX_EXEC_WAIT_MS",
+    "LOCKBOX_EXEC_ON_ERROR",
     "AWS_LAMBDA_INITIALIZATION_TYPE",
     "AWS_SESSION_TOKEN",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
@@ -137,6 +142,8 @@ pub struct Config {
     /// snapshot that is restored later, so nothing fetched during Init may be served after
     /// a restore.
     pub snap_start: bool,
+    /// Files to render from templates (`LOCKBOX_RENDER`), under `LOCKBOX_RENDER_ROOT`.
+    pub render: RenderPlan,
 }
 
 impl fmt::Debug for Config {
@@ -160,6 +167,7 @@ impl fmt::Debug for Config {
             .field("max_client_connections", &self.max_client_connections)
             .field("client_timeout", &self.client_timeout)
             .field("snap_start", &self.snap_start)
+            .field("render", &self.render)
             .finish()
     }
 }
@@ -204,6 +212,9 @@ pub enum ConfigError {
     /// `LOCKBOX_PREFETCH` has an entry that cannot be understood.
     #[error("LOCKBOX_PREFETCH {0}")]
     Prefetch(#[from] PlanError),
+    /// `LOCKBOX_RENDER` has an entry that cannot be used.
+    #[error("LOCKBOX_RENDER {0}")]
+    Render(#[from] RenderPlanError),
     #[error(
         "no request token: neither AWS_SESSION_TOKEN nor AWS_CONTAINER_AUTHORIZATION_TOKEN is set \
          (Lambda sets one; for local runs export AWS_SESSION_TOKEN)"
@@ -383,7 +394,32 @@ impl RawConfig {
             snap_start: self
                 .get("AWS_LAMBDA_INITIALIZATION_TYPE")
                 .is_some_and(|t| t.eq_ignore_ascii_case("snap-start")),
+            render: self.render()?,
         })
+    }
+
+    /// `LOCKBOX_RENDER`, with destinations checked against `LOCKBOX_RENDER_ROOT`.
+    fn render(&self) -> Result<RenderPlan, ConfigError> {
+        const ROOT: &str = "LOCKBOX_RENDER_ROOT";
+        let root = self.get(ROOT).unwrap_or(DEFAULT_RENDER_ROOT);
+        let root_path = std::path::Path::new(root);
+        let plain = root_path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+        if !root_path.is_absolute() || !plain {
+            return Err(invalid(
+                ROOT,
+                root,
+                "an absolute directory path without '.' or '..' parts",
+            ));
+        }
+        Ok(RenderPlan::parse(
+            self.get("LOCKBOX_RENDER").unwrap_or(""),
+            root_path,
+        )?)
     }
 
     fn fraction(&self, name: &'static str, default: f64) -> Result<f64, ConfigError> {
@@ -398,6 +434,72 @@ impl RawConfig {
                 "a fraction from 0 to 0.9 (0 turns it off)",
             )),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The exec wrapper (`lockbox-exec`): its own settings, validated the same way. It reads the
+// extension's port and token to reach it, and `LOCKBOX_RENDER` to wait for its files.
+// ---------------------------------------------------------------------------------------
+
+/// How long the exec wrapper waits for the extension (and rendered files) by default.
+pub const DEFAULT_EXEC_WAIT: Duration = Duration::from_millis(5000);
+/// Upper bound of `LOCKBOX_EXEC_WAIT_MS`: Lambda's Init limit is 10 s.
+pub const MAX_EXEC_WAIT_MS: u64 = 9_500;
+
+/// What the exec wrapper does with a variable whose references cannot be resolved
+/// (`LOCKBOX_EXEC_ON_ERROR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop: the runtime is not started and Init fails, naming the variable (the default).
+    Fail,
+    /// Leave the variable as it was, log the problem and start the runtime.
+    Keep,
+}
+
+/// The exec wrapper's validated settings.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// The extension's loopback port.
+    pub port: u16,
+    /// The request token; only needed when there is something to resolve.
+    pub token: Option<AuthToken>,
+    /// How long to wait for the extension to answer `/ping` (and for rendered files).
+    pub wait: Duration,
+    /// What to do with an unresolvable reference.
+    pub on_error: OnError,
+    /// The files the extension renders, to wait for. Read leniently: a bad
+    /// `LOCKBOX_RENDER` is the extension's to report, and leaves nothing to wait for here.
+    pub render: RenderPlan,
+}
+
+impl RawConfig {
+    /// Validates the exec wrapper's variables. The first bad one is reported.
+    pub fn validate_exec(&self) -> Result<ExecConfig, ConfigError> {
+        const ON_ERROR: &str = "LOCKBOX_EXEC_ON_ERROR";
+        let on_error = match self.get(ON_ERROR) {
+            None => OnError::Fail,
+            Some(v) if v.eq_ignore_ascii_case("fail") => OnError::Fail,
+            Some(v) if v.eq_ignore_ascii_case("keep") => OnError::Keep,
+            Some(v) => return Err(invalid(ON_ERROR, v, "fail or keep")),
+        };
+        Ok(ExecConfig {
+            port: self.number(
+                "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
+                u64::from(DEFAULT_PORT),
+                1..=65535,
+                "a port number from 1 to 65535",
+            )? as u16,
+            token: self.token().ok(),
+            wait: Duration::from_millis(self.number(
+                "LOCKBOX_EXEC_WAIT_MS",
+                DEFAULT_EXEC_WAIT.as_millis() as u64,
+                0..=MAX_EXEC_WAIT_MS,
+                "a whole number of milliseconds from 0 to 9500 (Lambda's Init limit is 10 s)",
+            )?),
+            on_error,
+            render: self.render().unwrap_or_default(),
+        })
     }
 }
 
@@ -479,6 +581,91 @@ mod tests {
             assert!(message.contains(name), "{message}");
             let named = value.split(',').next_back().unwrap_or(value);
             assert!(message.contains(named), "{message}");
+        }
+    }
+
+    #[test]
+    fn render_entries_are_checked_against_the_root() {
+        let config = raw(&[(
+            "LOCKBOX_RENDER",
+            "/var/task/app.tmpl:/tmp/app.conf, /var/task/b.tmpl:/tmp/deep/b.json",
+        )])
+        .validate()
+        .unwrap();
+        assert_eq!(config.render.targets.len(), 2);
+        assert_eq!(
+            config.render.targets[1].dest,
+            std::path::Path::new("/tmp/deep/b.json")
+        );
+        let rooted = raw(&[
+            ("LOCKBOX_RENDER", "/src/a:/work/out/a"),
+            ("LOCKBOX_RENDER_ROOT", "/work/out"),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(rooted.render.root, std::path::Path::new("/work/out"));
+        assert!(raw(&[]).validate().unwrap().render.is_empty());
+
+        for (value, entry, reason) in [
+            ("/a:/etc/passwd", "/a:/etc/passwd", "under /tmp"),
+            ("/a:/tmp", "/a:/tmp", "under /tmp"),
+            ("/a:/tmp/../etc/x", "/a:/tmp/../etc/x", "'..'"),
+            ("/a:tmp/x", "/a:tmp/x", "absolute"),
+            ("a:/tmp/x", "a:/tmp/x", "SRC must be an absolute path"),
+            ("/a", "/a", "SRC:DEST"),
+            ("/a:/tmp/x,/b:/tmp/x", "/b:/tmp/x", "another entry"),
+        ] {
+            let message = raw(&[("LOCKBOX_RENDER", value)])
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(message.starts_with("LOCKBOX_RENDER"), "{message}");
+            assert!(message.contains(entry), "{message}");
+            assert!(message.contains(reason), "{message}");
+        }
+        let message = raw(&[("LOCKBOX_RENDER_ROOT", "tmp")])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("LOCKBOX_RENDER_ROOT") && message.contains("\"tmp\""));
+    }
+
+    #[test]
+    fn exec_settings_have_defaults_and_named_errors() {
+        let none: [(&str, &str); 0] = [];
+        let exec = RawConfig::from_pairs(none).validate_exec().unwrap();
+        assert_eq!(exec.port, DEFAULT_PORT);
+        assert_eq!(exec.wait, DEFAULT_EXEC_WAIT);
+        assert_eq!(exec.on_error, OnError::Fail);
+        assert!(exec.token.is_none());
+        let exec = raw(&[
+            ("LOCKBOX_EXEC_WAIT_MS", "250"),
+            ("LOCKBOX_EXEC_ON_ERROR", "KEEP"),
+            ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "3000"),
+            // The extension reports a bad LOCKBOX_RENDER; the wrapper only waits for less.
+            ("LOCKBOX_RENDER", "nonsense"),
+        ])
+        .validate_exec()
+        .unwrap();
+        assert_eq!(exec.wait, Duration::from_millis(250));
+        assert_eq!(exec.on_error, OnError::Keep);
+        assert_eq!(exec.port, 3000);
+        assert_eq!(exec.token, Some(AuthToken::new("tok")));
+        assert!(exec.render.is_empty());
+        for (name, value) in [
+            ("LOCKBOX_EXEC_WAIT_MS", "10000"),
+            ("LOCKBOX_EXEC_WAIT_MS", "soon"),
+            ("LOCKBOX_EXEC_ON_ERROR", "ignore"),
+            ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "0"),
+        ] {
+            let message = raw(&[(name, value)])
+                .validate_exec()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(name) && message.contains(value),
+                "{message}"
+            );
         }
     }
 

@@ -13,16 +13,31 @@
 //! - [`model`] holds the values (zeroized on drop) and the AWS layer's JSON shapes;
 //!   [`error`] turns every failure into one HTTP status and JSON body.
 //! - [`logging`] writes one JSON object per line, never a value.
+//!
+//! References (`{{resolve:ssm:...}}`, CloudFormation's syntax) for programs that cannot
+//! call the API:
+//!
+//! - [`reference`] parses them; [`resolve`] reads a set of them in one round of batch reads,
+//!   through the cache ([`resolve::CacheFetch`]) or over HTTP ([`local_api`]).
+//! - [`exec`] is the exec wrapper (`lockbox-exec`): it resolves the references in the
+//!   runtime's environment variables, then `exec`s the runtime.
+//! - [`render`] writes template files with their references resolved under `/tmp`, during
+//!   Init and again when a value changes.
 
 pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod lifecycle;
+pub mod local_api;
 pub mod logging;
 pub mod model;
 pub mod prefetch;
+pub mod reference;
 pub mod refresh;
+pub mod render;
 pub mod request;
+pub mod resolve;
 pub mod server;
 pub mod source;

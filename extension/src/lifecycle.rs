@@ -7,9 +7,10 @@
 //!    function code can read values from the first moment of its own Init;
 //! 4. **prefetch** what `LOCKBOX_PREFETCH` names, concurrently with the function's Init,
 //!    for at most `LOCKBOX_PREFETCH_TIMEOUT_MS`;
-//! 5. **event loop**: `next` returns INVOKE events (each one refreshes what is about to
-//!    expire) until SHUTDOWN;
-//! 6. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
+//! 5. **render** the files `LOCKBOX_RENDER` names from the cache prefetch filled;
+//! 6. **event loop**: `next` returns INVOKE events (each one refreshes what is about to
+//!    expire, then renders again the files whose values changed) until SHUTDOWN;
+//! 7. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
 //!    inside Lambda's 2 s budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ use crate::cache::{Cache, CacheSettings};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
 use crate::prefetch::{self, PrefetchGate};
 use crate::refresh;
+use crate::render::Renderer;
+use crate::resolve::CacheFetch;
 use crate::server::{self, App, ServerLimits};
 use crate::source::AwsSource;
 
@@ -51,6 +54,9 @@ pub enum LifecycleError {
     /// `LOCKBOX_PREFETCH_REQUIRED=true` and prefetch could not load everything.
     #[error("prefetch incomplete: {0}")]
     Prefetch(String),
+    /// `LOCKBOX_PREFETCH_REQUIRED=true` and a `LOCKBOX_RENDER` file could not be rendered.
+    #[error("render failed: {0}")]
+    Render(String),
     /// The Extensions API went away before SHUTDOWN.
     #[error("the Lambda Extensions API failed: {0}")]
     EventLoop(String),
@@ -63,6 +69,7 @@ impl LifecycleError {
             LifecycleError::Config(_) => "Extension.ConfigInvalid",
             LifecycleError::Bind { .. } => "Extension.PortUnavailable",
             LifecycleError::Prefetch(_) => "Extension.PrefetchFailed",
+            LifecycleError::Render(_) => "Extension.RenderFailed",
             _ => "Extension.Failed",
         }
     }
@@ -195,6 +202,40 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     } else {
         gate_opener.open();
     }
+
+    // 5. Render, from what prefetch loaded, within the same budget. A file that cannot be
+    //    rendered is not written; it fails Init only when values are required at Init.
+    //    Under SnapStart a file written now would be part of the snapshot: rendering waits
+    //    for the first INVOKE after the restore, as prefetch does.
+    let mut renderer = (!config.render.is_empty()).then(|| Renderer::load(&config.render));
+    if let (Some(renderer), false) = (renderer.as_mut(), config.snap_start) {
+        let fetch = CacheFetch::new(app.cache(), app.source());
+        let problem =
+            match tokio::time::timeout(config.prefetch_timeout, renderer.render(&fetch)).await {
+                Ok(report) => {
+                    tracing::info!(
+                        written = report.written,
+                        failed = report.failures.len(),
+                        "render done"
+                    );
+                    for failure in &report.failures {
+                        tracing::warn!(file = %failure, "could not render");
+                    }
+                    (!report.failures.is_empty()).then(|| report.failures.join("; "))
+                }
+                Err(_) => {
+                    tracing::warn!("render did not finish within LOCKBOX_PREFETCH_TIMEOUT_MS");
+                    Some(format!(
+                        "not done within LOCKBOX_PREFETCH_TIMEOUT_MS={}",
+                        config.prefetch_timeout.as_millis()
+                    ))
+                }
+            };
+        if let (true, Some(problem)) = (config.prefetch_required, problem) {
+            let _ = stop_serving.send(());
+            return Err(report_init_error(&extension_id, LifecycleError::Render(problem)).await);
+        }
+    }
     let _ = running.set(Running {
         app: app.clone(),
         refresh_ahead: config.refresh_ahead,
@@ -202,9 +243,10 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         restore_pending: AtomicBool::new(config.snap_start),
         plan: config.prefetch.clone(),
         prefetch_budget: config.prefetch_timeout,
+        renderer: renderer.map(tokio::sync::Mutex::new),
     });
 
-    // 5. Event loop: the first `next` ends our part of Init.
+    // 6. Event loop: the first `next` ends our part of Init.
     let outcome = tokio::select! {
         result = registered.run() => Err(LifecycleError::EventLoop(match result {
             Ok(()) => "event stream ended".to_owned(),
@@ -220,7 +262,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         }
     };
 
-    // 6. Shutdown: in-flight requests get what is left of the budget; the cache's values
+    // 7. Shutdown: in-flight requests get what is left of the budget; the cache's values
     //    are wiped as they are dropped.
     let _ = stop_serving.send(());
     if tokio::time::timeout(DRAIN_BUDGET, server).await.is_err() {
@@ -239,6 +281,8 @@ struct Running {
     restore_pending: AtomicBool,
     plan: prefetch::PrefetchPlan,
     prefetch_budget: Duration,
+    /// The `LOCKBOX_RENDER` files, rendered again after each refresh.
+    renderer: Option<tokio::sync::Mutex<Renderer>>,
 }
 
 impl Running {
@@ -258,6 +302,7 @@ impl Running {
                 ),
                 Err(_) => tracing::warn!("restored: prefetch did not finish in time"),
             }
+            self.render().await;
             return;
         }
         if self.refresh_ahead > 0.0 {
@@ -268,6 +313,29 @@ impl Running {
             {
                 tracing::warn!("refresh ahead did not finish in time");
             }
+        }
+        self.render().await;
+    }
+
+    /// Renders the `LOCKBOX_RENDER` files again from the cache (hits unless a value
+    /// expired); only those whose content changed are written. A file that cannot be
+    /// rendered now keeps its last content.
+    async fn render(&self) {
+        let Some(renderer) = &self.renderer else {
+            return;
+        };
+        let mut renderer = renderer.lock().await;
+        let fetch = CacheFetch::new(self.app.cache(), self.app.source());
+        match tokio::time::timeout(self.refresh_bound, renderer.render(&fetch)).await {
+            Ok(report) => {
+                if report.written > 0 {
+                    tracing::info!(written = report.written, "rendered files updated");
+                }
+                for failure in &report.failures {
+                    tracing::warn!(file = %failure, "could not render; the file keeps its last content");
+                }
+            }
+            Err(_) => tracing::warn!("render did not finish in time"),
         }
     }
 }

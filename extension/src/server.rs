@@ -545,3 +545,26 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
     let _ = stream.write_all(body.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TTL cannot be seen from the other end of a TCP connection, so the end-to-end tests
+    /// (tests/tests/hardening_e2e.rs) show only that other addresses are refused; the TTL
+    /// of 1 is checked here, on the listener and on a socket it accepted.
+    #[tokio::test]
+    async fn listener_binds_loopback_only_with_ip_ttl_one() {
+        let listener = bind(0).await.expect("bind a free loopback port");
+        let addr = listener.local_addr().expect("bound address");
+        assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
+        assert_eq!(listener.ttl().expect("listener TTL"), 1);
+
+        let _client = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect over loopback");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        // Set again in `serve` for every accepted socket; inherited on Linux anyway.
+        assert_eq!(accepted.ttl().expect("accepted socket TTL"), 1);
+    }
+}

@@ -28,6 +28,11 @@ pub fn lockbox_bin() -> anyhow::Result<PathBuf> {
     binary("LOCKBOX_BIN", "lockbox")
 }
 
+/// The exec wrapper: `LOCKBOX_EXEC_BIN`, else `target/debug/lockbox-exec`.
+pub fn lockbox_exec_bin() -> anyhow::Result<PathBuf> {
+    binary("LOCKBOX_EXEC_BIN", "lockbox-exec")
+}
+
 /// The rotator executable: `LOCKBOX_ROTATOR_BIN`, else `target/debug/lockbox-rotator`.
 pub fn rotator_bin() -> anyhow::Result<PathBuf> {
     binary("LOCKBOX_ROTATOR_BIN", "lockbox-rotator")

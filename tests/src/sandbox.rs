@@ -8,6 +8,7 @@
 //! deliver SHUTDOWN, and check what the process did and when.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -212,6 +213,12 @@ impl SandboxBuilder {
         for key in &self.env_remove {
             command.env_remove(key);
         }
+        // What the process was given, for a second process in the same environment.
+        let process_env: Vec<(OsString, OsString)> = command
+            .as_std()
+            .get_envs()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?.to_owned())))
+            .collect();
 
         let spawned_at = Instant::now();
         let mut child = command
@@ -258,6 +265,7 @@ impl SandboxBuilder {
             addr,
             binary,
             pid,
+            process_env,
             spawned_at,
             function_timeout: self.function_timeout.unwrap_or(Duration::from_secs(3)),
             kill: Mutex::new(Some(kill_tx)),
@@ -275,6 +283,8 @@ pub struct Sandbox {
     binary: PathBuf,
     /// The process id, for reading the process's own figures (`/proc/PID/status`).
     pid: Option<u32>,
+    /// The environment the process was started with.
+    process_env: Vec<(OsString, OsString)>,
     spawned_at: Instant,
     function_timeout: Duration,
     kill: Mutex<Option<oneshot::Sender<()>>>,
@@ -304,6 +314,21 @@ impl Sandbox {
     /// The process id while the process runs (for `/proc/PID/...`); `None` once it exited.
     pub fn pid(&self) -> Option<u32> {
         self.pid.filter(|_| self.exit().is_none())
+    }
+
+    /// A command for a second process in exactly the environment the sandboxed one got
+    /// (Lambda gives the runtime and the extensions the same variables): the function's
+    /// runtime, started by the test once the extension registered, as Lambda starts it.
+    /// Output and waiting are the caller's; the process is killed if the command's child is
+    /// dropped.
+    pub fn runtime_command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env_clear()
+            .envs(self.process_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
     }
 
     /// When the process was started.

@@ -838,26 +838,47 @@ fn zip_architecture(zip: &Path) -> object::Architecture {
     }
 }
 
-/// The extension's bytes and the zip's entries (name, Unix mode).
-fn read_layer(zip: &Path) -> (Vec<u8>, Vec<(String, u32)>) {
+/// One file of a layer zip.
+struct LayerFile {
+    name: String,
+    /// Unix mode as recorded in the zip (type and permission bits).
+    mode: u32,
+    bytes: Vec<u8>,
+}
+
+/// The files of a layer zip, and its folder entries' names.
+fn read_layer(zip: &Path) -> (Vec<LayerFile>, Vec<String>) {
     let file = std::fs::File::open(zip).unwrap_or_else(|e| panic!("{}: {e}", zip.display()));
     let mut archive = zip::ZipArchive::new(file).expect("a zip archive");
-    let mut entries = Vec::new();
-    let mut binary = None;
+    let (mut files, mut folders) = (Vec::new(), Vec::new());
     for index in 0..archive.len() {
         let mut entry = archive.by_index(index).expect("a readable entry");
-        let mode = entry.unix_mode().unwrap_or(0);
-        entries.push((entry.name().to_owned(), mode));
-        if entry.name() == "extensions/lockbox" {
-            let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .expect("the extension's bytes");
-            binary = Some(bytes);
+        if entry.is_dir() {
+            folders.push(entry.name().to_owned());
+            continue;
         }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("the entry's bytes");
+        files.push(LayerFile {
+            name: entry.name().to_owned(),
+            mode: entry.unix_mode().unwrap_or(0),
+            bytes,
+        });
     }
-    let binary = binary.unwrap_or_else(|| panic!("{}: no extensions/lockbox", zip.display()));
-    (binary, entries)
+    (files, folders)
+}
+
+/// What the layer must hold: the extension, and the exec wrapper (at the layer's root, so
+/// Lambda does not start it as an extension) when the workspace builds one.
+fn expected_layer_files() -> Vec<&'static str> {
+    let manifest = std::fs::read_to_string(workspace_root().join("extension/Cargo.toml"))
+        .expect("extension/Cargo.toml");
+    let mut files = vec!["extensions/lockbox"];
+    if manifest.contains("name = \"lockbox-exec\"") {
+        files.push("lockbox-exec");
+    }
+    files.sort_unstable();
+    files
 }
 
 /// Every `GLIBC_x.y[.z]` version the binary's dynamic string table names.
@@ -886,61 +907,61 @@ fn glibc_versions(elf: &object::File<'_>) -> Vec<(u32, u32, u32)> {
 
 #[test]
 #[ignore = "needs LOCKBOX_LAYER_ZIP: make test / make layer-check"]
-fn layer_zip_holds_the_executable_extension_for_amazon_linux_2023() {
+fn layer_zip_holds_executables_for_amazon_linux_2023() {
     use object::Object;
+    let expected = expected_layer_files();
     for zip in layer_zips() {
-        let (binary, entries) = read_layer(&zip);
-        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        let (files, folders) = read_layer(&zip);
+        let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, expected, "{}: files in the layer", zip.display());
         assert!(
-            names
-                .iter()
-                .all(|n| *n == "extensions/" || *n == "extensions/lockbox"),
-            "{}: unexpected entries {names:?}",
+            folders.iter().all(|f| f == "extensions/"),
+            "{}: unexpected folders {folders:?}",
             zip.display()
-        );
-        let mode = entries
-            .iter()
-            .find(|(n, _)| n == "extensions/lockbox")
-            .map(|(_, m)| *m)
-            .unwrap_or_default();
-        assert_eq!(mode & 0o170000, 0o100000, "a regular file");
-        assert_eq!(
-            mode & 0o7777,
-            0o755,
-            "extensions/lockbox mode {:o}",
-            mode & 0o7777
         );
 
-        let elf = object::File::parse(&*binary).expect("an ELF executable");
-        assert_eq!(elf.format(), object::BinaryFormat::Elf);
-        assert_eq!(
-            elf.architecture(),
-            zip_architecture(&zip),
-            "{}",
-            zip.display()
-        );
-        let versions = glibc_versions(&elf);
-        let highest = *versions
-            .last()
-            .unwrap_or_else(|| panic!("{}: no GLIBC_ versions: not a glibc build?", zip.display()));
-        assert!(
-            (highest.0, highest.1) <= MAX_GLIBC,
-            "{}: needs GLIBC_{}.{}.{}; provided.al2023 has {}.{}",
-            zip.display(),
-            highest.0,
-            highest.1,
-            highest.2,
-            MAX_GLIBC.0,
-            MAX_GLIBC.1
-        );
+        let mut unpacked = 0;
+        for file in &files {
+            let what = format!("{}: {}", zip.display(), file.name);
+            assert_eq!(file.mode & 0o170000, 0o100000, "{what}: a regular file");
+            assert_eq!(
+                file.mode & 0o7777,
+                0o755,
+                "{what}: mode {:o}",
+                file.mode & 0o7777
+            );
+
+            let elf = object::File::parse(&*file.bytes).expect("an ELF executable");
+            assert_eq!(elf.format(), object::BinaryFormat::Elf, "{what}");
+            assert_eq!(elf.architecture(), zip_architecture(&zip), "{what}");
+            let versions = glibc_versions(&elf);
+            let highest = *versions
+                .last()
+                .unwrap_or_else(|| panic!("{what}: no GLIBC_ versions: not a glibc build?"));
+            assert!(
+                (highest.0, highest.1) <= MAX_GLIBC,
+                "{what}: needs GLIBC_{}.{}.{}; provided.al2023 has {}.{}",
+                highest.0,
+                highest.1,
+                highest.2,
+                MAX_GLIBC.0,
+                MAX_GLIBC.1
+            );
+            eprintln!(
+                "{what}: {:.2} MiB, highest GLIBC_{}.{}",
+                file.bytes.len() as f64 / 1048576.0,
+                highest.0,
+                highest.1
+            );
+            unpacked += file.bytes.len();
+        }
         let zip_size = std::fs::metadata(&zip).map(|m| m.len()).unwrap_or(0);
         eprintln!(
-            "{}: zip {:.2} MiB, extension {:.2} MiB, highest GLIBC_{}.{}",
+            "{}: zip {:.2} MiB, unpacked {:.2} MiB",
             zip.display(),
             zip_size as f64 / 1048576.0,
-            binary.len() as f64 / 1048576.0,
-            highest.0,
-            highest.1
+            unpacked as f64 / 1048576.0
         );
     }
 }
@@ -967,13 +988,13 @@ async fn layer_extension_registers_and_serves_ping_in_the_sandbox() -> anyhow::R
         let opt = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("opt-{}", random_hex(8)));
         let extension = opt.join("extensions").join("lockbox");
         std::fs::create_dir_all(extension.parent().expect("a parent"))?;
-        let (binary, entries) = read_layer(&zip);
-        std::fs::write(&extension, binary)?;
-        let mode = entries
-            .iter()
-            .find(|(n, _)| n == "extensions/lockbox")
-            .map(|(_, m)| *m & 0o7777)
-            .unwrap_or_default();
+        let (files, _) = read_layer(&zip);
+        let file = files
+            .into_iter()
+            .find(|f| f.name == "extensions/lockbox")
+            .expect("extensions/lockbox in the layer");
+        std::fs::write(&extension, &file.bytes)?;
+        let mode = file.mode & 0o7777;
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&extension, std::fs::Permissions::from_mode(mode))?;
