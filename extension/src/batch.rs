@@ -11,6 +11,7 @@ use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
 use crate::model::Parameter;
 pub use crate::request::ParameterName;
 use crate::request::{Output, ParameterRequest, SecretRequest};
+use crate::scope::Scope;
 use crate::source::{
     SecretBatchError, Source, SourceError, BATCH_GET_SECRETS_MAX, GET_PARAMETERS_MAX,
 };
@@ -66,8 +67,9 @@ pub struct ManySecrets {
     pub hits: usize,
 }
 
-fn parameter_key(name: &ParameterName, decrypt: bool) -> Key {
+fn parameter_key(scope: &Scope, name: &ParameterName, decrypt: bool) -> Key {
     Key::Parameter {
+        scope: scope.clone(),
         name: name.name.clone(),
         selector: name.selector.clone(),
         decrypt,
@@ -84,6 +86,7 @@ fn full_name(name: &ParameterName) -> String {
 /// Caches a parameter under its key.
 pub(crate) async fn store_parameter(
     cache: &Cache,
+    scope: &Scope,
     name: &ParameterName,
     decrypt: bool,
     parameter: Parameter,
@@ -91,7 +94,7 @@ pub(crate) async fn store_parameter(
 ) -> Arc<Entry> {
     cache
         .insert(
-            parameter_key(name, decrypt),
+            parameter_key(scope, name, decrypt),
             Item::Parameter(parameter),
             read,
         )
@@ -102,14 +105,21 @@ pub(crate) async fn store_parameter(
 /// when decryption changes nothing (String, StringList): a String prefetched decrypted is
 /// then a hit whether or not the caller passes `withDecryption=true`, without taking two
 /// places in the cache.
-async fn fresh_parameter(cache: &Cache, name: &ParameterName, decrypt: bool) -> Option<Arc<Entry>> {
-    if let Some(entry) = cache.fresh(&parameter_key(name, decrypt)).await {
+async fn fresh_parameter(
+    cache: &Cache,
+    scope: &Scope,
+    name: &ParameterName,
+    decrypt: bool,
+) -> Option<Arc<Entry>> {
+    if let Some(entry) = cache.fresh(&parameter_key(scope, name, decrypt)).await {
         return Some(entry);
     }
-    let other = cache.peek_fresh(&parameter_key(name, !decrypt)).await?;
+    let other = cache
+        .peek_fresh(&parameter_key(scope, name, !decrypt))
+        .await?;
     match &other.item {
         Item::Parameter(p) if p.kind != "SecureString" => {
-            cache.fresh(&parameter_key(name, !decrypt)).await
+            cache.fresh(&parameter_key(scope, name, !decrypt)).await
         }
         _ => None,
     }
@@ -126,13 +136,14 @@ pub async fn parameters(
     purpose: Purpose,
 ) -> Result<ManyParameters, SourceError> {
     let force = purpose.force();
+    let scope = source.scope();
     let mut slots: Vec<Option<Arc<Entry>>> = vec![None; names.len()];
     let mut hits = 0;
     let mut batchable = Vec::new();
     let mut single = Vec::new();
     for (i, name) in names.iter().enumerate() {
         if !force {
-            if let Some(entry) = fresh_parameter(cache, name, decrypt).await {
+            if let Some(entry) = fresh_parameter(cache, scope, name, decrypt).await {
                 slots[i] = Some(entry);
                 hits += 1;
                 continue;
@@ -173,7 +184,15 @@ pub async fn parameters(
                 Some(at) => {
                     let parameter = found.swap_remove(at);
                     slots[i] = Some(
-                        store_parameter(cache, &names[i], decrypt, parameter, purpose.read()).await,
+                        store_parameter(
+                            cache,
+                            scope,
+                            &names[i],
+                            decrypt,
+                            parameter,
+                            purpose.read(),
+                        )
+                        .await,
                     );
                 }
                 None => invalid.push(asked.clone()),
@@ -189,9 +208,10 @@ pub async fn parameters(
                 with_decryption: decrypt,
                 refresh_now: force,
                 output: Output::Envelope,
+                scope: Default::default(),
             };
             let result = cache
-                .get_or_fetch(parameter_key(&names[i], decrypt), force, || async {
+                .get_or_fetch(parameter_key(scope, &names[i], decrypt), force, || async {
                     source.get_parameter(&req).await.map(Item::Parameter)
                 })
                 .await;
@@ -232,6 +252,7 @@ pub async fn secrets(
 ) -> Result<ManySecrets, SourceError> {
     let force = purpose.force();
     let key = |id: &str| Key::Secret {
+        scope: source.scope().clone(),
         id: id.to_owned(),
         version_id: None,
         stage: None,
@@ -306,6 +327,7 @@ pub async fn path(
 ) -> Result<(Arc<Entry>, Freshness), SourceError> {
     let force = purpose.force();
     let key = Key::Path {
+        scope: source.scope().clone(),
         path: path.to_owned(),
         recursive,
         decrypt,
@@ -325,7 +347,15 @@ pub async fn path(
                     name: parameter.name.clone(),
                     selector: None,
                 };
-                store_parameter(cache, &name, decrypt, parameter.clone(), false).await;
+                store_parameter(
+                    cache,
+                    source.scope(),
+                    &name,
+                    decrypt,
+                    parameter.clone(),
+                    false,
+                )
+                .await;
             }
         }
     }
@@ -339,6 +369,7 @@ pub async fn secret(
     req: &SecretRequest,
 ) -> Result<Lookup, SourceError> {
     let key = Key::Secret {
+        scope: source.scope().clone(),
         id: req.secret_id.clone(),
         version_id: req.version_id.clone(),
         stage: req.version_stage.clone(),
@@ -361,7 +392,9 @@ pub async fn parameter(
         selector: req.selector.clone(),
     };
     if !req.refresh_now {
-        if let Some(entry) = fresh_parameter(cache, &name, req.with_decryption).await {
+        if let Some(entry) =
+            fresh_parameter(cache, source.scope(), &name, req.with_decryption).await
+        {
             return Ok(Lookup {
                 entry,
                 freshness: Freshness::Hit,
@@ -370,7 +403,7 @@ pub async fn parameter(
     }
     cache
         .get_or_fetch(
-            parameter_key(&name, req.with_decryption),
+            parameter_key(source.scope(), &name, req.with_decryption),
             req.refresh_now,
             || async { source.get_parameter(req).await.map(Item::Parameter) },
         )

@@ -17,14 +17,18 @@ use tokio::time::Instant;
 
 use crate::model::{Parameter, Secret};
 use crate::request::Selector;
+use crate::scope::Scope;
 use crate::source::SourceError;
 
 /// Everything that changes the answer, so two requests share an entry only when AWS would
-/// give them the same answer.
+/// give them the same answer. The [`Scope`] (role and region) is part of every key: a value
+/// read through one role is a different entry from the same name read through another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     /// A parameter read.
     Parameter {
+        /// Whose credentials, which region.
+        scope: Scope,
         /// Name or ARN without selector.
         name: String,
         /// Version or label.
@@ -34,6 +38,8 @@ pub enum Key {
     },
     /// A read of every parameter under a path (`GetParametersByPath`).
     Path {
+        /// Whose credentials, which region.
+        scope: Scope,
         /// The path, as asked.
         path: String,
         /// Whether deeper levels are included.
@@ -43,6 +49,8 @@ pub enum Key {
     },
     /// A secret read.
     Secret {
+        /// Whose credentials, which region.
+        scope: Scope,
         /// Name or ARN.
         id: String,
         /// Explicit version id.
@@ -50,6 +58,17 @@ pub enum Key {
         /// Staging label (`AWSCURRENT` when neither is given).
         stage: Option<String>,
     },
+}
+
+impl Key {
+    /// The role and region the entry was read with.
+    pub fn scope(&self) -> &Scope {
+        match self {
+            Key::Parameter { scope, .. } | Key::Path { scope, .. } | Key::Secret { scope, .. } => {
+                scope
+            }
+        }
+    }
 }
 
 /// A cached value.
@@ -421,6 +440,7 @@ mod tests {
 
     fn key(name: &str) -> Key {
         Key::Parameter {
+            scope: Scope::default(),
             name: name.into(),
             selector: None,
             decrypt: true,

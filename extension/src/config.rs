@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::prefetch::{PlanError, PrefetchPlan};
 use crate::render::{RenderPlan, RenderPlanError, DEFAULT_RENDER_ROOT};
+use crate::scope::{RoleArn, RolePolicy};
 
 /// Port the AWS layer listens on; function code hard-codes it, so it is ours too.
 pub const DEFAULT_PORT: u16 = 2773;
@@ -43,6 +44,13 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Serve a value up to an hour past its TTL while AWS is unreachable.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 
+/// Roles one environment holds credentials for at most: each is a set of clients and an
+/// STS session, and a function that reads through more is most likely building role ARNs
+/// from input.
+pub const DEFAULT_MAX_ROLES: usize = 16;
+/// Upper bound of `LOCKBOX_MAX_ROLES`.
+pub const MAX_MAX_ROLES: u64 = 100;
+
 /// The variables read, in the order they are documented.
 pub const VARIABLES: &[&str] = &[
     "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED",
@@ -61,11 +69,15 @@ pub const VARIABLES: &[&str] = &[
     "LOCKBOX_MAX_STALE",
     "LOCKBOX_MAX_CLIENT_CONNECTIONS",
     "LOCKBOX_CLIENT_TIMEOUT_MS",
+    "LOCKBOX_ALLOWED_ROLES",
+    "LOCKBOX_ACCOUNT_ROLES",
+    "LOCKBOX_MAX_ROLES",
     "LOCKBOX_RENDER",
     "LOCKBOX_RENDER_ROOT",
     "LOCKBOX_EXEC_WAIT_MS",
     "LOCKBOX_EXEC_ON_ERROR",
     "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_FUNCTION_NAME",
     "AWS_SESSION_TOKEN",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
@@ -144,6 +156,11 @@ pub struct Config {
     pub snap_start: bool,
     /// Files to render from templates (`LOCKBOX_RENDER`), under `LOCKBOX_RENDER_ROOT`.
     pub render: RenderPlan,
+    /// Which roles may be read through, the role for each other account, and how many.
+    pub roles: RolePolicy,
+    /// The STS session name for assumed roles: shows in the owning account's CloudTrail
+    /// which function read through its role.
+    pub role_session_name: String,
 }
 
 impl fmt::Debug for Config {
@@ -168,6 +185,8 @@ impl fmt::Debug for Config {
             .field("client_timeout", &self.client_timeout)
             .field("snap_start", &self.snap_start)
             .field("render", &self.render)
+            .field("roles", &self.roles)
+            .field("role_session_name", &self.role_session_name)
             .finish()
     }
 }
@@ -215,6 +234,17 @@ pub enum ConfigError {
     /// `LOCKBOX_RENDER` has an entry that cannot be used.
     #[error("LOCKBOX_RENDER {0}")]
     Render(#[from] RenderPlanError),
+    /// An entry of a list variable (`LOCKBOX_ALLOWED_ROLES`, `LOCKBOX_ACCOUNT_ROLES`) that
+    /// cannot be used, or roles beyond `LOCKBOX_MAX_ROLES`.
+    #[error("{name} entry {entry:?}: {reason}")]
+    Entry {
+        /// The variable's name.
+        name: &'static str,
+        /// The entry as written.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error(
         "no request token: neither AWS_SESSION_TOKEN nor AWS_CONTAINER_AUTHORIZATION_TOKEN is set \
          (Lambda sets one; for local runs export AWS_SESSION_TOKEN)"
@@ -395,7 +425,115 @@ impl RawConfig {
                 .get("AWS_LAMBDA_INITIALIZATION_TYPE")
                 .is_some_and(|t| t.eq_ignore_ascii_case("snap-start")),
             render: self.render()?,
+            roles: RolePolicy::default(),
+            role_session_name: self.role_session_name(),
         })
+        .and_then(|mut config| {
+            config.roles = self.roles(&config.prefetch)?;
+            Ok(config)
+        })
+    }
+
+    /// `LOCKBOX_ALLOWED_ROLES`, `LOCKBOX_ACCOUNT_ROLES` and `LOCKBOX_MAX_ROLES`, with the
+    /// roles that `LOCKBOX_PREFETCH` names.
+    fn roles(&self, prefetch: &PrefetchPlan) -> Result<RolePolicy, ConfigError> {
+        const ALLOWED: &str = "LOCKBOX_ALLOWED_ROLES";
+        const ACCOUNTS: &str = "LOCKBOX_ACCOUNT_ROLES";
+        let entry = |name: &'static str, entry: &str, reason: String| ConfigError::Entry {
+            name,
+            entry: entry.to_owned(),
+            reason,
+        };
+        let max_roles = self.number(
+            "LOCKBOX_MAX_ROLES",
+            DEFAULT_MAX_ROLES as u64,
+            1..=MAX_MAX_ROLES,
+            "a whole number from 1 to 100",
+        )? as usize;
+        let mut allowed = Vec::new();
+        for pattern in list(self.get(ALLOWED)) {
+            if pattern == "*" {
+                allowed.push(pattern.to_owned());
+                continue;
+            }
+            match pattern.strip_suffix('*') {
+                Some(prefix) if prefix.starts_with("arn:") => {}
+                Some(_) => {
+                    return Err(entry(
+                        ALLOWED,
+                        pattern,
+                        "a prefix must start with arn: (or be * alone)".into(),
+                    ))
+                }
+                None => {
+                    RoleArn::parse(pattern).map_err(|why| entry(ALLOWED, pattern, why))?;
+                }
+            }
+            allowed.push(pattern.to_owned());
+        }
+        let mut account_roles = std::collections::BTreeMap::new();
+        for pair in list(self.get(ACCOUNTS)) {
+            let Some((account, role)) = pair.split_once('=') else {
+                return Err(entry(ACCOUNTS, pair, "expected ACCOUNT=ROLE_ARN".into()));
+            };
+            let account = account.trim();
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(entry(
+                    ACCOUNTS,
+                    pair,
+                    "the account is not a 12-digit account id".into(),
+                ));
+            }
+            let role = RoleArn::parse(role.trim()).map_err(|why| entry(ACCOUNTS, pair, why))?;
+            if account_roles.insert(account.to_owned(), role).is_some() {
+                return Err(entry(
+                    ACCOUNTS,
+                    pair,
+                    "the account is given more than once".into(),
+                ));
+            }
+        }
+        let prefetch_roles = prefetch.roles();
+        let mut configured: Vec<&RoleArn> = account_roles
+            .values()
+            .chain(prefetch_roles.iter())
+            .collect();
+        configured.sort();
+        configured.dedup();
+        if configured.len() > max_roles {
+            return Err(ConfigError::Entry {
+                name: "LOCKBOX_MAX_ROLES",
+                entry: max_roles.to_string(),
+                reason: format!(
+                    "LOCKBOX_ACCOUNT_ROLES and LOCKBOX_PREFETCH name {} roles, more than the bound",
+                    configured.len()
+                ),
+            });
+        }
+        Ok(RolePolicy {
+            allowed,
+            account_roles,
+            prefetch_roles,
+            max_roles,
+        })
+    }
+
+    /// `lockbox-FUNCTION`, cut to STS's 64 characters, other characters than STS allows
+    /// in a session name replaced by `-`.
+    fn role_session_name(&self) -> String {
+        let function = self.get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or("function");
+        let name: String = format!("lockbox-{function}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        name
     }
 
     /// `LOCKBOX_RENDER`, with destinations checked against `LOCKBOX_RENDER_ROOT`.
@@ -501,6 +639,14 @@ impl RawConfig {
             render: self.render().unwrap_or_default(),
         })
     }
+}
+
+/// The entries of a comma- or whitespace-separated list variable.
+fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
+    value
+        .unwrap_or("")
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
 }
 
 fn invalid(name: &'static str, value: &str, allowed: &'static str) -> ConfigError {
@@ -678,6 +824,75 @@ mod tests {
         assert_eq!(
             RawConfig::from_pairs(none).validate().unwrap_err(),
             ConfigError::MissingToken
+        );
+    }
+
+    #[test]
+    fn roles_are_opt_in_bounded_and_named_when_wrong() {
+        let config = raw(&[]).validate().unwrap();
+        assert!(config.roles.allowed.is_empty() && config.roles.account_roles.is_empty());
+        assert_eq!(config.roles.max_roles, DEFAULT_MAX_ROLES);
+        assert_eq!(config.role_session_name, "lockbox-function");
+
+        let config = raw(&[
+            (
+                "LOCKBOX_ALLOWED_ROLES",
+                "arn:aws-cn:iam::222222222222:role/a, arn:aws-us-gov:iam::333333333333:role/team/*",
+            ),
+            (
+                "LOCKBOX_ACCOUNT_ROLES",
+                "444444444444=arn:aws:iam::444444444444:role/reader",
+            ),
+            (
+                "LOCKBOX_PREFETCH",
+                "secret:db?roleArn=arn:aws:iam::555555555555:role/p&region=eu-west-1",
+            ),
+            ("LOCKBOX_MAX_ROLES", "2"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders api/v2"),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(config.roles.allowed.len(), 2);
+        assert_eq!(
+            config.roles.account_roles["444444444444"].as_str(),
+            "arn:aws:iam::444444444444:role/reader"
+        );
+        assert_eq!(config.roles.prefetch_roles.len(), 1);
+        assert_eq!(config.role_session_name, "lockbox-orders-api-v2");
+
+        for (name, value, named) in [
+            ("LOCKBOX_MAX_ROLES", "0", "LOCKBOX_MAX_ROLES"),
+            ("LOCKBOX_MAX_ROLES", "101", "LOCKBOX_MAX_ROLES"),
+            ("LOCKBOX_ALLOWED_ROLES", "reader", "reader"),
+            ("LOCKBOX_ALLOWED_ROLES", "role/*", "role/*"),
+            ("LOCKBOX_ACCOUNT_ROLES", "4444=arn:aws:iam::4444:role/r", "4444="),
+            ("LOCKBOX_ACCOUNT_ROLES", "444444444444", "ACCOUNT=ROLE_ARN"),
+            (
+                "LOCKBOX_ACCOUNT_ROLES",
+                "444444444444=arn:aws:iam::444444444444:role/a,444444444444=arn:aws:iam::444444444444:role/b",
+                "more than once",
+            ),
+        ] {
+            let message = raw(&[(name, value)]).validate().unwrap_err().to_string();
+            assert!(message.contains(name) && message.contains(named), "{message}");
+        }
+        let message = raw(&[
+            (
+                "LOCKBOX_ACCOUNT_ROLES",
+                "444444444444=arn:aws:iam::444444444444:role/a",
+            ),
+            (
+                "LOCKBOX_PREFETCH",
+                "ssm:/a?roleArn=arn:aws:iam::555555555555:role/b",
+            ),
+            ("LOCKBOX_MAX_ROLES", "1"),
+        ])
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("LOCKBOX_MAX_ROLES") && message.contains("2 roles"),
+            "{message}"
         );
     }
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::request::RequestError;
+use crate::scope::ScopeError;
 use crate::source::{FailureKind, SourceError};
 
 /// A failed request to the localhost API.
@@ -42,6 +43,9 @@ pub enum ApiError {
     /// The value cannot be served as asked (not JSON, binary).
     #[error("{0}")]
     NotText(String),
+    /// The role or region asked for cannot be used.
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     /// AWS (or the way to it) failed.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -67,6 +71,15 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::JsonKeyNotFound(_) => (StatusCode::NOT_FOUND, "JsonKeyNotFound"),
             ApiError::NotText(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ValueNotJson"),
+            ApiError::Scope(err) => match err {
+                ScopeError::RoleNotAllowed(_) => (StatusCode::FORBIDDEN, "RoleNotAllowed"),
+                ScopeError::TooManyRoles { .. } => (StatusCode::BAD_REQUEST, "TooManyRoles"),
+                ScopeError::TooManyRegions { .. } => (StatusCode::BAD_REQUEST, "TooManyRegions"),
+                ScopeError::RegionConflict { .. } | ScopeError::MixedScopes(_) => {
+                    (StatusCode::BAD_REQUEST, "InvalidRequest")
+                }
+                ScopeError::Unavailable(_) => (StatusCode::BAD_REQUEST, "ScopeUnavailable"),
+            },
             ApiError::Source(err) => {
                 let status = match err.kind {
                     FailureKind::NotFound => StatusCode::NOT_FOUND,

@@ -10,6 +10,8 @@
 //!   query into a typed read, and [`cache`] answers it or asks the [`source`] (SSM or
 //!   Secrets Manager through the AWS SDK); [`batch`] does the same for many values at
 //!   once with the batch APIs.
+//! - [`scope`] says whose credentials and which region a read uses (another account's
+//!   role through STS, another region); each scope has its own clients and cache entries.
 //! - [`model`] holds the values (zeroized on drop) and the AWS layer's JSON shapes;
 //!   [`error`] turns every failure into one HTTP status and JSON body.
 //! - [`logging`] writes one JSON object per line, never a value.
@@ -39,5 +41,6 @@ pub mod refresh;
 pub mod render;
 pub mod request;
 pub mod resolve;
+pub mod scope;
 pub mod server;
 pub mod source;

@@ -26,8 +26,9 @@ use crate::prefetch::{self, PrefetchGate};
 use crate::refresh;
 use crate::render::Renderer;
 use crate::resolve::CacheFetch;
+use crate::scope::{Scope, Scopes, SourceFactory};
 use crate::server::{self, App, ServerLimits};
-use crate::source::AwsSource;
+use crate::source::{AwsSource, Source};
 
 /// The name Lambda knows the extension by: the executable's file name in the layer.
 pub const EXTENSION_NAME: &str = "lockbox";
@@ -165,7 +166,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         let task = tokio::spawn({
             let app = app.clone();
             let plan = config.prefetch.clone();
-            async move { prefetch::run(app.cache(), app.source(), &plan).await }
+            async move { prefetch::run(app.cache(), app.scopes(), &plan).await }
         });
         let outcome = tokio::time::timeout(config.prefetch_timeout, task).await;
         gate_opener.open();
@@ -288,12 +289,12 @@ struct Running {
 impl Running {
     /// Work done while an invoke is in flight (the only time an extension can work).
     async fn on_invoke(&self) {
-        let (cache, source) = (self.app.cache(), self.app.source());
+        let (cache, scopes) = (self.app.cache(), self.app.scopes());
         if self.restore_pending.swap(false, Ordering::SeqCst) {
             // Whatever the snapshot holds was fetched before it was taken: forget it and
             // load the plan afresh.
             cache.clear().await;
-            let round = prefetch::run(cache, source, &self.plan);
+            let round = prefetch::run(cache, scopes, &self.plan);
             match tokio::time::timeout(self.prefetch_budget, round).await {
                 Ok(report) => tracing::info!(
                     loaded = report.loaded,
@@ -306,7 +307,7 @@ impl Running {
             return;
         }
         if self.refresh_ahead > 0.0 {
-            let round = refresh::run(cache, source, self.refresh_ahead);
+            let round = refresh::run(cache, scopes, self.refresh_ahead);
             if tokio::time::timeout(self.refresh_bound, round)
                 .await
                 .is_err()
@@ -352,12 +353,25 @@ async fn build_app(config: &Config, gate: PrefetchGate) -> App {
         secret_ttl: config.secrets_ttl,
         max_stale: config.max_stale,
     });
-    App::new(
-        cache,
-        Arc::new(AwsSource::new(&sdk, config)),
-        config.token.clone(),
-        gate,
-    )
+    let home: Arc<dyn Source> = Arc::new(AwsSource::new(&sdk, config));
+    let factory: SourceFactory = {
+        let (sdk, config) = (sdk.clone(), config.clone());
+        Arc::new(move |scope: Scope| {
+            let (sdk, config) = (sdk.clone(), config.clone());
+            Box::pin(async move {
+                let session = config.role_session_name.clone();
+                Arc::new(AwsSource::for_scope(&sdk, &config, scope, &session).await)
+                    as Arc<dyn Source>
+            })
+        })
+    };
+    let scopes = Scopes::new(
+        home,
+        sdk.region().map(|r| r.as_ref().to_owned()),
+        config.roles.clone(),
+        factory,
+    );
+    App::with_scopes(cache, Arc::new(scopes), config.token.clone(), gate)
 }
 
 /// Tells Lambda why Init failed (it shows in the function's error), then hands the error

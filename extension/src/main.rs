@@ -5,15 +5,30 @@ use std::process::ExitCode;
 use lockbox_extension::config::RawConfig;
 use lockbox_extension::{lifecycle, logging};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let raw = RawConfig::from_env();
     logging::init(raw.log_level_or_default());
-    match lifecycle::run(raw).await {
-        Ok(()) => ExitCode::SUCCESS,
+    // One thread. The extension shares the function's vCPUs (a fraction of one below
+    // 1,769 MB) and a cache hit is microseconds of work, so more workers buy no throughput
+    // on Lambda; they cost resident memory (a stack and a malloc arena each) and cross-thread
+    // wake-ups on every request. AWS calls are async and never block the thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!(error = %err, "lockbox stopped");
-            ExitCode::FAILURE
+            tracing::error!(error = %err, "lockbox could not start its runtime");
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    runtime.block_on(async {
+        match lifecycle::run(raw).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = %err, "lockbox stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

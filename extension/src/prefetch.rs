@@ -6,12 +6,13 @@
 //! wait for it instead of making a second AWS call or failing.
 
 use futures::future::join_all;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use tokio::sync::watch;
 
 use crate::batch::{self, ParameterName, Purpose};
 use crate::cache::{Cache, Key};
-use crate::request::parse_parameter;
+use crate::request::{parse_parameter, parse_scope};
+use crate::scope::{AskedScope, RoleArn, Scope, Scopes};
 use crate::source::Source;
 
 /// One thing to load.
@@ -25,11 +26,21 @@ pub enum PrefetchEntry {
     Secret(String),
 }
 
+/// One entry of the plan and the role and region it is read with
+/// (`ENTRY?roleArn=ARN&region=REGION`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// What to load.
+    pub entry: PrefetchEntry,
+    /// Whose credentials, which region; empty for the function's own.
+    pub scope: AskedScope,
+}
+
 /// Everything to load, in the order given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrefetchPlan {
     /// The entries.
-    pub entries: Vec<PrefetchEntry>,
+    pub entries: Vec<Planned>,
 }
 
 /// An entry of `LOCKBOX_PREFETCH` that cannot be understood.
@@ -44,7 +55,8 @@ pub struct PlanError {
 
 impl PrefetchPlan {
     /// Parses a comma- or newline-separated list of `ssm:`, `ssm-path:` and `secret:`
-    /// entries. Blank entries are ignored.
+    /// entries, each optionally followed by `?roleArn=ARN&region=REGION` (neither SSM names
+    /// nor secret names may contain `?`). Blank entries are ignored.
     pub fn parse(raw: &str) -> Result<Self, PlanError> {
         let mut entries = Vec::new();
         for text in raw
@@ -56,7 +68,11 @@ impl PrefetchPlan {
                 entry: text.to_owned(),
                 reason: reason.to_owned(),
             };
-            let (kind, target) = text
+            let (spec, scope) = match text.split_once('?') {
+                Some((spec, query)) => (spec, parse_scope(query).map_err(|e| error(&e.0))?),
+                None => (text, AskedScope::default()),
+            };
+            let (kind, target) = spec
                 .split_once(':')
                 .ok_or_else(|| error("expected ssm:NAME, ssm-path:/PATH/ or secret:ID"))?;
             if target.trim().is_empty() {
@@ -82,9 +98,21 @@ impl PrefetchPlan {
                 "secret" => PrefetchEntry::Secret(target.to_owned()),
                 _ => return Err(error("unknown prefix; use ssm:, ssm-path: or secret:")),
             };
-            entries.push(entry);
+            entries.push(Planned { entry, scope });
         }
         Ok(Self { entries })
+    }
+
+    /// The roles the entries name: configured, so allowed without `LOCKBOX_ALLOWED_ROLES`.
+    pub fn roles(&self) -> Vec<RoleArn> {
+        let mut roles: Vec<RoleArn> = self
+            .entries
+            .iter()
+            .filter_map(|p| p.scope.role.clone())
+            .collect();
+        roles.sort();
+        roles.dedup();
+        roles
     }
 
     /// Whether there is nothing to load.
@@ -125,8 +153,8 @@ impl PrefetchGate {
         let mut names = HashSet::new();
         let mut paths = Vec::new();
         let mut secrets = HashSet::new();
-        for entry in &plan.entries {
-            match entry {
+        for planned in &plan.entries {
+            match &planned.entry {
                 PrefetchEntry::Parameter(p) => {
                     names.insert(p.name.clone());
                 }
@@ -175,12 +203,62 @@ pub struct PrefetchReport {
     pub failures: Vec<String>,
 }
 
-/// Loads the plan into the cache with the batch APIs, every kind concurrently.
-pub async fn run(cache: &Cache, source: &dyn Source, plan: &PrefetchPlan) -> PrefetchReport {
+/// Loads the plan into the cache with the batch APIs, every kind and every role and region
+/// concurrently.
+pub async fn run(cache: &Cache, scopes: &Scopes, plan: &PrefetchPlan) -> PrefetchReport {
+    let mut report = PrefetchReport::default();
+    let mut groups: BTreeMap<Scope, Vec<&PrefetchEntry>> = BTreeMap::new();
+    for planned in &plan.entries {
+        let name = match &planned.entry {
+            PrefetchEntry::Parameter(p) => p.name.as_str(),
+            PrefetchEntry::Path(_) => "",
+            PrefetchEntry::Secret(id) => id.as_str(),
+        };
+        match scopes.resolve(&planned.scope, [name]) {
+            Ok(scope) => groups.entry(scope).or_default().push(&planned.entry),
+            Err(err) => report
+                .failures
+                .push(format!("{}: {err}", describe(&planned.entry))),
+        }
+    }
+    let rounds = join_all(groups.into_iter().map(|(scope, entries)| async move {
+        match scopes.source(&scope).await {
+            Ok(source) => run_scope(cache, source.as_ref(), &entries).await,
+            Err(err) => PrefetchReport {
+                loaded: 0,
+                failures: entries
+                    .iter()
+                    .map(|e| format!("{}: {err}", describe(e)))
+                    .collect(),
+            },
+        }
+    }))
+    .await;
+    for round in rounds {
+        report.loaded += round.loaded;
+        report.failures.extend(round.failures);
+    }
+    report
+}
+
+fn describe(entry: &PrefetchEntry) -> String {
+    match entry {
+        PrefetchEntry::Parameter(p) => format!("ssm:{}", p.name),
+        PrefetchEntry::Path(p) => format!("ssm-path:{p}"),
+        PrefetchEntry::Secret(s) => format!("secret:{s}"),
+    }
+}
+
+/// Loads one role's and region's entries.
+async fn run_scope(
+    cache: &Cache,
+    source: &dyn Source,
+    entries: &[&PrefetchEntry],
+) -> PrefetchReport {
     let mut names = Vec::new();
     let mut paths = Vec::new();
     let mut secrets = Vec::new();
-    for entry in &plan.entries {
+    for entry in entries {
         match entry {
             PrefetchEntry::Parameter(p) => names.push(p.clone()),
             PrefetchEntry::Path(p) => paths.push(p.clone()),
@@ -259,21 +337,67 @@ mod tests {
         .unwrap();
         assert_eq!(plan.entries.len(), 5);
         assert_eq!(
-            plan.entries[1],
+            plan.entries[1].entry,
             PrefetchEntry::Parameter(ParameterName {
                 name: "/app/flag".into(),
                 selector: Some(Selector::Version(3)),
             })
         );
-        assert_eq!(plan.entries[2], PrefetchEntry::Path("/app/prod/".into()));
-        assert_eq!(plan.entries[3], PrefetchEntry::Secret("prod/db".into()));
         assert_eq!(
-            plan.entries[4],
+            plan.entries[2].entry,
+            PrefetchEntry::Path("/app/prod/".into())
+        );
+        assert_eq!(
+            plan.entries[3].entry,
+            PrefetchEntry::Secret("prod/db".into())
+        );
+        assert_eq!(
+            plan.entries[4].entry,
             PrefetchEntry::Parameter(ParameterName {
                 name: "/app/x".into(),
                 selector: Some(Selector::Label("Dev".into())),
             })
         );
+    }
+
+    #[test]
+    fn entries_name_a_role_and_region_after_a_question_mark() {
+        let plan = PrefetchPlan::parse(
+            "secret:shared/db?roleArn=arn:aws-cn:iam::222222222222:role/r&region=cn-north-1,\
+             ssm:/a:3?region=us-gov-west-1,ssm-path:/p/",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.entries[0].entry,
+            PrefetchEntry::Secret("shared/db".into())
+        );
+        assert_eq!(
+            plan.entries[0].scope.role.as_ref().map(|r| r.as_str()),
+            Some("arn:aws-cn:iam::222222222222:role/r")
+        );
+        assert_eq!(
+            plan.entries[0].scope.region.as_ref().map(|r| r.as_str()),
+            Some("cn-north-1")
+        );
+        assert_eq!(
+            plan.entries[1].entry,
+            PrefetchEntry::Parameter(ParameterName {
+                name: "/a".into(),
+                selector: Some(Selector::Version(3)),
+            })
+        );
+        assert!(plan.entries[1].scope.role.is_none());
+        assert!(plan.entries[2].scope.is_empty());
+        assert_eq!(plan.roles().len(), 1);
+        for (raw, reason) in [
+            ("secret:x?roleArn=nope", "roleArn"),
+            ("secret:x?region=EU", "region"),
+            ("secret:x?label=a", "unknown query parameter"),
+        ] {
+            let err = PrefetchPlan::parse(raw).unwrap_err();
+            assert_eq!(err.entry, raw);
+            assert!(err.reason.contains(reason), "{err}");
+        }
     }
 
     #[test]
@@ -296,6 +420,7 @@ mod tests {
         let plan = PrefetchPlan::parse("ssm:/a,ssm-path:/p/,secret:s").unwrap();
         let (gate, opener) = PrefetchGate::closed_for(&plan);
         let key = |name: &str| Key::Parameter {
+            scope: Scope::default(),
             name: name.into(),
             selector: None,
             decrypt: true,

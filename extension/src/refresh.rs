@@ -4,9 +4,12 @@
 //! (`LOCKBOX_REFRESH_AHEAD`). The function then keeps getting hits, and a rotated value
 //! reaches it without a miss.
 
+use std::collections::BTreeMap;
+
 use crate::batch::{self, ParameterName, Purpose};
 use crate::cache::{Cache, Key};
 use crate::request::SecretRequest;
+use crate::scope::{Scope, Scopes};
 use crate::source::Source;
 
 /// What a refresh round did.
@@ -19,9 +22,9 @@ pub struct RefreshReport {
     pub failed_groups: usize,
 }
 
-/// Refreshes every due entry; batched by kind. Failures are logged and leave entries as
-/// they are.
-pub async fn run(cache: &Cache, source: &dyn Source, fraction: f64) -> RefreshReport {
+/// Refreshes every due entry; batched by kind, each through the role and region it was read
+/// with. Failures are logged and leave entries as they are.
+pub async fn run(cache: &Cache, scopes: &Scopes, fraction: f64) -> RefreshReport {
     let due = cache.due_for_refresh(fraction);
     let mut report = RefreshReport {
         due: due.len(),
@@ -30,6 +33,32 @@ pub async fn run(cache: &Cache, source: &dyn Source, fraction: f64) -> RefreshRe
     if due.is_empty() {
         return report;
     }
+    let mut by_scope: BTreeMap<Scope, Vec<Key>> = BTreeMap::new();
+    for key in due {
+        by_scope.entry(key.scope().clone()).or_default().push(key);
+    }
+    for (scope, keys) in by_scope {
+        match scopes.source(&scope).await {
+            Ok(source) => {
+                report.failed_groups += refresh_scope(cache, source.as_ref(), keys).await;
+            }
+            Err(err) => {
+                report.failed_groups += 1;
+                tracing::warn!(error = %err, "refresh ahead skipped a role or region");
+            }
+        }
+    }
+    tracing::debug!(
+        due = report.due,
+        failed = report.failed_groups,
+        "refresh ahead"
+    );
+    report
+}
+
+/// Refreshes the due entries of one scope; returns how many groups failed.
+async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usize {
+    let mut failed_groups = 0;
     let mut decrypted = Vec::new();
     let mut encrypted = Vec::new();
     let mut current_secrets = Vec::new();
@@ -41,6 +70,7 @@ pub async fn run(cache: &Cache, source: &dyn Source, fraction: f64) -> RefreshRe
                 name,
                 selector,
                 decrypt,
+                ..
             } => {
                 let name = ParameterName { name, selector };
                 if decrypt {
@@ -53,22 +83,26 @@ pub async fn run(cache: &Cache, source: &dyn Source, fraction: f64) -> RefreshRe
                 path,
                 recursive,
                 decrypt,
+                ..
             } => paths.push((path, recursive, decrypt)),
             Key::Secret {
                 id,
                 version_id: None,
                 stage: None,
+                ..
             } => current_secrets.push(id),
             Key::Secret {
                 id,
                 version_id,
                 stage,
+                ..
             } => other_secrets.push(SecretRequest {
                 secret_id: id,
                 version_id,
                 version_stage: stage,
                 refresh_now: true,
                 output: crate::request::Output::Envelope,
+                scope: Default::default(),
             }),
         }
     }
@@ -99,14 +133,9 @@ pub async fn run(cache: &Cache, source: &dyn Source, fraction: f64) -> RefreshRe
     }
     for (kind, ok) in outcomes {
         if !ok {
-            report.failed_groups += 1;
+            failed_groups += 1;
             tracing::warn!(kind, "refresh ahead failed; cached values kept");
         }
     }
-    tracing::debug!(
-        due = report.due,
-        failed = report.failed_groups,
-        "refresh ahead"
-    );
-    report
+    failed_groups
 }

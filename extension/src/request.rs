@@ -7,6 +7,8 @@ use std::fmt;
 
 use percent_encoding::percent_decode_str;
 
+use crate::scope::{AskedScope, RegionName, RoleArn};
+
 /// Longest query value accepted; SSM names and ARNs are at most 2048 characters.
 const MAX_VALUE_LEN: usize = 2048;
 /// How much of a bad value an error message repeats back.
@@ -65,6 +67,8 @@ pub struct ParametersRequest {
     pub with_decryption: bool,
     /// Skip the cache.
     pub refresh_now: bool,
+    /// `roleArn=` and `region=`: whose credentials, which region.
+    pub scope: AskedScope,
 }
 
 /// A read of everything under a path (`/systemsmanager/parameters/get-by-path`).
@@ -78,6 +82,8 @@ pub struct PathRequest {
     pub with_decryption: bool,
     /// Skip the cache.
     pub refresh_now: bool,
+    /// `roleArn=` and `region=`: whose credentials, which region.
+    pub scope: AskedScope,
 }
 
 /// A read of many secrets (`/secretsmanager/get-many`), AWSCURRENT.
@@ -87,6 +93,8 @@ pub struct SecretsRequest {
     pub ids: Vec<String>,
     /// Skip the cache.
     pub refresh_now: bool,
+    /// `roleArn=` and `region=`: whose credentials, which region.
+    pub scope: AskedScope,
 }
 
 /// Most names or ids one batch request may ask for.
@@ -105,6 +113,8 @@ pub struct ParameterRequest {
     pub refresh_now: bool,
     /// Envelope, value only, or one JSON key.
     pub output: Output,
+    /// `roleArn=` and `region=`: whose credentials, which region.
+    pub scope: AskedScope,
 }
 
 impl ParameterRequest {
@@ -130,6 +140,8 @@ pub struct SecretRequest {
     pub refresh_now: bool,
     /// Envelope, value only, or one JSON key.
     pub output: Output,
+    /// `roleArn=` and `region=`: whose credentials, which region.
+    pub scope: AskedScope,
 }
 
 /// The decoded query: each known parameter at most once.
@@ -192,6 +204,27 @@ impl Query {
             None if value_only => Ok(Output::Value),
             None => Ok(Output::Envelope),
         }
+    }
+
+    /// `roleArn` and `region`: accepted on every route.
+    fn scope(&mut self) -> Result<AskedScope, RequestError> {
+        let role = match self.take("roleArn") {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(
+                RoleArn::parse(&v)
+                    .map_err(|why| RequestError(format!("roleArn {:?} is {why}", echo(&v))))?,
+            ),
+        };
+        let region = match self.take("region") {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(
+                RegionName::parse(&v)
+                    .map_err(|why| RequestError(format!("region {:?} is {why}", echo(&v))))?,
+            ),
+        };
+        Ok(AskedScope { role, region })
     }
 
     fn list(&mut self, key: &str) -> Result<Vec<String>, RequestError> {
@@ -290,7 +323,7 @@ fn parse_name(full: &str) -> Result<ParameterName, RequestError> {
 
 /// Parses `/systemsmanager/parameters/get-many`'s query: `names=a,b:3,c`.
 pub fn parse_parameters(raw: Option<&str>) -> Result<ParametersRequest, RequestError> {
-    const ALLOWED: &[&str] = &["names", "withDecryption", "refreshNow"];
+    const ALLOWED: &[&str] = &["names", "withDecryption", "refreshNow", "roleArn", "region"];
     let mut q = Query::parse(raw, ALLOWED)?;
     let names = q
         .list("names")?
@@ -301,12 +334,20 @@ pub fn parse_parameters(raw: Option<&str>) -> Result<ParametersRequest, RequestE
         names,
         with_decryption: q.flag("withDecryption")?,
         refresh_now: q.flag("refreshNow")?,
+        scope: q.scope()?,
     })
 }
 
 /// Parses `/systemsmanager/parameters/get-by-path`'s query.
 pub fn parse_path(raw: Option<&str>) -> Result<PathRequest, RequestError> {
-    const ALLOWED: &[&str] = &["path", "recursive", "withDecryption", "refreshNow"];
+    const ALLOWED: &[&str] = &[
+        "path",
+        "recursive",
+        "withDecryption",
+        "refreshNow",
+        "roleArn",
+        "region",
+    ];
     let mut q = Query::parse(raw, ALLOWED)?;
     let path = q.required("path")?;
     if !path.starts_with('/') {
@@ -320,16 +361,25 @@ pub fn parse_path(raw: Option<&str>) -> Result<PathRequest, RequestError> {
         recursive: q.flag("recursive")?,
         with_decryption: q.flag("withDecryption")?,
         refresh_now: q.flag("refreshNow")?,
+        scope: q.scope()?,
     })
+}
+
+/// Parses a query of `roleArn` and `region` alone (the suffix of a `LOCKBOX_PREFETCH`
+/// entry), with the same rules as on the routes.
+pub fn parse_scope(raw: &str) -> Result<AskedScope, RequestError> {
+    let mut q = Query::parse(Some(raw), &["roleArn", "region"])?;
+    q.scope()
 }
 
 /// Parses `/secretsmanager/get-many`'s query: `secretIds=a,b`.
 pub fn parse_secrets(raw: Option<&str>) -> Result<SecretsRequest, RequestError> {
-    const ALLOWED: &[&str] = &["secretIds", "refreshNow"];
+    const ALLOWED: &[&str] = &["secretIds", "refreshNow", "roleArn", "region"];
     let mut q = Query::parse(raw, ALLOWED)?;
     Ok(SecretsRequest {
         ids: q.list("secretIds")?,
         refresh_now: q.flag("refreshNow")?,
+        scope: q.scope()?,
     })
 }
 
@@ -343,6 +393,8 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
         "refreshNow",
         "valueOnly",
         "jsonKey",
+        "roleArn",
+        "region",
     ];
     let mut q = Query::parse(raw, ALLOWED)?;
     let full = q.required("name")?;
@@ -395,6 +447,7 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
         with_decryption: q.flag("withDecryption")?,
         refresh_now: q.flag("refreshNow")?,
         output: q.output()?,
+        scope: q.scope()?,
     })
 }
 
@@ -407,6 +460,8 @@ pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest, RequestError> {
         "refreshNow",
         "valueOnly",
         "jsonKey",
+        "roleArn",
+        "region",
     ];
     let mut q = Query::parse(raw, ALLOWED)?;
     let secret_id = q.required("secretId")?;
@@ -418,6 +473,7 @@ pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest, RequestError> {
         version_stage,
         refresh_now: q.flag("refreshNow")?,
         output: q.output()?,
+        scope: q.scope()?,
     })
 }
 

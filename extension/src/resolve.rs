@@ -476,6 +476,7 @@ impl Fetch for CacheFetch<'_> {
                 version_stage: version.version_stage.clone(),
                 refresh_now: false,
                 output: Output::Envelope,
+                scope: Default::default(),
             };
             let lookup = batch::secret(self.cache, self.source, &req).await?;
             fetched_secret(&lookup.entry.item).ok_or_else(|| ResolveError::Failed {

@@ -33,6 +33,7 @@ use crate::model::{
 };
 use crate::prefetch::PrefetchGate;
 use crate::request::{self, Output};
+use crate::scope::{AskedScope, Scopes};
 use crate::source::{FailureKind, Source, SourceError};
 
 /// The header function code sends the session token in (the AWS layer's name).
@@ -48,7 +49,7 @@ pub struct App {
 
 struct AppInner {
     cache: Cache,
-    source: Arc<dyn Source>,
+    scopes: Arc<Scopes>,
     token: AuthToken,
     gate: PrefetchGate,
 }
@@ -63,26 +64,52 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Bundles the cache, the value source, the expected token and the prefetch gate
-    /// (requests for values being prefetched wait at it).
+    /// (requests for values being prefetched wait at it). Only the function's own role and
+    /// region can be read.
     pub fn new(
         cache: Cache,
         source: Arc<dyn Source>,
         token: AuthToken,
         gate: PrefetchGate,
     ) -> Self {
+        Self::with_scopes(cache, Arc::new(Scopes::home_only(source)), token, gate)
+    }
+
+    /// As [`App::new`], reading through other roles and regions as `scopes` allows.
+    pub fn with_scopes(
+        cache: Cache,
+        scopes: Arc<Scopes>,
+        token: AuthToken,
+        gate: PrefetchGate,
+    ) -> Self {
         Self {
             inner: Arc::new(AppInner {
                 cache,
-                source,
+                scopes,
                 token,
                 gate,
             }),
         }
     }
 
-    /// Where values come from.
+    /// Where values come from, for the function's own role and region.
     pub fn source(&self) -> &dyn Source {
-        self.inner.source.as_ref()
+        self.inner.scopes.home().as_ref()
+    }
+
+    /// The sources for every role and region.
+    pub fn scopes(&self) -> &Scopes {
+        &self.inner.scopes
+    }
+
+    /// The source for what a request asked for and the names it reads.
+    async fn source_for<'n>(
+        &self,
+        asked: &AskedScope,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<Arc<dyn Source>, ApiError> {
+        let scope = self.inner.scopes.resolve(asked, names)?;
+        Ok(self.inner.scopes.source(&scope).await?)
     }
 
     /// The cache, for the lifecycle (prefetch, refresh, shutdown).
@@ -174,13 +201,15 @@ async fn get_parameter(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let req = request::parse_parameter(query.as_deref())?;
+    let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
     let key = Key::Parameter {
+        scope: source.scope().clone(),
         name: req.name.clone(),
         selector: req.selector.clone(),
         decrypt: req.with_decryption,
     };
     app.inner.gate.wait_for(&key).await;
-    let lookup = batch::parameter(&app.inner.cache, app.source(), &req)
+    let lookup = batch::parameter(&app.inner.cache, source.as_ref(), &req)
         .await
         .inspect_err(|err| {
             tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
@@ -209,13 +238,15 @@ async fn get_secret(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let req = request::parse_secret(query.as_deref())?;
+    let source = app.source_for(&req.scope, [req.secret_id.as_str()]).await?;
     let key = Key::Secret {
+        scope: source.scope().clone(),
         id: req.secret_id.clone(),
         version_id: req.version_id.clone(),
         stage: req.version_stage.clone(),
     };
     app.inner.gate.wait_for(&key).await;
-    let lookup = batch::secret(&app.inner.cache, app.source(), &req)
+    let lookup = batch::secret(&app.inner.cache, source.as_ref(), &req)
         .await
         .inspect_err(|err| {
             tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
@@ -252,8 +283,12 @@ async fn get_parameters(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let req = request::parse_parameters(query.as_deref())?;
+    let source = app
+        .source_for(&req.scope, req.names.iter().map(|n| n.name.as_str()))
+        .await?;
     for name in &req.names {
         let key = Key::Parameter {
+            scope: source.scope().clone(),
             name: name.name.clone(),
             selector: name.selector.clone(),
             decrypt: req.with_decryption,
@@ -267,7 +302,7 @@ async fn get_parameters(
     };
     let many = batch::parameters(
         &app.inner.cache,
-        app.source(),
+        source.as_ref(),
         &req.names,
         req.with_decryption,
         purpose,
@@ -296,7 +331,9 @@ async fn get_parameters_by_path(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let req = request::parse_path(query.as_deref())?;
+    let source = app.source_for(&req.scope, []).await?;
     let key = Key::Path {
+        scope: source.scope().clone(),
         path: req.path.clone(),
         recursive: req.recursive,
         decrypt: req.with_decryption,
@@ -309,7 +346,7 @@ async fn get_parameters_by_path(
     };
     let (entry, freshness) = batch::path(
         &app.inner.cache,
-        app.source(),
+        source.as_ref(),
         &req.path,
         req.recursive,
         req.with_decryption,
@@ -338,8 +375,12 @@ async fn get_secrets(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let req = request::parse_secrets(query.as_deref())?;
+    let source = app
+        .source_for(&req.scope, req.ids.iter().map(String::as_str))
+        .await?;
     for id in &req.ids {
         let key = Key::Secret {
+            scope: source.scope().clone(),
             id: id.clone(),
             version_id: None,
             stage: None,
@@ -351,7 +392,7 @@ async fn get_secrets(
     } else {
         Purpose::Request
     };
-    let many = batch::secrets(&app.inner.cache, app.source(), &req.ids, purpose)
+    let many = batch::secrets(&app.inner.cache, source.as_ref(), &req.ids, purpose)
         .await
         .inspect_err(|err| tracing::warn!(code = %err.code, "batch secret read failed"))?;
     let secrets: Vec<&Secret> = many

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::model::{format_timestamp, Parameter, Secret, SecretBytes, SecretText};
 use crate::request::{ParameterRequest, SecretRequest};
+use crate::scope::{RoleArn, Scope, HOME};
 
 /// Reads one parameter or one secret from wherever values live.
 pub trait Source: Send + Sync + 'static {
@@ -53,6 +54,13 @@ pub trait Source: Send + Sync + 'static {
         &'a self,
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<SecretBatch, SourceError>>;
+
+    /// Whose credentials and which region this source reads with. It is part of the key of
+    /// every cache entry filled from this source, so values read through different roles or
+    /// regions never share an entry.
+    fn scope(&self) -> &Scope {
+        &HOME
+    }
 }
 
 /// `GetParameters` takes at most this many names.
@@ -150,11 +158,17 @@ impl SourceError {
     }
 }
 
-/// Classifies any SDK error of either service.
-fn classify<E>(err: SdkError<E, HttpResponse>, service: &str) -> SourceError
+/// Classifies any SDK error of either service. `role` is the role the request was made
+/// through: when its credentials could not be obtained, that is the failure to report.
+fn classify<E>(err: SdkError<E, HttpResponse>, service: &str, role: Option<&RoleArn>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if let Some(role) = role {
+        if let Some(failure) = assume_role_failure(&err, role) {
+            return failure;
+        }
+    }
     match &err {
         SdkError::TimeoutError(_) => SourceError::new(
             FailureKind::Timeout,
@@ -219,9 +233,69 @@ where
     }
 }
 
+/// Looks through an SDK error for a credentials provider's failure (the SDK reports it as a
+/// dispatch failure) and, when there is one, reports it as the role that could not be
+/// assumed, with STS's code and message when STS answered. STS messages name principals
+/// and roles, never credentials.
+fn assume_role_failure<E>(err: &SdkError<E, HttpResponse>, role: &RoleArn) -> Option<SourceError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut credentials = None;
+    while let Some(current) = cause {
+        if let Some(found) = current.downcast_ref::<CredentialsError>() {
+            credentials = Some(found);
+            break;
+        }
+        cause = current.source();
+    }
+    let credentials = credentials?;
+    let mut why = match credentials {
+        CredentialsError::ProviderTimedOut(_) => "STS did not answer in time".to_owned(),
+        _ => "STS could not be reached or refused".to_owned(),
+    };
+    let mut inner = std::error::Error::source(credentials);
+    while let Some(current) = inner {
+        if let Some(sts) = current.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>() {
+            why = match sts {
+                SdkError::ServiceError(service) => format!(
+                    "STS answered {} {}: {}",
+                    service.raw().status().as_u16(),
+                    service.err().code().unwrap_or("UnknownError"),
+                    service.err().message().unwrap_or("no message"),
+                ),
+                SdkError::TimeoutError(_) => "STS did not answer in time".to_owned(),
+                SdkError::DispatchFailure(_) => "STS could not be reached".to_owned(),
+                SdkError::ResponseError(_) => {
+                    "STS sent an answer that could not be read".to_owned()
+                }
+                _ => "the STS request could not be built".to_owned(),
+            };
+            break;
+        }
+        inner = current.source();
+    }
+    Some(SourceError {
+        kind: FailureKind::Denied,
+        code: "AssumeRoleFailed".to_owned(),
+        message: format!("could not assume role {role}: {why}"),
+        aws_status: Some(403),
+    })
+}
+
+/// How long before they expire a role's credentials are renewed. Lambda may freeze the
+/// environment at any moment; a margin of minutes means a request never signs with
+/// credentials about to lapse, and renewal happens on a request, not on a timer.
+pub const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+
 /// The real thing: SSM and Secrets Manager through the AWS SDK.
 #[derive(Debug, Clone)]
 pub struct AwsSource {
+    scope: Scope,
     ssm: aws_sdk_ssm::Client,
     secrets: aws_sdk_secretsmanager::Client,
     // PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS: a bound on concurrent requests per
@@ -235,6 +309,68 @@ impl AwsSource {
     /// Builds both clients from the shared SDK configuration (region, credentials and
     /// `AWS_ENDPOINT_URL` come from there) with lockbox's timeouts.
     pub fn new(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
+        Self::with_scope(sdk, config, HOME.clone())
+    }
+
+    /// Builds the clients for another role or region. A role's credentials come from STS
+    /// `AssumeRole`, called with the function's own credentials through the same endpoint
+    /// configuration (`AWS_ENDPOINT_URL` included) in the scope's region, or the function's
+    /// when the scope names none, so STS and both services resolve to the region's partition
+    /// (China and GovCloud regions have their own endpoints). The SDK's identity cache keeps
+    /// the credentials, shared by both clients, and renews them [`RENEW_BEFORE_EXPIRY`].
+    pub async fn for_scope(
+        sdk: &aws_config::SdkConfig,
+        config: &Config,
+        scope: Scope,
+        session_name: &str,
+    ) -> Self {
+        // AssumeRoleProvider needs a clock; `aws_config::defaults` always sets one, a
+        // hand-built configuration may not.
+        let sdk = &match sdk.time_source() {
+            Some(_) => sdk.clone(),
+            None => sdk
+                .clone()
+                .into_builder()
+                .time_source(aws_smithy_async::time::SystemTimeSource::new())
+                .build(),
+        };
+        let mut builder = sdk.clone().into_builder();
+        if let Some(region) = &scope.region {
+            builder = builder.region(aws_config::Region::new(region.as_str().to_owned()));
+        }
+        if let Some(role) = &scope.role {
+            let bound = config.ssm_timeout.max(config.secrets_timeout);
+            let sts_base = sdk
+                .clone()
+                .into_builder()
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .operation_timeout(bound)
+                        .connect_timeout(bound.min(Duration::from_secs(3)))
+                        .build(),
+                )
+                .build();
+            let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.as_str())
+                .configure(&sts_base)
+                .session_name(session_name);
+            if let Some(region) = &scope.region {
+                assume = assume.region(aws_config::Region::new(region.as_str().to_owned()));
+            }
+            let provider = assume.build().await;
+            builder = builder
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
+                .identity_cache(
+                    aws_config::identity::IdentityCache::lazy()
+                        .buffer_time(RENEW_BEFORE_EXPIRY)
+                        .build(),
+                );
+        }
+        Self::with_scope(&builder.build(), config, scope)
+    }
+
+    fn with_scope(sdk: &aws_config::SdkConfig, config: &Config, scope: Scope) -> Self {
         let timeouts = |operation: Duration| {
             TimeoutConfig::builder()
                 .operation_timeout(operation)
@@ -248,11 +384,21 @@ impl AwsSource {
             .timeout_config(timeouts(config.secrets_timeout))
             .build();
         Self {
+            scope,
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
             ssm_slots: Arc::new(Semaphore::new(config.max_connections.get())),
             secrets_slots: Arc::new(Semaphore::new(config.max_connections.get())),
         }
+    }
+}
+
+impl AwsSource {
+    fn fail<E>(&self, err: SdkError<E, HttpResponse>, service: &str) -> SourceError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        classify(err, service, self.scope.role.as_ref())
     }
 }
 
@@ -263,6 +409,10 @@ fn timestamp(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
 }
 
 impl Source for AwsSource {
+    fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
     fn get_parameter<'a>(
         &'a self,
         req: &'a ParameterRequest,
@@ -276,7 +426,7 @@ impl Source for AwsSource {
                 .with_decryption(req.with_decryption)
                 .send()
                 .await
-                .map_err(|e| classify(e, "SSM"))?;
+                .map_err(|e| self.fail(e, "SSM"))?;
             let Some(p) = out.parameter else {
                 return Err(SourceError::new(
                     FailureKind::Rejected,
@@ -312,7 +462,7 @@ impl Source for AwsSource {
                 .set_version_stage(stage)
                 .send()
                 .await
-                .map_err(|e| classify(e, "Secrets Manager"))?;
+                .map_err(|e| self.fail(e, "Secrets Manager"))?;
             Ok(Secret {
                 arn: out.arn.take(),
                 created_date: timestamp(out.created_date.as_ref()),
@@ -341,7 +491,7 @@ impl Source for AwsSource {
                 .with_decryption(decrypt)
                 .send()
                 .await
-                .map_err(|e| classify(e, "SSM"))?;
+                .map_err(|e| self.fail(e, "SSM"))?;
             let found = out
                 .parameters
                 .take()
@@ -375,7 +525,7 @@ impl Source for AwsSource {
                     .set_next_token(next_token.take())
                     .send()
                     .await
-                    .map_err(|e| classify(e, "SSM"))?;
+                    .map_err(|e| self.fail(e, "SSM"))?;
                 let page = out.parameters.take().unwrap_or_default();
                 all.extend(page.into_iter().map(|p| convert_parameter(p, "", None)));
                 match out.next_token.take() {
@@ -402,7 +552,7 @@ impl Source for AwsSource {
                     .set_next_token(next_token.take())
                     .send()
                     .await
-                    .map_err(|e| classify(e, "Secrets Manager"))?;
+                    .map_err(|e| self.fail(e, "Secrets Manager"))?;
                 let values = out.secret_values.take().unwrap_or_default();
                 batch
                     .found
@@ -487,4 +637,212 @@ fn closed() -> SourceError {
         "ShuttingDown",
         "the extension is shutting down",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! Credential renewal for a role, with the SDK's clock under the test's control: a fake
+    //! AWS answers STS `AssumeRole` (credentials valid for an hour from "now") and SSM
+    //! `GetParameter`, and records which access key signed each SSM request.
+
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use aws_smithy_async::rt::sleep::TokioSleep;
+    use aws_smithy_async::time::TimeSource;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    use crate::config::RawConfig;
+    use crate::scope::RoleArn;
+
+    /// A clock that moves only when the test says so.
+    #[derive(Debug, Clone)]
+    struct Clock(Arc<Mutex<SystemTime>>);
+
+    impl Clock {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl TimeSource for Clock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct FakeAws {
+        clock: Clock,
+        assume_role_calls: Arc<AtomicUsize>,
+        signed_with: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl HttpConnector for FakeAws {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let body = if request.headers().get("x-amz-target").is_some() {
+                let auth = request.headers().get("authorization").unwrap_or_default();
+                let key = auth
+                    .split("Credential=")
+                    .nth(1)
+                    .and_then(|c| c.split('/').next())
+                    .unwrap_or_default();
+                self.signed_with.lock().unwrap().push(key.to_owned());
+                r#"{"Parameter":{"Name":"/p","Type":"String","Value":"v","Version":1}}"#.to_owned()
+            } else {
+                let n = self.assume_role_calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let expires = self.clock.now() + Duration::from_secs(3600);
+                let secs = expires.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+                let expiration = format_timestamp(secs, 0).unwrap();
+                format!(
+                    "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                     <AssumeRoleResult><Credentials><AccessKeyId>ASIAROLE{n}</AccessKeyId>\
+                     <SecretAccessKey>fake</SecretAccessKey><SessionToken>fake</SessionToken>\
+                     <Expiration>{expiration}</Expiration></Credentials><AssumedRoleUser>\
+                     <AssumedRoleId>AROA:s</AssumedRoleId>\
+                     <Arn>arn:aws:sts::222222222222:assumed-role/r/s</Arn></AssumedRoleUser>\
+                     </AssumeRoleResult></AssumeRoleResponse>"
+                )
+            };
+            let status = aws_smithy_runtime_api::http::StatusCode::try_from(200).unwrap();
+            HttpConnectorFuture::ready(Ok(HttpResponse::new(status, SdkBody::from(body))))
+        }
+    }
+
+    impl HttpClient for FakeAws {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    fn parameter_request() -> ParameterRequest {
+        crate::request::parse_parameter(Some("name=/p")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn role_credentials_are_renewed_before_they_expire() {
+        // 2030-01-01T00:00:00Z.
+        let clock = Clock(Arc::new(Mutex::new(
+            UNIX_EPOCH + Duration::from_secs(1_893_456_000),
+        )));
+        let fake = FakeAws {
+            clock: clock.clone(),
+            assume_role_calls: Arc::new(AtomicUsize::new(0)),
+            signed_with: Arc::new(Mutex::new(Vec::new())),
+        };
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::for_tests(),
+                ),
+            )
+            .endpoint_url("http://aws.invalid")
+            .http_client(fake.clone())
+            .time_source(clock.clone())
+            .sleep_impl(TokioSleep::new())
+            .build();
+        let config = RawConfig::from_pairs([("AWS_SESSION_TOKEN", "t")])
+            .validate()
+            .unwrap();
+        let scope = Scope {
+            role: Some(RoleArn::parse("arn:aws:iam::222222222222:role/r").unwrap()),
+            region: None,
+        };
+        let source = AwsSource::for_scope(&sdk, &config, scope.clone(), "lockbox-test").await;
+        assert_eq!(source.scope(), &scope);
+        let read = || async { source.get_parameter(&parameter_request()).await.unwrap() };
+
+        read().await;
+        read().await;
+        assert_eq!(fake.assume_role_calls.load(Ordering::SeqCst), 1);
+
+        // 50 minutes in, 10 left: the first credentials are still used.
+        clock.advance(Duration::from_secs(50 * 60));
+        read().await;
+        assert_eq!(fake.assume_role_calls.load(Ordering::SeqCst), 1);
+
+        // 58 minutes in, 2 left: inside the renewal margin (RENEW_BEFORE_EXPIRY, less up
+        // to half of it in jitter), so the next read renews, and signs with the new keys
+        // although the old ones have not expired.
+        clock.advance(Duration::from_secs(8 * 60));
+        read().await;
+        assert_eq!(fake.assume_role_calls.load(Ordering::SeqCst), 2);
+        let signed = fake.signed_with.lock().unwrap().clone();
+        assert_eq!(
+            signed,
+            vec!["ASIAROLE1", "ASIAROLE1", "ASIAROLE1", "ASIAROLE2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_role_that_cannot_be_assumed_names_the_role_and_stss_answer() {
+        #[derive(Debug, Clone)]
+        struct Refusing;
+        impl HttpConnector for Refusing {
+            fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+                assert!(
+                    request.headers().get("x-amz-target").is_none(),
+                    "SSM must not be called without credentials"
+                );
+                let status = aws_smithy_runtime_api::http::StatusCode::try_from(403).unwrap();
+                let body = "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>\
+                            <Message>not authorized to perform sts:AssumeRole</Message></Error>\
+                            </ErrorResponse>";
+                HttpConnectorFuture::ready(Ok(HttpResponse::new(status, SdkBody::from(body))))
+            }
+        }
+        impl HttpClient for Refusing {
+            fn http_connector(
+                &self,
+                _: &HttpConnectorSettings,
+                _: &RuntimeComponents,
+            ) -> SharedHttpConnector {
+                SharedHttpConnector::new(self.clone())
+            }
+        }
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("cn-north-1"))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::for_tests(),
+                ),
+            )
+            .endpoint_url("http://aws.invalid")
+            .http_client(Refusing)
+            .sleep_impl(TokioSleep::new())
+            .build();
+        let config = RawConfig::from_pairs([("AWS_SESSION_TOKEN", "t")])
+            .validate()
+            .unwrap();
+        let role = "arn:aws-cn:iam::222222222222:role/r";
+        let scope = Scope {
+            role: Some(RoleArn::parse(role).unwrap()),
+            region: None,
+        };
+        let source = AwsSource::for_scope(&sdk, &config, scope, "lockbox-test").await;
+        let err = source
+            .get_parameter(&parameter_request())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "AssumeRoleFailed");
+        assert_eq!(err.kind, FailureKind::Denied);
+        assert_eq!(err.aws_status, Some(403));
+        assert!(err.message.contains(role), "{}", err.message);
+        assert!(err.message.contains("AccessDenied"), "{}", err.message);
+        assert!(!err.is_transient());
+    }
 }

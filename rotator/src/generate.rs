@@ -94,9 +94,8 @@ impl<'a> Bytes<'a> {
                     .number_of_bytes(KMS_MAX_BYTES as i32)
                     .send()
                     .await
-                    .map_err(|e| {
-                        GenerateError::Kms(aws_sdk_kms::error::DisplayErrorContext(&e).to_string())
-                    })?;
+                    // Not DisplayErrorContext: its raw response could hold random bytes.
+                    .map_err(|e| GenerateError::Kms(crate::error_chain(&e)))?;
                 let blob = out
                     .plaintext
                     .ok_or_else(|| GenerateError::Kms("response had no Plaintext".into()))?;

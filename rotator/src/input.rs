@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::account::{Access, AssumeRoleSpec};
 use crate::generate::SourceKind;
 use crate::pace::PaceSpec;
 use crate::policy::{Policy, PolicySpec};
@@ -52,6 +53,14 @@ pub struct RotationInput {
     /// Pacing and retry settings.
     #[serde(default)]
     pub pace: PaceSpec,
+    /// A role to assume for every call, so the parameters of another account can be
+    /// rotated.
+    #[serde(default)]
+    pub assume_role: Option<AssumeRoleSpec>,
+    /// The region of the parameters and the key (and of STS when a role is assumed);
+    /// default the function's own.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// Which parameters a run selects; at least one selector is required.
@@ -198,6 +207,8 @@ pub struct Rotation {
     pub random_source: SourceKind,
     /// Pacing and retries.
     pub pace: PaceSpec,
+    /// The account (through an assumed role) and region the calls go to.
+    pub access: Access,
 }
 
 impl Rotation {
@@ -343,6 +354,8 @@ impl RotationInput {
                      in the schedule's Input (or pass the rule event's time as \"time\")",
             )),
         };
+        let access =
+            Access::from_input(self.region.as_deref(), self.assume_role.as_ref(), &id.label)?;
         Ok(Rotation {
             targets: self.targets,
             key_id: self.key_id.trim().to_owned(),
@@ -354,6 +367,7 @@ impl RotationInput {
             id,
             random_source: self.random_source,
             pace: self.pace,
+            access,
         })
     }
 }
@@ -515,6 +529,42 @@ mod tests {
         assert!(err.to_string().contains("must start with '/'"), "{err}");
         let err = validated(&FULL.replace("/app/db/password", "/app/db pass")).unwrap_err();
         assert!(err.to_string().contains("may contain only"), "{err}");
+    }
+
+    #[test]
+    fn a_role_and_a_region_are_optional_and_checked() {
+        let r = validated(FULL).unwrap();
+        assert!(r.access.is_default());
+
+        let role = format!(
+            "arn:{}:iam::222222222222:role/lockbox-rotation",
+            "aws-us-gov"
+        );
+        let json = FULL.replace(
+            "\"dryRun\": false",
+            &format!(
+                r#""dryRun": false, "region": "us-gov-west-1",
+                   "assumeRole": {{"roleArn": "{role}", "externalId": "ext-42"}}"#
+            ),
+        );
+        let r = validated(&json).unwrap();
+        assert_eq!(r.access.region.as_deref(), Some("us-gov-west-1"));
+        let assumed = r.access.role.as_ref().unwrap();
+        assert_eq!(assumed.role_arn, role);
+        assert_eq!(assumed.account, "222222222222");
+        assert_eq!(assumed.external_id.as_deref(), Some("ext-42"));
+        assert_eq!(assumed.session_name, "lockbox-r-20261122T0300Z");
+
+        let typo = json.replace("\"externalId\"", "\"externalID\"");
+        let err = validated(&typo).unwrap_err();
+        assert!(
+            matches!(&err, InputError::Parse(m) if m.contains("unknown field `externalID`")),
+            "{err}"
+        );
+        let err = validated(&json.replace(":role/", ":user/")).unwrap_err();
+        assert!(err.to_string().contains("is not a role"), "{err}");
+        let err = validated(&json.replace("us-gov-west-1", "west")).unwrap_err();
+        assert!(err.to_string().contains("region"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!   goes to [`secrets`]; anything else is a rotation input.
 //! - [`input`] parses the input strictly and validates it, deriving the rotation id and
 //!   compiling the [`policy`]; nothing has touched AWS yet.
+//! - [`account`] builds the clients the run uses: the function's own, or, when the input
+//!   names a role (and region), clients with that role's credentials in that region, so
+//!   everything below runs in the other account.
 //! - [`keycheck`] resolves the key with `DescribeKey` and refuses anything but an enabled,
 //!   symmetric, customer-managed encryption key.
 //! - `rotate` selects the parameters (`DescribeParameters`), then for each one writes a
@@ -20,6 +23,7 @@
 //! Values only ever live in [`value::SecretValue`] (zeroized, redacted `Debug`); no value
 //! is logged, printed or put in an error.
 
+pub mod account;
 pub mod generate;
 pub mod input;
 pub mod keycheck;
@@ -46,6 +50,9 @@ use store::SsmStore;
 /// and the usual credential chain apply to all three).
 #[derive(Debug, Clone)]
 pub struct Clients {
+    /// The configuration they were built from: the base for clients in another region or
+    /// with an assumed role ([`account`]).
+    config: aws_config::SdkConfig,
     /// Parameter Store.
     pub ssm: aws_sdk_ssm::Client,
     /// KMS: the key gate and `GenerateRandom`.
@@ -58,6 +65,7 @@ impl Clients {
     /// Builds all clients from one shared configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self {
+            config: config.clone(),
             ssm: aws_sdk_ssm::Client::new(config),
             kms: aws_sdk_kms::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
@@ -71,6 +79,9 @@ pub enum Error {
     /// The input is malformed or invalid; nothing was written.
     #[error(transparent)]
     Input(#[from] input::InputError),
+    /// The role the input names could not be assumed; nothing was called with it.
+    #[error(transparent)]
+    Access(#[from] account::AccessError),
     /// The key gate refused the key; nothing was written.
     #[error(transparent)]
     Key(#[from] keycheck::KeyError),
@@ -90,12 +101,30 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Input(_) => "InvalidInput",
+            Self::Access(_) => "AssumeRoleFailed",
             Self::Key(_) => "KeyRefused",
             Self::Select(_) => "SelectionFailed",
             Self::Failed(_) => "RotationFailed",
             Self::Secret(_) => "SecretRotationFailed",
         }
     }
+}
+
+/// An error and its sources, joined by their `Display` forms only. The SDK's
+/// `DisplayErrorContext` also prints the raw HTTP response, which for a call that returns
+/// a secret (STS credentials, KMS random bytes) could hold it when parsing failed.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        // Wrappers often repeat their source's text; say it once.
+        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 fn failure_summary(report: &Report) -> String {
@@ -175,18 +204,22 @@ impl Rotator {
         Ok(Response::Rotation(report))
     }
 
-    /// Runs a validated rotation: key gate, selection, then each parameter. Returns the
-    /// report even when parameters failed (see [`Report::has_failures`]).
+    /// Runs a validated rotation: the assumed role (if any), key gate, selection, then
+    /// each parameter. Returns the report even when parameters failed (see
+    /// [`Report::has_failures`]).
     pub async fn rotate(&self, rotation: &Rotation) -> Result<Report, Error> {
-        let key = keycheck::resolve(&self.clients.kms, &rotation.key_id).await?;
+        // The key gate, the selection and the writes all run with these clients: with an
+        // assumed role, the key checked is the one the other account's SSM will use.
+        let clients = account::clients(&self.clients, &rotation.access).await?;
+        let key = keycheck::resolve(&clients.kms, &rotation.key_id).await?;
         tracing::info!(
             rotation_id = %rotation.id.id,
             key = %key.arn,
             dry_run = rotation.dry_run,
             "key gate passed"
         );
-        let random = RandomSource::new(rotation.random_source, &self.clients.kms);
-        let store = SsmStore::new(self.clients.ssm.clone());
+        let random = RandomSource::new(rotation.random_source, &clients.kms);
+        let store = SsmStore::new(clients.ssm.clone());
         Ok(rotate::run(&store, rotation, &key, &random).await?)
     }
 }
@@ -217,6 +250,15 @@ fn rotation_input(event: Value) -> Result<RotationInput, input::InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chains_show_each_source_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("inner detail"));
+        assert_eq!(error_chain(&err), "outer: inner detail");
+    }
 
     #[test]
     fn an_eventbridge_envelope_supplies_time() {

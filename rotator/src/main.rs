@@ -36,6 +36,10 @@ INPUT (the schedule's Input; unknown fields are an error):
     }
     Optional: \"overrides\": {\"/name\": {\"policy\": {...}}}, \"randomSource\": \"os\" | \"kms\",
     \"pace\": {\"writesPerSecond\": 3, \"maxAttempts\": 8, \"baseDelayMs\": 200}.
+    Another account or region: \"region\": \"eu-west-1\",
+    \"assumeRole\": {\"roleArn\": \"arn:<partition>:iam::<account>:role/<name>\",
+                   \"externalId\": \"...\", \"sessionName\": \"...\"}; every call (key gate
+    included) then runs as that role, in that region.
     From the shell, rotationId defaults to the current minute; reuse the printed
     rotationId to resume an interrupted run without writing again.
 
@@ -43,7 +47,8 @@ RESULT:
     {\"rotationId\": \"...\", \"results\": [{\"name\", \"oldVersion\", \"newVersion\", \"keyId\", \"mode\",
      \"outcome\": \"rotated|unchanged|skipped|failed|dryRun\", \"reason\"}]}
     Exit status: 0 all good, 1 some parameter failed (result still printed),
-    2 refused before any write (bad input, key gate, selection) or other error.
+    2 refused before any write (bad input, role not assumable, key gate, selection)
+    or other error.
 
 ENVIRONMENT:
     AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...   the usual AWS SDK settings
@@ -77,6 +82,9 @@ const WIRE_LEVEL_CAPS: &[&str] = &[
     "aws_sdk_ssm=info",
     "aws_sdk_secretsmanager=info",
     "aws_sdk_kms=info",
+    // STS answers carry the assumed role's credentials.
+    "aws_sdk_sts=info",
+    "aws_config=info",
     "lambda_runtime=debug",
     "lambda_runtime_api_client=info",
 ];

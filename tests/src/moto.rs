@@ -95,13 +95,21 @@ impl Moto {
             .build()?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + READY_DEADLINE;
+        // werkzeug logs this line once moto itself has bound the port. An answer alone is not
+        // enough: between `free_port` and moto's bind another test's process (its moto or
+        // proxy) can take the port, and this test would then silently share that test's
+        // state (seen as "alias already exists" in a test that had just started).
+        let bound_line = format!("Running on {endpoint}\n");
         loop {
+            let bound =
+                std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains(&bound_line));
             // Any HTTP answer means the server is up; moto's API root needs no signature.
-            if http
-                .get(format!("{endpoint}/moto-api/data.json"))
-                .send()
-                .await
-                .is_ok()
+            if bound
+                && http
+                    .get(format!("{endpoint}/moto-api/data.json"))
+                    .send()
+                    .await
+                    .is_ok()
             {
                 break;
             }

@@ -73,7 +73,7 @@ impl Drop for TaskGuard {
 #[derive(Debug)]
 struct State {
     upstream: String,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, ProxyBody>,
     counts: Mutex<Counts>,
     rules: Mutex<VecDeque<FaultRule>>,
     latency: Mutex<Duration>,
@@ -272,7 +272,10 @@ async fn wait_while_stalled(state: &State) {
 }
 
 async fn handle(request: Request<Incoming>, state: &State, kill: &Notify) -> Response<ProxyBody> {
-    let op = operation(&request);
+    let (op, request) = match operation(&request) {
+        Some(op) => (op, request.map(BodyExt::boxed)),
+        None => query_operation(request).await,
+    };
     {
         let mut counts = lock(&state.counts);
         *counts.received.entry(op.clone()).or_default() += 1;
@@ -321,13 +324,28 @@ async fn handle(request: Request<Incoming>, state: &State, kill: &Notify) -> Res
 }
 
 /// The AWS operation of a JSON-protocol request: the part of `X-Amz-Target` after the dot.
-fn operation(request: &Request<Incoming>) -> String {
+fn operation(request: &Request<Incoming>) -> Option<String> {
     request
         .headers()
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(|target| target.rsplit('.').next().unwrap_or(target).to_owned())
-        .unwrap_or_else(|| format!("{} {}", request.method(), request.uri().path()))
+}
+
+/// The operation of a query-protocol request (STS `AssumeRole`): the form body's `Action`.
+/// The body is read to find it and forwarded as it was.
+async fn query_operation(request: Request<Incoming>) -> (String, Request<ProxyBody>) {
+    let fallback = format!("{} {}", request.method(), request.uri().path());
+    let (parts, body) = request.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let op = form_urlencoded::parse(&bytes)
+        .find(|(key, _)| key == "Action")
+        .map(|(_, action)| action.into_owned())
+        .unwrap_or(fallback);
+    (op, Request::from_parts(parts, full(bytes)))
 }
 
 fn take_fault(state: &State, op: &str) -> Option<Fault> {
@@ -361,7 +379,7 @@ fn aws_error(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     response
 }
 
-async fn forward(mut request: Request<Incoming>, state: &State) -> Response<ProxyBody> {
+async fn forward(mut request: Request<ProxyBody>, state: &State) -> Response<ProxyBody> {
     let path = request
         .uri()
         .path_and_query()

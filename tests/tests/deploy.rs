@@ -24,7 +24,17 @@ const MAX_GLIBC: (u32, u32) = (2, 34);
 const NO_RESOURCE_LEVEL: &[&str] = &[
     "ssm:DescribeParameters",
     "secretsmanager:BatchGetSecretValue",
+    "kms:GenerateRandom",
 ];
+/// The only statements allowed a `"*"` resource: each grants actions of
+/// [`NO_RESOURCE_LEVEL`] alone, with a comment in the template saying why.
+const WILDCARD_STATEMENTS: &[&str] = &[
+    "RotatorRolePolicy/DescribeParametersHasNoResourceLevelPermission",
+    "ConsumerRolePolicy/BatchGetSecretValueHasNoResourceLevelPermission",
+];
+/// KMS calls SSM makes on the rotator's behalf when it writes and reads back a
+/// SecureString (Standard: Encrypt, Advanced: GenerateDataKey, read-back: Decrypt).
+const KMS_VIA_SSM: &[&str] = &["kms:encrypt", "kms:generatedatakey", "kms:decrypt"];
 /// KMS actions that use key material: never granted without conditions.
 const KMS_CRYPTO: &[&str] = &[
     "kms:encrypt",
@@ -372,6 +382,46 @@ fn ssm_and_kms_actions_never_have_a_wildcard_resource() {
 }
 
 #[test]
+fn wildcard_resources_are_only_the_documented_exceptions() {
+    let template = template();
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = BTreeSet::new();
+    for (place, statement) in iam_statements(&template) {
+        if !strings(&statement["Resource"]).contains(&"*") {
+            continue;
+        }
+        found.insert(place.clone());
+        for action in actions(statement) {
+            assert!(
+                NO_RESOURCE_LEVEL
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&action)),
+                "{place}: {action} supports resource-level permissions; scope it"
+            );
+        }
+        // The comment right above the statement (or above its `- !If` / `- Condition`
+        // header) says why "*" is needed.
+        let sid = statement["Sid"]
+            .as_str()
+            .expect("a wildcard statement has a Sid");
+        let mut at = lines
+            .iter()
+            .position(|l| l.trim() == format!("- Sid: {sid}"))
+            .unwrap_or_else(|| panic!("{place}: Sid not found in template.yaml"));
+        while at > 0 && lines[at - 1].trim().starts_with("- ") && !lines[at - 1].contains(':') {
+            at -= 1;
+        }
+        assert!(
+            at > 0 && lines[at - 1].trim_start().starts_with('#'),
+            "{place}: no comment above the statement says why it needs \"*\""
+        );
+    }
+    let expected: BTreeSet<String> = WILDCARD_STATEMENTS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(found, expected);
+}
+
+#[test]
 fn kms_cryptography_is_only_via_a_service_and_for_owned_names() {
     let template = template();
     let mut checked = 0;
@@ -464,20 +514,144 @@ fn the_rotator_encrypts_and_the_consumer_decrypts_owned_parameters() {
         "the consumer only reads: {consumer:?}"
     );
     let rotator = ssm_actions("RotatorRole");
-    for needed in [
-        "ssm:getparameter",
-        "ssm:getparameters",
-        "ssm:getparametersbypath",
-        "ssm:getparameterhistory",
-        "ssm:putparameter",
-        "ssm:labelparameterversion",
-        "ssm:unlabelparameterversion",
-    ] {
-        assert!(rotator.contains(needed), "rotator lacks {needed}");
-    }
     assert!(
         !rotator.contains("ssm:deleteparameter"),
         "rotation never deletes"
+    );
+}
+
+/// The AWS calls in rotator/src (outside unit tests) as IAM actions (`ssm:PutParameter`),
+/// found as `<client>.<operation>()` with the rotator's client names: `ssm`, `kms` and `sm`
+/// (Secrets Manager).
+fn rotator_calls() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let dir = workspace_root().join("rotator/src");
+    for entry in std::fs::read_dir(&dir).expect("rotator/src") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        // Builders are chained over lines (`self\n.ssm\n.put_parameter()`).
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        for (client, service) in [("ssm.", "ssm"), ("kms.", "kms"), ("sm.", "secretsmanager")] {
+            let mut from = 0;
+            while let Some(found) = code[from..].find(client) {
+                let start = from + found;
+                from = start + client.len();
+                let before = code[..start].chars().last();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue; // `ssm.` inside `aws_sdk_ssm.`, `sm.` inside `ssm.`
+                }
+                let rest = &code[from..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if name.is_empty() || name == "clone" || !rest[name.len()..].starts_with("()") {
+                    continue;
+                }
+                let operation: String = name
+                    .split('_')
+                    .map(|w| {
+                        let mut chars = w.chars();
+                        chars.next().map_or_else(String::new, |c| {
+                            c.to_ascii_uppercase().to_string() + chars.as_str()
+                        })
+                    })
+                    .collect();
+                out.insert(format!("{service}:{operation}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_rotator_role_allows_exactly_the_calls_the_rotator_makes() {
+    let template = template();
+    let calls = rotator_calls();
+    // The scan itself works: these calls are certainly made.
+    for known in [
+        "ssm:PutParameter",
+        "ssm:DescribeParameters",
+        "kms:DescribeKey",
+        "secretsmanager:PutSecretValue",
+    ] {
+        assert!(calls.contains(known), "{known} not found in {calls:?}");
+    }
+    let granted: BTreeSet<String> = iam_statements(&template)
+        .into_iter()
+        .filter(|(place, _)| place.starts_with("RotatorRolePolicy/"))
+        .flat_map(|(_, s)| actions(s))
+        .collect();
+    let of = |set: &BTreeSet<String>, prefix: &str| -> BTreeSet<String> {
+        set.iter()
+            .filter(|a| a.starts_with(prefix))
+            .map(|a| a.to_ascii_lowercase())
+            .collect()
+    };
+
+    assert_eq!(
+        of(&granted, "ssm:"),
+        of(&calls, "ssm:"),
+        "SSM: granted vs called"
+    );
+
+    // KMS: what the rotator calls, plus what SSM calls for it; GenerateRandom ("*" only)
+    // is used only with "randomSource": "kms", which the schedule's input does not set.
+    let mut kms = of(&calls, "kms:");
+    assert!(kms.remove("kms:generaterandom"), "{calls:?}");
+    kms.extend(KMS_VIA_SSM.iter().map(|a| a.to_string()));
+    assert_eq!(of(&granted, "kms:"), kms, "KMS: granted vs needed");
+    let input = render_sub(&rotation_event(&template)["Input"]["Fn::Sub"], &|name| {
+        deployed_value(&template, name)
+    });
+    assert!(!input.contains("randomSource"), "{input}");
+
+    // Not granted by this stack, which attaches the rotator to no secret and rotates its
+    // own account only; the README says what each would need.
+    assert!(of(&granted, "secretsmanager:").is_empty(), "{granted:?}");
+    assert!(of(&granted, "sts:").is_empty(), "{granted:?}");
+    let docs = ["README.md", "rotator/README.md"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(workspace_root().join(f)).ok())
+        .collect::<String>();
+    for call in of(&calls, "secretsmanager:")
+        .iter()
+        .chain(&["sts:assumerole".to_owned()])
+    {
+        let operation = call.split(':').nth(1).unwrap_or_default();
+        assert!(
+            docs.to_ascii_lowercase().contains(operation),
+            "the README does not say that {call} is needed"
+        );
+    }
+}
+
+#[test]
+fn the_intent_tag_is_the_only_tag_the_rotator_may_set() {
+    let template = template();
+    let tagging: Vec<(String, &Value)> = iam_statements(&template)
+        .into_iter()
+        .filter(|(place, s)| {
+            place.starts_with("RotatorRolePolicy/")
+                && actions(s).contains(&"ssm:addtagstoresource".to_owned())
+        })
+        .collect();
+    assert_eq!(tagging.len(), 1, "one statement grants tagging");
+    let (place, statement) = &tagging[0];
+    assert_eq!(
+        actions(statement),
+        ["ssm:addtagstoresource"],
+        "{place}: alone"
+    );
+    assert_eq!(sub_of(&statement["Resource"]), Some(OWNED_PARAMETER_ARN));
+    assert_eq!(
+        condition_value(statement, "ForAllValues:StringEquals", "aws:TagKeys"),
+        Some(&json!([lockbox_rotator::INTENT_TAG])),
+        "{place}"
     );
 }
 
@@ -485,25 +659,21 @@ fn the_rotator_encrypts_and_the_consumer_decrypts_owned_parameters() {
 fn reading_by_path_is_allowed_on_the_path_and_below_it() {
     let template = template();
     let vars = |name: &str| deployed_value(&template, name);
-    for role in ["RotatorRole", "ConsumerRole"] {
-        let resources: BTreeSet<String> = iam_statements(&template)
-            .into_iter()
-            .filter(|(place, s)| {
-                place.starts_with(&format!("{role}Policy/"))
-                    && actions(s).contains(&"ssm:getparametersbypath".to_string())
-            })
-            .flat_map(|(_, s)| as_list(&s["Resource"]))
-            .filter_map(|r| evaluate(r, &vars))
-            .collect();
-        let path = "arn:aws:ssm:us-east-1:123456789012:parameter/app";
-        // Path=/app is checked against parameter/app; Path=/app/ against parameter/app/.
-        assert!(resources.contains(path), "{role}: {resources:?}");
-        assert!(
-            resources.contains(&format!("{path}/*")),
-            "{role}: {resources:?}"
-        );
-        assert_eq!(resources.len(), 2, "{role}: {resources:?}");
-    }
+    // The rotator selects with DescribeParameters, so only the consumer lists by path.
+    let resources: BTreeSet<String> = iam_statements(&template)
+        .into_iter()
+        .filter(|(place, s)| {
+            place.starts_with("ConsumerRolePolicy/")
+                && actions(s).contains(&"ssm:getparametersbypath".to_string())
+        })
+        .flat_map(|(_, s)| as_list(&s["Resource"]))
+        .filter_map(|r| evaluate(r, &vars))
+        .collect();
+    let path = "arn:aws:ssm:us-east-1:123456789012:parameter/app";
+    // Path=/app is checked against parameter/app; Path=/app/ against parameter/app/.
+    assert!(resources.contains(path), "{resources:?}");
+    assert!(resources.contains(&format!("{path}/*")), "{resources:?}");
+    assert_eq!(resources.len(), 2, "{resources:?}");
 }
 
 #[test]
@@ -623,6 +793,52 @@ fn the_schedule_input_is_json_with_the_scheduled_time_as_rotation_id() {
     assert_eq!(locals[0], "CreateKey");
     assert_eq!(locals[1], json!({"Fn::GetAtt": ["Key", "Arn"]}));
     assert_eq!(locals[2], json!({"Ref": "ExistingKeyArn"}));
+}
+
+#[test]
+fn the_schedule_input_is_accepted_by_the_rotators_own_parser() {
+    let template = template();
+    let sub = &rotation_event(&template)["Input"]["Fn::Sub"];
+    let partition = deployed_value(&template, "AWS::Partition").expect("partition");
+    let key_arn = format!(
+        "arn:{partition}:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    );
+    let default_length = parameter_default(&template, "RotationValueLength").expect("length");
+    for (length, exclude) in [
+        (default_length.as_str(), None),
+        ("16", Some("")),
+        ("4096", Some(" !#$%&'()*+,-./:;<=>?@[]^")),
+    ] {
+        let vars = |name: &str| match (name, exclude) {
+            ("RotationValueLength", _) => Some(length.to_owned()),
+            ("RotationExcludeCharacters", Some(e)) => Some(e.to_owned()),
+            _ => deployed_value(&template, name),
+        };
+        // What EventBridge Scheduler delivers: the scheduled time substituted.
+        let delivered = render_sub(sub, &vars)
+            .replace("<KeyArn>", &key_arn)
+            .replace("<aws.scheduler.scheduled-time>", "2026-11-22T03:00:00Z");
+        let rotation = lockbox_rotator::input::parse(&delivered)
+            .and_then(|input| input.validate(None))
+            .unwrap_or_else(|e| {
+                panic!("the rotator refuses the schedule's input: {e}\n{delivered}")
+            });
+        assert_eq!(rotation.key_id, key_arn);
+        assert_eq!(rotation.id.id, "2026-11-22T03:00:00Z");
+        assert_eq!(rotation.targets.paths, ["/app/"]);
+        assert!(rotation.access.is_default(), "own account and region");
+        let policy = rotation.policy.expect("regenerate has a policy");
+        assert_eq!(policy.length().to_string(), length);
+        for never in ['"', '\\'] {
+            assert!(
+                !policy.alphabet().contains(&(never as u8)),
+                "{never:?} generated"
+            );
+        }
+        for c in exclude.unwrap_or("/@").chars() {
+            assert!(!policy.alphabet().contains(&(c as u8)), "{c:?} generated");
+        }
+    }
 }
 
 #[test]

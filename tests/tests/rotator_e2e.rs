@@ -4,9 +4,14 @@
 //!
 //! moto does not check keys on `PutParameter` at all, so every "refused" below is the
 //! rotator's own key gate; "nothing written" is shown by the proxy's per-operation counts.
-//! Two things moto cannot produce are made here by [`Doctor`], a small front for the
-//! proxy: `TooManyUpdates` answers, and a key that reports `KeyManager=AWS` (moto reports
-//! every key, `alias/aws/ssm` included, as `CUSTOMER`).
+//! Three things moto cannot produce are made here by [`Doctor`], a small front for the
+//! proxy: `TooManyUpdates` answers, a key that reports `KeyManager=AWS` (moto reports
+//! every key, `alias/aws/ssm` included, as `CUSTOMER`), and STS refusing `AssumeRole`
+//! (moto lets anyone assume any role).
+//!
+//! Cross-account rotation relies on moto mapping credentials from STS `AssumeRole` to the
+//! role's account: a parameter written through a role in 222222222222 is a different
+//! parameter from the same name in moto's default account 123456789012.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -15,8 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::{Region, SdkConfig};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use aws_sdk_secretsmanager::types::RotationRulesType;
+use aws_sdk_ssm::config::SharedCredentialsProvider;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType, ResourceTypeForTagging, Tag};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -40,6 +48,10 @@ const WRITES: &[&str] = &[
     "UpdateSecret",
     "UpdateSecretVersionStage",
 ];
+
+/// The other account of the cross-account tests, and the region its parameters are in.
+const OTHER_ACCOUNT: &str = "222222222222";
+const OTHER_REGION: &str = "eu-west-1";
 
 const ID_1: &str = "2026-11-22T03:00:00Z";
 const LABEL_1: &str = "r-20261122T0300Z";
@@ -221,6 +233,7 @@ struct DoctorState {
     http: reqwest::Client,
     too_many_updates: AtomicUsize,
     aws_managed: Mutex<Vec<String>>,
+    deny_assume_role: std::sync::atomic::AtomicBool,
 }
 
 impl Doctor {
@@ -232,6 +245,7 @@ impl Doctor {
             http: reqwest::Client::builder().no_proxy().build()?,
             too_many_updates: AtomicUsize::new(0),
             aws_managed: Mutex::new(Vec::new()),
+            deny_assume_role: std::sync::atomic::AtomicBool::new(false),
         });
         let app = axum::Router::new()
             .fallback(doctor_handler)
@@ -248,6 +262,12 @@ impl Doctor {
 
     fn too_many_updates(&self, n: usize) {
         self.state.too_many_updates.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers every STS `AssumeRole` with `AccessDenied`, as STS does when the role's
+    /// trust policy does not name the caller (or wants another external id).
+    fn deny_assume_role(&self) {
+        self.state.deny_assume_role.store(true, Ordering::SeqCst);
     }
 
     fn make_aws_managed(&self, key_id: &str) {
@@ -284,6 +304,17 @@ async fn doctor_handler(
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    // STS speaks the query protocol: the operation is the form body's Action. The message
+    // deliberately leaves out the role, so a test sees whether lockbox's own error names it.
+    let is_assume_role =
+        form_urlencoded::parse(&bytes).any(|(k, v)| k == "Action" && v == "AssumeRole");
+    if is_assume_role && state.deny_assume_role.load(Ordering::SeqCst) {
+        let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+            <Error><Type>Sender</Type><Code>AccessDenied</Code>\
+            <Message>not authorized to perform sts:AssumeRole</Message></Error>\
+            <RequestId>00000000-0000-4000-8000-000000000000</RequestId></ErrorResponse>";
+        return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], body).into_response();
+    }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut upstream = state
         .http
@@ -621,6 +652,16 @@ async fn bad_inputs_fail_before_any_write_and_say_why() -> anyhow::Result<()> {
                 json!({"policy": {"length": 2}}),
             ),
             "shorter than the 4 classes",
+        ),
+        (
+            input(
+                json!({"names": ["/app/a"]}),
+                "alias/app-secrets",
+                "regenerate",
+                ID_1,
+                json!({"assumeRole": {"roleArn": "arn:aws:iam::222222222222:user/rotator"}}),
+            ),
+            "is not a role",
         ),
     ];
     for (ev, needle) in cases {
@@ -1425,5 +1466,232 @@ async fn the_lambda_runs_scheduled_inputs_retries_and_secret_steps() -> anyhow::
     }
     assert!(audit_lines(&logs).len() >= 2, "{logs}");
     sandbox.kill().await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Another account and region, through an assumed role
+// ------------------------------------------------------------------------------------------
+
+/// The role the rotator assumes in `account`.
+fn rotation_role(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/lockbox-rotation")
+}
+
+/// SDK configuration for moto acting as `role` in `region`, straight to moto (not through
+/// the proxy, so seeding and checking never shows in the counts).
+async fn assumed(moto: &Moto, role: &str, region: &str) -> SdkConfig {
+    let base = moto
+        .sdk_config()
+        .await
+        .to_builder()
+        .region(Region::new(region.to_owned()))
+        .build();
+    let provider = AssumeRoleProvider::builder(role)
+        .session_name("lockbox-e2e-seed")
+        .configure(&base)
+        .build()
+        .await;
+    base.to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_in_the_input_rotates_the_other_accounts_parameter_in_its_region(
+) -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let role = rotation_role(OTHER_ACCOUNT);
+    let name = "/app/db/password";
+
+    // The other account has its own key, under the same alias as the default account's,
+    // and its own parameter of the same name, in its region.
+    let other = assumed(&w.moto, &role, OTHER_REGION).await;
+    let other_kms = aws_sdk_kms::Client::new(&other);
+    let other_key = other_kms
+        .create_key()
+        .key_spec(KeySpec::SymmetricDefault)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await?
+        .key_metadata()
+        .context("metadata")?
+        .clone();
+    other_kms
+        .create_alias()
+        .alias_name("alias/app-secrets")
+        .target_key_id(other_key.key_id())
+        .send()
+        .await?;
+    let other_key_arn = other_key.arn().context("key ARN")?.to_owned();
+    assert!(
+        other_key_arn.contains(&format!(":{OTHER_REGION}:{OTHER_ACCOUNT}:")),
+        "moto put the key in the role's account and region: {other_key_arn}"
+    );
+    let other_ssm = aws_sdk_ssm::Client::new(&other);
+    other_ssm
+        .put_parameter()
+        .name(name)
+        .value("OLD-other-account-value-7")
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await?;
+    // The same name in the default account, and in the other account's default region:
+    // neither may change.
+    w.seed(name, "OLD-default-account-value-3").await?;
+    let other_home = assumed(&w.moto, &role, REGION).await;
+    aws_sdk_ssm::Client::new(&other_home)
+        .put_parameter()
+        .name(name)
+        .value("OLD-other-account-home-region-5")
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await?;
+
+    let ev = input(
+        json!({"names": [name]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({"region": OTHER_REGION,
+               "assumeRole": {"roleArn": role, "externalId": "lockbox-e2e-external-id"}}),
+    );
+    let run = run_bin(
+        &w.doctor.endpoint(),
+        &["--input", "-"],
+        Some(&ev.to_string()),
+        &[],
+    )
+    .await?;
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let report: Report = serde_json::from_str(&run.stdout)?;
+    let r = result(&report, name);
+    assert_eq!(r.outcome, Outcome::Rotated, "{:?}", r.reason);
+    assert_eq!((r.old_version, r.new_version), (Some(1), Some(2)));
+    assert_eq!(
+        r.key_id, other_key_arn,
+        "the key gate ran in the other account"
+    );
+    assert!(
+        w.proxy.calls("AssumeRole") >= 1,
+        "STS went through AWS_ENDPOINT_URL: {:?}",
+        w.proxy.call_counts()
+    );
+
+    // Rotated in the other account and region: a new version under that account's key,
+    // the old value kept as :previous.
+    let history = other_ssm
+        .get_parameter_history()
+        .name(name)
+        .send()
+        .await?
+        .parameters()
+        .to_vec();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].key_id(), Some(other_key_arn.as_str()));
+    let read = |selector: String| {
+        let ssm = other_ssm.clone();
+        async move {
+            ssm.get_parameter()
+                .name(selector)
+                .with_decryption(true)
+                .send()
+                .await
+                .map(|o| {
+                    o.parameter()
+                        .and_then(|p| p.value())
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+        }
+    };
+    let new = read(name.to_owned()).await?;
+    assert_ne!(new, "OLD-other-account-value-7");
+    assert_eq!(
+        read(format!("{name}:previous")).await?,
+        "OLD-other-account-value-7"
+    );
+    assert_eq!(read(format!("{name}:current")).await?, new);
+
+    // Untouched: the default account's parameter and the other account's home-region one.
+    assert_eq!(w.history(name).await?.len(), 1);
+    assert_eq!(w.value(name).await?, "OLD-default-account-value-3");
+    let home = aws_sdk_ssm::Client::new(&other_home)
+        .get_parameter_history()
+        .name(name)
+        .send()
+        .await?;
+    assert_eq!(home.parameters().len(), 1);
+
+    for value in [
+        "OLD-other-account-value-7",
+        "OLD-default-account-value-3",
+        new.as_str(),
+        "lockbox-e2e-external-id",
+    ] {
+        assert!(
+            !run.stdout.contains(value) && !run.stderr.contains(value),
+            "a value or the external id leaked into the output"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_that_cannot_be_assumed_fails_before_any_other_call_naming_the_role(
+) -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    let role = rotation_role(OTHER_ACCOUNT);
+    let ev = input(
+        json!({"names": ["/app/a"]}),
+        "alias/app-secrets",
+        "regenerate",
+        ID_1,
+        json!({"assumeRole": {"roleArn": role}}),
+    );
+    // STS is unavailable (every attempt answers 500): in-process, a typed error, and
+    // nothing but AssumeRole was called.
+    w.proxy
+        .fail_next(Some("AssumeRole"), 20, Fault::ServerError);
+    let err = w
+        .rotator(&[])
+        .await
+        .handle(ev.clone())
+        .await
+        .expect_err("STS fails");
+    assert!(matches!(err, Error::Access(_)), "{err}");
+    assert_eq!(err.kind(), "AssumeRoleFailed");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("cannot assume role {role}")), "{msg}");
+    let counts = w.proxy.call_counts();
+    assert!(
+        counts.keys().all(|op| op == "AssumeRole") && counts.get("AssumeRole") >= Some(&1),
+        "{counts:?}"
+    );
+    w.proxy.clear_faults();
+    w.proxy.reset_counts();
+
+    // STS refuses (the role's trust policy does not allow the caller): the binary exits 2
+    // with a message naming the role and STS's reason. The doctor answers for STS, so
+    // nothing at all reaches the proxy.
+    w.doctor.deny_assume_role();
+    let run = run_bin(
+        &w.doctor.endpoint(),
+        &["--input", "-"],
+        Some(&ev.to_string()),
+        &[],
+    )
+    .await?;
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "no result: {}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!("cannot assume role {role}")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("AccessDenied"), "{}", run.stderr);
+    assert_eq!(w.proxy.total(), 0, "{:?}", w.proxy.call_counts());
+    assert_eq!(w.history("/app/a").await?.len(), 1);
     Ok(())
 }

@@ -11,10 +11,13 @@
 //!   same size (the ceiling), in a process of its own like the extension;
 //! - **Init overhead**: process start to the first `next`, without prefetch;
 //! - **resident memory**: idle, and with 1,000 and 10,000 cached values of 1 KiB;
-//! - **layer zip size**, when `make layer` has built one.
+//! - **layer zip size**, when `make layer` has built one;
+//! - **rotator**: wall time and AWS calls of one rotation of 100 SecureString parameters
+//!   (regenerate, under a customer-managed key), through the counting proxy.
 //!
 //! Prints a table and writes `bench-results/results.json` and `bench-results/latency.svg`.
-//! The extension is `LOCKBOX_BIN` when set, else `target/release/lockbox`.
+//! The extension is `LOCKBOX_BIN` when set, else `target/release/lockbox`; the rotator
+//! `LOCKBOX_ROTATOR_BIN`, else `target/release/lockbox-rotator`.
 #![allow(
     clippy::print_stdout,
     reason = "the figures are the bench's output; they go to the terminal"
@@ -62,6 +65,23 @@ const MEMORY_VALUE_BYTES: usize = 1024;
 const GET_MANY_MAX: usize = 100;
 /// Parallel writes when seeding moto.
 const SEED_CONCURRENCY: usize = 16;
+/// Parameters one rotation rotates in the rotator figure.
+const ROTATED_PARAMETERS: usize = 100;
+/// The rotator's write pace in that figure: the most it allows, so the figure shows the
+/// rotator's own cost rather than its deliberate pacing (reported separately).
+const ROTATOR_WRITES_PER_SECOND: f64 = 100.0;
+/// The rotator's default pace (`pace.writesPerSecond`), to say what a default run takes.
+const ROTATOR_DEFAULT_WRITES_PER_SECOND: f64 = 3.0;
+/// AWS operations that change something: the calls the rotator's pace limits.
+const WRITE_OPERATION_PREFIXES: &[&str] = &[
+    "Put",
+    "Label",
+    "Unlabel",
+    "Delete",
+    "Update",
+    "AddTags",
+    "RemoveTags",
+];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -69,18 +89,24 @@ fn main() -> anyhow::Result<()> {
         let body = args.get(2).cloned().unwrap_or_default();
         return bare_server(body);
     }
-    // The harness finds the extension through LOCKBOX_BIN; the bench measures the release
-    // build. Set before any thread starts.
-    if std::env::var_os("LOCKBOX_BIN").is_none() {
-        let release = bins::target_dir().join("release").join("lockbox");
+    // The harness finds the binaries through LOCKBOX_BIN and LOCKBOX_ROTATOR_BIN; the bench
+    // measures the release builds. Set before any thread starts.
+    for (var, name, package) in [
+        ("LOCKBOX_BIN", "lockbox", "lockbox-extension"),
+        ("LOCKBOX_ROTATOR_BIN", "lockbox-rotator", "lockbox-rotator"),
+    ] {
+        if std::env::var_os(var).is_some() {
+            continue;
+        }
+        let release = bins::target_dir().join("release").join(name);
         if !release.is_file() {
             bail!(
                 "{} not found: build it first (make bench does: cargo build --release -p \
-                 lockbox-extension), or point LOCKBOX_BIN at a lockbox binary",
+                 {package}), or point {var} at a {name} binary",
                 release.display()
             );
         }
-        std::env::set_var("LOCKBOX_BIN", release);
+        std::env::set_var(var, release);
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -119,6 +145,9 @@ async fn run() -> anyhow::Result<()> {
     section("Layer zip");
     let layer = layer_figures();
 
+    section("Rotator: one rotation of 100 SecureString parameters (regenerate)");
+    let rotator = rotator_figures(&moto).await?;
+
     let results = json!({
         "taken_at": utc_now(),
         "machine": machine,
@@ -128,6 +157,7 @@ async fn run() -> anyhow::Result<()> {
         "init": init,
         "memory": memory,
         "layer_zip": layer,
+        "rotator": rotator,
         "bench_seconds": round1(started.elapsed().as_secs_f64()),
     });
     let dir = bins::workspace_root().join("bench-results");
@@ -784,14 +814,14 @@ fn layer_figures() -> Value {
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let is_layer = name.starts_with("lockbox") && name.ends_with(".zip");
+            let is_layer = name.starts_with("lockbox-layer-") && name.ends_with(".zip");
             let size = entry.metadata().ok()?.len();
             is_layer.then_some((name, size))
         })
         .collect();
     zips.sort();
     if zips.is_empty() {
-        row("layer zip", "not built (make layer)");
+        row("layer zip", "not built: make layer");
         return Value::Null;
     }
     for (name, size) in &zips {
@@ -804,6 +834,139 @@ fn layer_figures() -> Value {
         .map(|(name, size)| (name, json!(size)))
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+// ---------------------------------------------------------------------------------------
+// (f) Rotator
+// ---------------------------------------------------------------------------------------
+
+/// One run of the release rotator (`--input FILE`, as the schedule's payload) over
+/// [`ROTATED_PARAMETERS`] SecureString parameters, through a counting proxy: wall time from
+/// spawn to exit, and every AWS call it made, by operation.
+async fn rotator_figures(moto: &Moto) -> anyhow::Result<Value> {
+    let alias = "alias/lockbox-bench-rotate";
+    let key = moto.create_cmk(alias).await?;
+    let names: Vec<String> = (0..ROTATED_PARAMETERS)
+        .map(|i| format!("/bench/rotate/p{i:03}"))
+        .collect();
+    stream::iter(names.iter())
+        .map(|name| {
+            let key = key.clone();
+            async move {
+                moto.put_param(
+                    name,
+                    "initial-value-to-rotate",
+                    ParameterType::SecureString,
+                    Some(&key),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(SEED_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let proxy = Proxy::start(&moto.endpoint()).await?;
+    let input = json!({
+        "targets": {"paths": ["/bench/rotate/"]},
+        "keyId": alias,
+        "mode": "regenerate",
+        "policy": {"length": 32},
+        "rotationId": "2026-01-01T00:00:00Z",
+        "pace": {"writesPerSecond": ROTATOR_WRITES_PER_SECOND},
+    });
+    let dir = bins::workspace_root().join("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    // A .tmp name, so the file is ignored by git if the run is interrupted.
+    let file = dir.join("rotator-input.json.tmp");
+    std::fs::write(&file, input.to_string())?;
+    let began = Instant::now();
+    let output = Command::new(bins::rotator_bin()?)
+        .arg("--input")
+        .arg(&file)
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("AWS_REGION", lockbox_tests::moto::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running the rotator")?;
+    let wall = began.elapsed();
+    let _ = std::fs::remove_file(&file);
+    if !output.status.success() {
+        bail!(
+            "the rotator failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report: Value =
+        serde_json::from_slice(&output.stdout).context("the rotator's report is not JSON")?;
+    let rotated = report["results"].as_array().map_or(0, |results| {
+        results.iter().filter(|r| r["outcome"] == "rotated").count()
+    });
+    if rotated != ROTATED_PARAMETERS {
+        bail!("the rotator rotated {rotated} of {ROTATED_PARAMETERS}: {report}");
+    }
+    let mut by_operation: Vec<(String, usize)> = proxy.call_counts().into_iter().collect();
+    by_operation.sort();
+    let calls = proxy.total();
+    // What the pace limits: every call that changes something.
+    let writes: usize = by_operation
+        .iter()
+        .filter(|(op, _)| {
+            WRITE_OPERATION_PREFIXES
+                .iter()
+                .any(|verb| op.starts_with(verb))
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let paced_default = writes as f64 / ROTATOR_DEFAULT_WRITES_PER_SECOND;
+    let ops_text = by_operation
+        .iter()
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    row(
+        "wall time",
+        &format!(
+            "{} ms, spawn to exit ({rotated} rotated; pace {ROTATOR_WRITES_PER_SECOND} \
+             writes/s)",
+            ms(wall)
+        ),
+    );
+    row(
+        "AWS calls",
+        &format!(
+            "{calls}, {:.2} a parameter ({ops_text})",
+            calls as f64 / ROTATED_PARAMETERS as f64
+        ),
+    );
+    row(
+        "at the default pace",
+        &format!(
+            "{writes} writes at {ROTATOR_DEFAULT_WRITES_PER_SECOND} writes/s: at least \
+             {paced_default:.0} s"
+        ),
+    );
+    Ok(json!({
+        "parameters": ROTATED_PARAMETERS,
+        "rotated": rotated,
+        "writes_per_second": ROTATOR_WRITES_PER_SECOND,
+        "wall_ms": ms_f(wall),
+        "aws_calls": calls,
+        "aws_calls_by_operation": by_operation
+            .iter()
+            .map(|(op, n)| (op.clone(), json!(n)))
+            .collect::<serde_json::Map<_, _>>(),
+        "writes": writes,
+        "default_pace_min_seconds": round1(paced_default),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,19 +4,28 @@
 //! a SecureString and a String parameter and a JSON secret, runs the real extension under
 //! the Lambda sandbox, invokes a sample function three times and shows what the function
 //! read and which AWS calls each invoke cost: misses the first time, cache hits after.
+//!
+//! Then a rotation: the real `lockbox-rotator` binary gives the SecureString a new value
+//! under the same key while the function keeps being invoked, and the demo shows the
+//! function reading the old version from the cache, then the new one once the (short, for
+//! the demo) TTL has run out. Secrets appear only as a length and a SHA-256 prefix.
 #![allow(
     clippy::print_stdout,
     reason = "a demo's output is its purpose; it goes to the terminal, not to CloudWatch"
 )]
 
+use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use aws_sdk_ssm::types::ParameterType;
+use lockbox_tests::bins::rotator_bin;
 use lockbox_tests::client::ExtClient;
 use lockbox_tests::sandbox::Sandbox;
 use lockbox_tests::{lockbox_builder, Moto, Proxy, INIT_TIMEOUT};
-use serde_json::Value;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 const KEY_ALIAS: &str = "alias/lockbox-demo";
@@ -26,6 +35,15 @@ const SECRET_ID: &str = "demo/api";
 const INVOKES: usize = 3;
 /// The AWS operations the sample function can cause.
 const OPERATIONS: [&str; 2] = ["GetParameter", "GetSecretValue"];
+/// The extension's SSM TTL in the demo (the default is 300 s): short, so the rotated value
+/// reaches the function within seconds.
+const DEMO_SSM_TTL_SECS: u64 = 3;
+/// How long the demo waits for the rotated value to reach the function before giving up.
+const ROTATION_DEADLINE: Duration = Duration::from_secs(30);
+/// Time between two invokes while waiting: a function called four times a second.
+const INVOKE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the rotator may take (it usually needs about a second).
+const ROTATOR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One value the sample function read.
 struct Read {
@@ -85,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let (builder, client) = lockbox_builder(&proxy.endpoint())?;
     let sandbox = builder
         .env("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "info")
+        .env("SSM_PARAMETER_STORE_TTL", DEMO_SSM_TTL_SECS.to_string())
         .start()
         .await?;
     let registration = sandbox.wait_registered(INIT_TIMEOUT).await?;
@@ -133,6 +152,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!();
+    rotation(&sandbox, &client, &proxy).await?;
+
+    println!();
     let (status, took) = sandbox.shutdown(Duration::from_secs(5)).await?;
     row(
         "shutdown",
@@ -140,6 +162,237 @@ async fn main() -> anyhow::Result<()> {
     );
     finish(sandbox, moto);
     Ok(())
+}
+
+/// The password as the function saw it in one invoke: never the value itself.
+struct Seen {
+    version: i64,
+    chars: usize,
+    fingerprint: String,
+    /// `X-Lockbox-Cache`: `hit` or `miss`.
+    cache: String,
+}
+
+impl Seen {
+    fn describe(&self) -> String {
+        format!(
+            "version {}, sha256 {} ({} chars)",
+            self.version, self.fingerprint, self.chars
+        )
+    }
+}
+
+/// The rotation act: read, rotate with the real rotator binary, read until the new
+/// version arrives.
+async fn rotation(sandbox: &Sandbox, client: &ExtClient, proxy: &Proxy) -> anyhow::Result<()> {
+    println!("rotation      {PASSWORD_NAME}: lockbox-rotator writes a new value under {KEY_ALIAS}");
+    println!(
+        "              while the function keeps reading it (SSM TTL {DEMO_SSM_TTL_SECS} s for the demo)"
+    );
+    let before = sandbox
+        .invoke_with(|| read_password(client.clone(), PASSWORD_NAME.to_owned()))
+        .await??;
+    println!("  {:<22}{}", "function reads", before.describe());
+
+    proxy.reset_counts();
+    let run = run_rotator(&proxy.endpoint()).await?;
+    let rotated_at = Instant::now();
+    println!(
+        "  {:<22}lockbox-rotator --input - exited {} after {}",
+        "rotator runs",
+        run.status,
+        millis(run.took)
+    );
+    for (i, line) in wrap(&all_calls(proxy), 72).iter().enumerate() {
+        println!("  {:<22}{line}", if i == 0 { "its AWS calls" } else { "" });
+    }
+    println!(
+        "  {:<22}(names, versions, key; never a value):",
+        "its result"
+    );
+    for line in run.stdout.lines() {
+        println!("  {:<22}  {line}", "");
+    }
+
+    // Invoke the function until it sees the new version; until the cached entry expires
+    // it keeps getting the old one, which is why both must stay valid for one TTL.
+    proxy.reset_counts();
+    let deadline = rotated_at + ROTATION_DEADLINE;
+    let mut cached_reads = 0;
+    let after = loop {
+        let seen = sandbox
+            .invoke_with(|| read_password(client.clone(), PASSWORD_NAME.to_owned()))
+            .await??;
+        if seen.version > before.version {
+            break seen;
+        }
+        cached_reads += 1;
+        if Instant::now() >= deadline {
+            bail!(
+                "the function still read version {} {} after the rotation",
+                seen.version,
+                millis(ROTATION_DEADLINE)
+            );
+        }
+        tokio::time::sleep(INVOKE_INTERVAL).await;
+    };
+    println!(
+        "  {:<22}{cached_reads} more invokes read version {} from the cache",
+        "until its TTL ends", before.version
+    );
+    println!(
+        "  {:<22}{}, {:.1} s after the rotation",
+        "function reads",
+        after.describe(),
+        rotated_at.elapsed().as_secs_f64()
+    );
+    // Refresh ahead fetches in batches (GetParameters) at the start of an invoke, so the
+    // new version usually arrives as a hit; name whatever calls fetched it.
+    let fetched = all_calls(proxy);
+    println!(
+        "  {:<22}X-Lockbox-Cache: {}; fetched meanwhile with {}",
+        "",
+        after.cache,
+        if fetched.is_empty() {
+            "no AWS call"
+        } else {
+            &fetched
+        }
+    );
+    let previous = format!("{PASSWORD_NAME}:previous");
+    let old = sandbox
+        .invoke_with(|| read_password(client.clone(), previous.clone()))
+        .await??;
+    println!("  {:<22}{}", "and :previous", old.describe());
+    println!(
+        "  {:<22}the old value stays readable while consumers switch over",
+        ""
+    );
+    Ok(())
+}
+
+/// `text` cut at ", " into lines of at most about `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for item in text.split(", ") {
+        let line = lines.last_mut().expect("never empty");
+        if line.is_empty() {
+            line.push_str(item);
+        } else if line.len() + 2 + item.len() <= width {
+            line.push_str(", ");
+            line.push_str(item);
+        } else {
+            line.push(',');
+            lines.push(item.to_owned());
+        }
+    }
+    lines
+}
+
+/// One read of the password (`name`, or `name:label`) through the extension, as function
+/// code does it.
+async fn read_password(client: ExtClient, name: String) -> anyhow::Result<Seen> {
+    let response = client
+        .get_parameter(&name, &[("withDecryption", "true")])
+        .await?;
+    if response.status != 200 {
+        // The error type only: an error body never holds a value, but say less anyway.
+        bail!(
+            "reading {name}: HTTP {} {}",
+            response.status,
+            response.error_type().unwrap_or_default()
+        );
+    }
+    let body = response.json()?;
+    let parameter = &body["Parameter"];
+    let value = parameter["Value"].as_str().context("no Parameter.Value")?;
+    Ok(Seen {
+        version: parameter["Version"]
+            .as_i64()
+            .context("no Parameter.Version")?,
+        chars: value.chars().count(),
+        fingerprint: fingerprint(value),
+        cache: response
+            .header("x-lockbox-cache")
+            .unwrap_or("(no X-Lockbox-Cache)")
+            .to_owned(),
+    })
+}
+
+/// What the rotator binary did.
+struct RotatorRun {
+    /// The exit code (0: every parameter rotated).
+    status: i32,
+    took: Duration,
+    /// The JSON result: names, versions, key, outcome; never a value.
+    stdout: String,
+}
+
+/// Runs the real `lockbox-rotator --input -` against `endpoint`, with only the settings a
+/// deployment would give it: nothing from this shell's AWS configuration can leak in.
+async fn run_rotator(endpoint: &str) -> anyhow::Result<RotatorRun> {
+    let input = json!({
+        "targets": {"names": [PASSWORD_NAME]},
+        "keyId": KEY_ALIAS,
+        "mode": "regenerate",
+        "policy": {"length": 32, "exclude": "\"'\\`"},
+    });
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(rotator_bin()?)
+        .args(["--input", "-"])
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", lockbox_tests::moto::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting lockbox-rotator")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.to_string().as_bytes()).await?;
+    }
+    let out = tokio::time::timeout(ROTATOR_TIMEOUT, child.wait_with_output())
+        .await
+        .context("lockbox-rotator did not finish")??;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        // The rotator's own output never holds a value, so it can be shown as it is.
+        bail!(
+            "lockbox-rotator failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(RotatorRun {
+        status: out.status.code().unwrap_or(-1),
+        took: started.elapsed(),
+        stdout,
+    })
+}
+
+/// Every operation the proxy saw, by name: "AddTagsToResource x1, DescribeKey x1, ...".
+fn all_calls(proxy: &Proxy) -> String {
+    let mut calls: Vec<(String, usize)> = proxy.call_counts().into_iter().collect();
+    calls.sort();
+    calls
+        .iter()
+        .map(|(op, n)| format!("{op} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first 8 hex digits of the value's SHA-256: enough to tell two values apart.
+fn fingerprint(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The sample function's code: what a handler does with the extension, over plain HTTP.
