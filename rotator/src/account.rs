@@ -27,7 +27,7 @@ const SESSION_PREFIX: &str = "lockbox-";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssumeRoleSpec {
-    /// The role's ARN, e.g. `arn:aws:iam::222222222222:role/lockbox-rotation`.
+    /// The role's ARN, e.g. `arn:<partition>:iam::222222222222:role/lockbox-rotation`.
     pub role_arn: String,
     /// The external id the role's trust policy requires (`sts:ExternalId`), if any.
     #[serde(default)]

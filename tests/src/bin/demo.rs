@@ -461,10 +461,13 @@ fn aws_calls(proxy: &Proxy, reads: usize) -> String {
     format!("{list}: {total} cache misses, {hits} hits")
 }
 
-/// First two characters, an ellipsis and the length: enough to recognise, not to use.
+/// A fingerprint and the length: enough to tell values apart, nothing of the value itself.
 fn mask(value: &str) -> String {
-    let head: String = value.chars().take(2).collect();
-    format!("{head}… ({} chars, masked)", value.chars().count())
+    format!(
+        "sha256 {} ({} chars, masked)",
+        fingerprint(value),
+        value.chars().count()
+    )
 }
 
 fn millis(duration: Duration) -> String {
