@@ -517,6 +517,26 @@ impl Sandbox {
         lock(&self.shared.logs).clone()
     }
 
+    /// The first output line containing `needle`, waiting for it until `timeout`.
+    ///
+    /// The process's output reaches the sandbox through a pipe and a reader task, so a line
+    /// written just before a lifecycle step (such as `next`) may arrive just after it.
+    pub async fn wait_log_line(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log_lines().into_iter().find(|l| l.contains(needle)) {
+                return Ok(line);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "no output line with {needle:?} within {timeout:?}:\n{}",
+                    self.report()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Init errors the process posted.
     pub fn init_errors(&self) -> Vec<ErrorReport> {
         self.shared

@@ -289,10 +289,8 @@ async fn first_next_comes_only_after_prefetch_is_done() -> anyhow::Result<()> {
     let at_next = proxy.total();
     assert!(at_next >= 3, "prefetch calls: {:?}", proxy.call_counts());
     let prefetch_line = sandbox
-        .log_lines()
-        .into_iter()
-        .find(|l| l.contains("prefetch done"))
-        .unwrap_or_else(|| panic!("no prefetch done line:\n{}", sandbox.report()));
+        .wait_log_line("prefetch done", Duration::from_secs(5))
+        .await?;
     let line: Value = serde_json::from_str(&prefetch_line)?;
     let elapsed_ms = line["fields"]["elapsed_ms"]
         .as_u64()
@@ -414,12 +412,12 @@ async fn required_prefetch_with_missing_values_fails_init_listing_them() -> anyh
     // Not required: the same plan only logs, Init finishes and the loaded value is a hit.
     let (sandbox, _proxy, client) = spawn_lockbox(&moto, &[("LOCKBOX_PREFETCH", plan)]).await?;
     assert!(sandbox.init_errors().is_empty(), "{}", sandbox.report());
+    let not_loaded = sandbox
+        .wait_log_line("prefetch could not load", Duration::from_secs(5))
+        .await?;
     assert!(
-        sandbox
-            .log_lines()
-            .iter()
-            .any(|l| l.contains("prefetch could not load") && l.contains("/app/missing-param")),
-        "{}",
+        not_loaded.contains("/app/missing-param"),
+        "{not_loaded}\n{}",
         sandbox.report()
     );
     let present = client.get_parameter("/app/present", &[]).await?;
