@@ -50,6 +50,8 @@ use tokio::process::{Child, Command};
 const BARE_SERVER_ARG: &str = "--bare-server";
 /// Latency the proxy adds to every AWS call in the prefetch figure.
 const AWS_LATENCY: Duration = Duration::from_millis(25);
+/// How long to wait for a log line the extension has already written.
+const LOG_WAIT: Duration = Duration::from_secs(5);
 /// Prefetch runs per configuration; the median is reported.
 const PREFETCH_RUNS: usize = 3;
 /// Init runs without prefetch; percentiles are reported.
@@ -279,6 +281,20 @@ fn log_field(sandbox: &Sandbox, message: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// [`log_field`], polled until [`LOG_WAIT`] has passed: the line is written before the
+/// extension calls `next`, but the harness reads the extension's stdout on its own task,
+/// so it may not have it yet when Init is seen to end.
+async fn wait_log_field(sandbox: &Sandbox, message: &str, field: &str) -> Option<u64> {
+    let deadline = Instant::now() + LOG_WAIT;
+    loop {
+        let found = log_field(sandbox, message, field);
+        if found.is_some() || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// One prefetch at Init: what the extension logged and what the proxy counted.
 #[derive(Debug, Clone)]
 struct PrefetchRun {
@@ -301,7 +317,8 @@ async fn prefetch_runs(
     let mut runs = Vec::new();
     for _ in 0..PREFETCH_RUNS {
         let start = start_extension(moto, latency, &[("LOCKBOX_PREFETCH", plan)]).await?;
-        let elapsed_ms = log_field(&start.sandbox, "prefetch done", "elapsed_ms")
+        let elapsed_ms = wait_log_field(&start.sandbox, "prefetch done", "elapsed_ms")
+            .await
             .with_context(|| format!("no `prefetch done` line:\n{}", start.sandbox.report()))?;
         let mut by_operation: Vec<(String, usize)> =
             start.proxy.call_counts().into_iter().collect();
@@ -311,7 +328,9 @@ async fn prefetch_runs(
             init: start.init,
             calls: start.proxy.total(),
             by_operation,
-            loaded: log_field(&start.sandbox, "prefetch done", "loaded").unwrap_or(0),
+            loaded: wait_log_field(&start.sandbox, "prefetch done", "loaded")
+                .await
+                .unwrap_or(0),
         });
     }
     runs.sort_by_key(|run| run.elapsed_ms);
