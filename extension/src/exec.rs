@@ -386,32 +386,7 @@ pub async fn report_init_error(err: &ExecError) {
 /// Installs the wrapper's logging: JSON lines like the extension's, but on stderr, as
 /// stdout belongs to the runtime it becomes.
 pub fn init_logging(level: LogLevel) {
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = match level {
-        LogLevel::Debug => LevelFilter::DEBUG,
-        LogLevel::Info => LevelFilter::INFO,
-        LogLevel::Warn => LevelFilter::WARN,
-        LogLevel::Error => LevelFilter::ERROR,
-        LogLevel::None => return,
-    };
-    // lockbox's own events only: the HTTP client's debug output can include bodies.
-    let targets = tracing_subscriber::filter::Targets::new()
-        .with_target("lockbox_extension", filter)
-        .with_target("lockbox_exec", filter);
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .with_target(false)
-                .with_writer(std::io::stderr),
-        )
-        .with(targets)
-        .try_init();
+    crate::logging::init_to(level, "lockbox_exec", std::io::stderr);
 }
 
 #[cfg(test)]
