@@ -501,11 +501,9 @@ async fn rendered_file_has_the_values_mode_0600_and_follows_a_change() -> anyhow
         .filter(|e| e.file_name().as_bytes().ends_with(b".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert!(
-        sandbox.logs().contains("rendered files updated"),
-        "{}",
-        sandbox.report()
-    );
+    sandbox
+        .wait_log_line("rendered files updated", Duration::from_secs(5))
+        .await?;
     assert_no_value_logged(
         &sandbox,
         &output,

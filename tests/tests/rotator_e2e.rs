@@ -1452,6 +1452,8 @@ async fn the_lambda_runs_scheduled_inputs_retries_and_secret_steps() -> anyhow::
         "OLD-lambda-secret-sigma"
     );
 
+    // Stopped first, so every line it wrote has come through the pipe before the check.
+    sandbox.kill().await?;
     let logs = sandbox.logs();
     for value in [
         "OLD-lambda-value-omega".to_owned(),
@@ -1465,7 +1467,6 @@ async fn the_lambda_runs_scheduled_inputs_retries_and_secret_steps() -> anyhow::
         );
     }
     assert!(audit_lines(&logs).len() >= 2, "{logs}");
-    sandbox.kill().await?;
     Ok(())
 }
 
