@@ -24,6 +24,8 @@ export ARCH
 # Test runner: auto (cargo-nextest when installed, else cargo test), nextest, or cargo.
 TEST_RUNNER ?= auto
 export TEST_RUNNER
+# Bench sections to run (prefetch hits init memory layer rotator); empty means all.
+ONLY ?=
 # nextest's ci profile (.config/nextest.toml) when CI=true: no fail-fast, hung tests killed.
 NEXTEST_PROFILE := $(if $(filter true,$(CI)),ci,default)
 
@@ -65,10 +67,10 @@ demo: setup build ## Run the demo: moto, a key, parameters, a secret, the extens
 	@$(ROOT)/scripts/require-bin.sh demo
 	cargo run -p lockbox-tests --bin demo
 
-bench: setup ## Release build, then the benchmark figures (bin lockbox-tests/bench)
+bench: setup ## The layer's build (profile lambda), then the benchmark figures (ONLY="memory hits" for some)
 	@$(ROOT)/scripts/require-bin.sh bench
-	cargo build --release -p lockbox-extension -p lockbox-rotator
-	cargo run --release -p lockbox-tests --bin bench
+	cargo build --profile lambda -p lockbox-extension -p lockbox-rotator
+	cargo run --release -p lockbox-tests --bin bench -- $(ONLY)
 
 layer: setup ## Layer zips for x86_64 and arm64 in dist/ (says so plainly when arm64 cannot be built)
 	$(ROOT)/scripts/layer.sh zip x86_64 arm64

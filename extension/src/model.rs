@@ -63,6 +63,75 @@ impl Serialize for SecretBytes {
     }
 }
 
+/// A response body being written: a value passes through it on its way to function code,
+/// so every buffer it ever used is wiped. Growing allocates a new buffer and wipes the old
+/// one (a plain `Vec` would leave the old copy in freed memory), and the finished body is
+/// wiped when hyper has sent it and drops the last reference.
+#[derive(Default)]
+pub struct WipingBuffer(Zeroizing<Vec<u8>>);
+
+impl WipingBuffer {
+    /// A buffer that holds `capacity` bytes before it first grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Zeroizing::new(Vec::with_capacity(capacity)))
+    }
+
+    /// The body, sent without another copy.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(self.0)
+    }
+
+    /// What has been written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::io::Write for WipingBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let needed = self.0.len() + data.len();
+        if needed > self.0.capacity() {
+            let mut bigger = Vec::with_capacity(needed.max(self.0.capacity() * 2));
+            bigger.extend_from_slice(&self.0);
+            // The old buffer is wiped as the old `Zeroizing` drops here.
+            self.0 = Zeroizing::new(bigger);
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl fmt::Debug for WipingBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<body, {} bytes>", self.0.len())
+    }
+}
+
+/// A short string that almost always has one of a few values (a parameter's type and data
+/// type): those are shared statics, so thousands of cached parameters do not each hold
+/// their own copy.
+pub type Label = std::borrow::Cow<'static, str>;
+
+/// The [`Label`] for `text`, without an allocation when it is a common one.
+pub fn label(text: &str) -> Label {
+    const COMMON: [&str; 6] = [
+        "String",
+        "StringList",
+        "SecureString",
+        "text",
+        "aws:ec2:image",
+        "aws:ssm:integration",
+    ];
+    match COMMON.iter().find(|c| **c == text) {
+        Some(common) => Label::Borrowed(common),
+        None => Label::Owned(text.to_owned()),
+    }
+}
+
 /// One SSM parameter version, as `GetParameter` returns it (field names as the AWS layer's
 /// JSON, in its order).
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +141,7 @@ pub struct Parameter {
     #[serde(rename = "ARN")]
     pub arn: Option<String>,
     /// `text`, `aws:ec2:image`, ...; null for Secrets Manager references.
-    pub data_type: Option<String>,
+    pub data_type: Option<Label>,
     /// RFC 3339 with milliseconds and `Z`.
     pub last_modified_date: Option<String>,
     /// The parameter's name (never the ARN, even when asked by ARN).
@@ -84,7 +153,7 @@ pub struct Parameter {
     pub source_result: Option<SecretText>,
     /// `String`, `StringList` or `SecureString`.
     #[serde(rename = "Type")]
-    pub kind: String,
+    pub kind: Label,
     /// The value; a SecureString's ciphertext unless decryption was asked for.
     pub value: SecretText,
     /// The version number.
@@ -115,6 +184,24 @@ pub struct Secret {
     /// Staging labels on this version (`AWSCURRENT`, `AWSPREVIOUS`, ...).
     #[serde(rename = "VersionStages")]
     pub version_stages: Vec<String>,
+}
+
+impl Parameter {
+    /// Bytes of the value and metadata that carry data, to size a response body.
+    pub fn payload_len(&self) -> usize {
+        self.value.expose().len() + self.source_result.as_ref().map_or(0, |s| s.expose().len())
+    }
+}
+
+impl Secret {
+    /// Bytes of the value as served (binary in base64), to size a response body.
+    pub fn payload_len(&self) -> usize {
+        self.secret_string.as_ref().map_or(0, |s| s.expose().len())
+            + self
+                .secret_binary
+                .as_ref()
+                .map_or(0, |b| b.0.len().div_ceil(3) * 4)
+    }
 }
 
 /// The always-empty `ResultMetadata` object of the AWS layer's answers.
@@ -198,6 +285,19 @@ pub fn format_timestamp(secs: i64, nanos: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wiping_buffer_keeps_every_byte_across_growth() {
+        use std::io::Write as _;
+        let mut buffer = WipingBuffer::with_capacity(4);
+        for chunk in ["ab", "cdef", &"g".repeat(100), "h"] {
+            buffer.write_all(chunk.as_bytes()).unwrap();
+        }
+        let expected = format!("abcdef{}h", "g".repeat(100));
+        assert_eq!(buffer.as_slice(), expected.as_bytes());
+        assert_eq!(&buffer.into_bytes()[..], expected.as_bytes());
+        assert_eq!(format!("{:?}", WipingBuffer::default()), "<body, 0 bytes>");
+    }
 
     fn parameter() -> Parameter {
         Parameter {

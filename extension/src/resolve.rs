@@ -429,7 +429,7 @@ impl Fetch for CacheFetch<'_> {
                         name: p.name.clone(),
                         arn: p.arn.clone(),
                         selector: p.selector.clone(),
-                        kind: p.kind.clone(),
+                        kind: p.kind.to_string(),
                         value: Zeroizing::new(p.value.expose().to_owned()),
                     }),
                     _ => None,

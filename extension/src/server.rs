@@ -5,10 +5,12 @@
 //! token) is one middleware, [`guard`], applied before any route runs.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -22,6 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 use crate::batch::{self, Purpose};
 use crate::cache::{Cache, Freshness, Item, Key, Lookup};
@@ -29,7 +32,7 @@ use crate::config::AuthToken;
 use crate::error::ApiError;
 use crate::model::{
     Parameter, ParameterResponse, ParametersResponse, PathResponse, ResultMetadata, Secret,
-    SecretResponse, SecretsResponse,
+    SecretResponse, SecretsResponse, WipingBuffer,
 };
 use crate::prefetch::PrefetchGate;
 use crate::request::{self, Output};
@@ -220,10 +223,13 @@ async fn get_parameter(
     };
     match &req.output {
         Output::Envelope => Ok(with_cache_headers(
-            json(&ParameterResponse {
-                parameter,
-                result_metadata: ResultMetadata::default(),
-            }),
+            json(
+                &ParameterResponse {
+                    parameter,
+                    result_metadata: ResultMetadata::default(),
+                },
+                parameter.value.expose().len(),
+            ),
             &lookup,
         )),
         output => Ok(with_cache_headers(
@@ -257,10 +263,13 @@ async fn get_secret(
     };
     match &req.output {
         Output::Envelope => Ok(with_cache_headers(
-            json(&SecretResponse {
-                secret,
-                result_metadata: ResultMetadata::default(),
-            }),
+            json(
+                &SecretResponse {
+                    secret,
+                    result_metadata: ResultMetadata::default(),
+                },
+                secret.payload_len(),
+            ),
             &lookup,
         )),
         output => {
@@ -317,11 +326,15 @@ async fn get_parameters(
             _ => None,
         })
         .collect();
-    let mut response = json(&ParametersResponse {
-        parameters,
-        invalid_parameters: &many.invalid,
-        result_metadata: ResultMetadata::default(),
-    });
+    let size = parameters.iter().map(|p| p.payload_len() + 256).sum();
+    let mut response = json(
+        &ParametersResponse {
+            parameters,
+            invalid_parameters: &many.invalid,
+            result_metadata: ResultMetadata::default(),
+        },
+        size,
+    );
     batch_headers(&mut response, many.hits, req.names.len());
     Ok(response)
 }
@@ -357,10 +370,14 @@ async fn get_parameters_by_path(
     let Item::Parameters(parameters) = &entry.item else {
         return Err(internal("cache entry of the wrong kind"));
     };
-    let response = json(&PathResponse {
-        parameters: parameters.iter().collect(),
-        result_metadata: ResultMetadata::default(),
-    });
+    let size = parameters.iter().map(|p| p.payload_len() + 256).sum();
+    let response = json(
+        &PathResponse {
+            parameters: parameters.iter().collect(),
+            result_metadata: ResultMetadata::default(),
+        },
+        size,
+    );
     Ok(with_cache_headers(
         response,
         &Lookup {
@@ -403,11 +420,15 @@ async fn get_secrets(
             _ => None,
         })
         .collect();
-    let mut response = json(&SecretsResponse {
-        secret_values: secrets,
-        errors: &many.errors,
-        result_metadata: ResultMetadata::default(),
-    });
+    let size = secrets.iter().map(|s| s.payload_len() + 256).sum();
+    let mut response = json(
+        &SecretsResponse {
+            secret_values: secrets,
+            errors: &many.errors,
+            result_metadata: ResultMetadata::default(),
+        },
+        size,
+    );
     batch_headers(&mut response, many.hits, req.ids.len());
     Ok(response)
 }
@@ -421,32 +442,39 @@ fn internal(message: &str) -> ApiError {
 }
 
 /// A JSON body with the right content type.
-fn json<T: serde::Serialize>(body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => {
-            let mut response = bytes.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+/// A JSON body with room for `values` bytes of values, so that the buffer rarely grows.
+fn json<T: serde::Serialize>(body: &T, values: usize) -> Response {
+    // The AWS layer's envelope adds a few hundred bytes of names, ARNs and dates.
+    let mut buffer = WipingBuffer::with_capacity(values + 512);
+    match serde_json::to_writer(&mut buffer, body) {
+        Ok(()) => body_response(buffer, "application/json"),
         Err(_) => internal("the value could not be encoded").into_response(),
     }
 }
 
 /// The value alone, or one key of it, as text.
 fn plain(value: &str, output: &Output) -> Result<Response, ApiError> {
+    let picked;
     let text = match output {
-        Output::JsonKey(key) => json_key(value, key)?,
-        _ => value.to_owned(),
+        Output::JsonKey(key) => {
+            picked = Zeroizing::new(json_key(value, key)?);
+            picked.as_str()
+        }
+        _ => value,
     };
-    let mut response = text.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Ok(response)
+    let mut buffer = WipingBuffer::with_capacity(text.len());
+    buffer
+        .write_all(text.as_bytes())
+        .map_err(|_| internal("the value could not be copied"))?;
+    Ok(body_response(buffer, "text/plain; charset=utf-8"))
+}
+
+fn body_response(buffer: WipingBuffer, content_type: &'static str) -> Response {
+    let mut response = Body::from(buffer.into_bytes()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// Picks `key` out of a JSON value: `a.b.0` (dots; digits index arrays) or a JSON pointer

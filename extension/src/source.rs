@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::model::{format_timestamp, Parameter, Secret, SecretBytes, SecretText};
+use crate::model::{format_timestamp, label, Parameter, Secret, SecretBytes, SecretText};
 use crate::request::{ParameterRequest, SecretRequest};
 use crate::scope::{RoleArn, Scope, HOME};
 
@@ -600,17 +600,13 @@ fn convert_parameter(
         data_type: if is_reference {
             None
         } else {
-            p.data_type.take()
+            p.data_type.as_deref().map(label)
         },
         last_modified_date: timestamp(p.last_modified_date.as_ref()),
         name,
         selector,
         source_result: source_result.map(SecretText::new),
-        kind: p
-            .r#type
-            .as_ref()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
+        kind: label(p.r#type.as_ref().map_or("", |t| t.as_str())),
         value: SecretText::new(p.value.take().unwrap_or_default()),
         version: p.version,
     }

@@ -1,6 +1,6 @@
 //! `make bench`: lockbox's figures on this machine, loopback only, no pass/fail.
 //!
-//! Runs the release-built extension under the Lambda sandbox against moto behind the
+//! Runs the layer-built extension under the Lambda sandbox against moto behind the
 //! counting proxy and measures:
 //!
 //! - **prefetch**: 100 parameters (90 by name, 10 under a path) and 20 secrets with 25 ms
@@ -8,7 +8,8 @@
 //!   120 values one at a time through the extension with a cold cache;
 //! - **cache hits**: latency (p50, p99, p99.9) and throughput at 1, 16 and 64 keep-alive
 //!   connections, and the same against a bare axum server returning a fixed body of the
-//!   same size (the ceiling), in a process of its own like the extension;
+//!   same size (the ceiling), in a process of its own on one runtime thread like the
+//!   extension; the median of three alternating runs of each;
 //! - **Init overhead**: process start to the first `next`, without prefetch;
 //! - **resident memory**: idle, and with 1,000 and 10,000 cached values of 1 KiB;
 //! - **layer zip size**, when `make layer` has built one;
@@ -16,8 +17,10 @@
 //!   (regenerate, under a customer-managed key), through the counting proxy.
 //!
 //! Prints a table and writes `bench-results/results.json` and `bench-results/latency.svg`.
-//! The extension is `LOCKBOX_BIN` when set, else `target/release/lockbox`; the rotator
-//! `LOCKBOX_ROTATOR_BIN`, else `target/release/lockbox-rotator`.
+//! What is measured is what the layer ships: the `lambda` profile's build for this machine
+//! (`make bench` builds it). The extension is `LOCKBOX_BIN` when set, else
+//! `target/lambda/lockbox`; the rotator `LOCKBOX_ROTATOR_BIN`, else
+//! `target/lambda/lockbox-rotator`. Names on the command line pick some of the figures.
 #![allow(
     clippy::print_stdout,
     reason = "the figures are the bench's output; they go to the terminal"
@@ -46,6 +49,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+/// The cargo profile the layer is built with (Cargo.toml): the bench measures what ships.
+const SHIPPED_PROFILE: &str = "lambda";
 /// The first argument that makes this executable the bare server instead of the bench.
 const BARE_SERVER_ARG: &str = "--bare-server";
 /// Latency the proxy adds to every AWS call in the prefetch figure.
@@ -58,6 +63,8 @@ const PREFETCH_RUNS: usize = 3;
 const INIT_RUNS: usize = 10;
 /// Connection counts of the cache-hit figure, and the requests measured at each.
 const LOAD_STEPS: [(usize, usize); 3] = [(1, 20_000), (16, 100_000), (64, 100_000)];
+/// Runs per server and connection count; the median is reported.
+const LOAD_RUNS: usize = 3;
 /// Requests per connection sent before measuring (connections warm, caches hot).
 const WARMUP_PER_CONNECTION: usize = 200;
 /// Cached values of the memory figure, and their size.
@@ -92,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         return bare_server(body);
     }
     // The harness finds the binaries through LOCKBOX_BIN and LOCKBOX_ROTATOR_BIN; the bench
-    // measures the release builds. Set before any thread starts.
+    // measures the layer's builds. Set before any thread starts.
     for (var, name, package) in [
         ("LOCKBOX_BIN", "lockbox", "lockbox-extension"),
         ("LOCKBOX_ROTATOR_BIN", "lockbox-rotator", "lockbox-rotator"),
@@ -100,15 +107,15 @@ fn main() -> anyhow::Result<()> {
         if std::env::var_os(var).is_some() {
             continue;
         }
-        let release = bins::target_dir().join("release").join(name);
-        if !release.is_file() {
+        let shipped = bins::target_dir().join(SHIPPED_PROFILE).join(name);
+        if !shipped.is_file() {
             bail!(
-                "{} not found: build it first (make bench does: cargo build --release -p \
-                 {package}), or point {var} at a {name} binary",
-                release.display()
+                "{} not found: build it first (make bench does: cargo build --profile \
+                 {SHIPPED_PROFILE} -p {package}), or point {var} at a {name} binary",
+                shipped.display()
             );
         }
-        std::env::set_var(var, release);
+        std::env::set_var(var, shipped);
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,25 +137,39 @@ async fn run() -> anyhow::Result<()> {
     );
     println!("(figures only; loopback; a shared machine makes them noisy)");
 
+    let only = Sections::from_args()?;
     let moto = Moto::start().await?;
 
-    section("Prefetch: 100 parameters (10 by path) and 20 secrets, +25 ms per AWS call");
-    let prefetch = prefetch_figures(&moto).await?;
-
-    section("Cache hits: GET /systemsmanager/parameters/get, keep-alive connections");
-    let load = load_figures(&moto).await?;
-
-    section("Init overhead: process start to the first `next`, no prefetch");
-    let init = init_figures(&moto).await?;
-
-    section("Resident memory (VmRSS) of the extension");
-    let memory = memory_figures(&moto).await?;
-
-    section("Layer zip");
-    let layer = layer_figures();
-
-    section("Rotator: one rotation of 100 SecureString parameters (regenerate)");
-    let rotator = rotator_figures(&moto).await?;
+    let mut prefetch = Value::Null;
+    if only.wants("prefetch") {
+        section("Prefetch: 100 parameters (10 by path) and 20 secrets, +25 ms per AWS call");
+        prefetch = prefetch_figures(&moto).await?;
+    }
+    let mut load = Value::Null;
+    if only.wants("hits") {
+        section("Cache hits: GET /systemsmanager/parameters/get, keep-alive connections");
+        load = load_figures(&moto).await?;
+    }
+    let mut init = Value::Null;
+    if only.wants("init") {
+        section("Init overhead: process start to the first `next`, no prefetch");
+        init = init_figures(&moto).await?;
+    }
+    let mut memory = Value::Null;
+    if only.wants("memory") {
+        section("Resident memory (VmRSS) of the extension");
+        memory = memory_figures(&moto).await?;
+    }
+    let mut layer = Value::Null;
+    if only.wants("layer") {
+        section("Layer zip");
+        layer = layer_figures();
+    }
+    let mut rotator = Value::Null;
+    if only.wants("rotator") {
+        section("Rotator: one rotation of 100 SecureString parameters (regenerate)");
+        rotator = rotator_figures(&moto).await?;
+    }
 
     let results = json!({
         "taken_at": utc_now(),
@@ -177,6 +198,29 @@ async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The figures a run takes: every one by default, or those named on the command line
+/// (`make bench ONLY="memory hits"`), for a quick look at one of them.
+struct Sections(Vec<String>);
+
+impl Sections {
+    const ALL: [&'static str; 6] = ["prefetch", "hits", "init", "memory", "layer", "rotator"];
+
+    fn from_args() -> anyhow::Result<Self> {
+        let named: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(unknown) = named.iter().find(|n| !Self::ALL.contains(&n.as_str())) {
+            bail!(
+                "unknown bench section {unknown:?}; the sections are: {}",
+                Self::ALL.join(", ")
+            );
+        }
+        Ok(Self(named))
+    }
+
+    fn wants(&self, section: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|n| n == section)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -490,8 +534,16 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
         "server", "conns", "requests", "p50 us", "p99 us", "p99.9 us", "req/s", "errors"
     );
     for (connections, requests) in LOAD_STEPS {
-        let ours = load(extension, &path, Some(&token), connections, requests).await?;
-        let ceiling = load(bare.addr, &path, None, connections, requests).await?;
+        // Runs alternate between the two servers, and the median of each is kept: one busy
+        // moment on a shared machine then skews neither figure.
+        let mut ours_runs = Vec::new();
+        let mut ceiling_runs = Vec::new();
+        for _ in 0..LOAD_RUNS {
+            ours_runs.push(load(extension, &path, Some(&token), connections, requests).await?);
+            ceiling_runs.push(load(bare.addr, &path, None, connections, requests).await?);
+        }
+        let ours = median_run(ours_runs);
+        let ceiling = median_run(ceiling_runs);
         for (name, run) in [("lockbox", &ours), ("bare axum", &ceiling)] {
             println!(
                 "  {:<10}{:>6}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>12.0}{:>8}",
@@ -528,6 +580,12 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
             "throughput_ratio": round3(ours.per_second() / ceiling.per_second()),
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// The run of median throughput.
+fn median_run(mut runs: Vec<LoadRun>) -> LoadRun {
+    runs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    runs.swap_remove(runs.len() / 2)
 }
 
 /// `requests` GETs of `path` over `connections` keep-alive connections, each sending its
@@ -673,7 +731,9 @@ impl BareServer {
 /// answering a fixed JSON body.
 fn bare_server(body: String) -> anyhow::Result<()> {
     use axum::routing::get;
-    tokio::runtime::Builder::new_multi_thread()
+    // One runtime thread, as the extension runs: the same stack, so the ratio measures
+    // lockbox's own work per request, not a difference in threads.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async move {
@@ -770,8 +830,20 @@ async fn memory_figures(moto: &Moto) -> anyhow::Result<Value> {
     // Idle: Init done, the port answered once.
     start.client.get_without_token("/ping").await?;
     let idle = rss_kib(pid)?;
-    row("idle", &format!("{:.1} MiB", mib(idle)));
-    let mut figures = vec![json!({"values": 0, "rss_kib": idle, "rss_mib": round1(mib(idle))})];
+    let (anon, file) = rss_split(pid)?;
+    row(
+        "idle",
+        &format!(
+            "{:.1} MiB (heap and stacks {:.1} MiB, mapped binary {:.1} MiB)",
+            mib(idle),
+            mib(anon),
+            mib(file)
+        ),
+    );
+    let mut figures = vec![json!({
+        "values": 0, "rss_kib": idle, "rss_mib": round1(mib(idle)),
+        "anon_kib": anon, "file_kib": file,
+    })];
 
     let mut loaded = 0;
     for step in MEMORY_STEPS {
@@ -795,6 +867,7 @@ async fn memory_figures(moto: &Moto) -> anyhow::Result<Value> {
         }
         loaded = step;
         let rss = rss_kib(pid)?;
+        let (anon, file) = rss_split(pid)?;
         row(
             &format!("{step} values"),
             &format!(
@@ -804,21 +877,35 @@ async fn memory_figures(moto: &Moto) -> anyhow::Result<Value> {
                 MEMORY_VALUE_BYTES
             ),
         );
-        figures.push(json!({"values": step, "rss_kib": rss, "rss_mib": round1(mib(rss))}));
+        figures.push(json!({
+            "values": step, "rss_kib": rss, "rss_mib": round1(mib(rss)),
+            "anon_kib": anon, "file_kib": file,
+        }));
     }
     Ok(json!({"value_bytes": MEMORY_VALUE_BYTES, "steps": figures}))
 }
 
 /// `VmRSS` of a process, in KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `... kB` line of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
-        .context("no VmRSS in /proc/PID/status")
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// How the resident memory splits: heap and stacks (`RssAnon`) and the mapped binary and
+/// libraries (`RssFile`), in KiB.
+fn rss_split(pid: u32) -> anyhow::Result<(u64, u64)> {
+    Ok((status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -859,7 +946,7 @@ fn layer_figures() -> Value {
 // (f) Rotator
 // ---------------------------------------------------------------------------------------
 
-/// One run of the release rotator (`--input FILE`, as the schedule's payload) over
+/// One run of the layer-built rotator (`--input FILE`, as the schedule's payload) over
 /// [`ROTATED_PARAMETERS`] SecureString parameters, through a counting proxy: wall time from
 /// spawn to exit, and every AWS call it made, by operation.
 async fn rotator_figures(moto: &Moto) -> anyhow::Result<Value> {
