@@ -38,6 +38,22 @@ pub fn rotator_bin() -> anyhow::Result<PathBuf> {
     binary("LOCKBOX_ROTATOR_BIN", "lockbox-rotator")
 }
 
+/// [`rotator_bin`] with only the environment a deployment would give it (nothing inherited
+/// from the host), pointed at `aws_endpoint`, killed if dropped. The caller adds arguments,
+/// `RUST_LOG` and the standard streams.
+pub fn rotator_command(aws_endpoint: &str) -> anyhow::Result<tokio::process::Command> {
+    let mut command = tokio::process::Command::new(rotator_bin()?);
+    command
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", aws_endpoint)
+        .env("AWS_REGION", crate::moto::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .kill_on_drop(true);
+    Ok(command)
+}
+
 fn binary(override_var: &str, name: &str) -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os(override_var) {
         Some(path) => PathBuf::from(path),

@@ -12,6 +12,11 @@ use tokio::time::Instant;
 
 /// The header function code sends with the session token.
 pub const TOKEN_HEADER: &str = "X-Aws-Parameters-Secrets-Token";
+/// The header on every single read that says how the cache served it (`hit`, `miss`,
+/// `stale`...).
+pub const CACHE_HEADER: &str = "x-lockbox-cache";
+/// The query pair that asks for a SecureString's plaintext.
+pub const WITH_DECRYPTION: (&str, &str) = ("withDecryption", "true");
 /// Per-request bound; generous because some tests make the extension wait on AWS.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`ExtClient::send_raw`] waits for the server to answer and close.
@@ -166,12 +171,7 @@ impl ExtClient {
     /// server closes the connection or a few seconds pass: for requests no HTTP client
     /// would send.
     pub async fn send_raw(&self, bytes: &[u8]) -> anyhow::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .context("connecting to the extension")?;
-        // A server may answer and close before reading everything (an oversized header):
-        // what it answered still counts, so a failed write is not an error here.
-        let _ = stream.write_all(bytes).await;
+        let mut stream = connect_and_write(self.port, bytes).await?;
         let deadline = Instant::now() + RAW_TIMEOUT;
         let mut answer = Vec::new();
         let mut buf = [0_u8; 4096];
@@ -187,6 +187,18 @@ impl ExtClient {
     }
 }
 
+/// A fresh connection to the extension on `127.0.0.1:port` with `bytes` written on it: for
+/// requests no HTTP client would send. The caller reads the answer.
+pub async fn connect_and_write(port: u16, bytes: &[u8]) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .context("connecting to the extension")?;
+    // A server may answer and close before reading everything (an oversized header):
+    // what it answered still counts, so a failed write is not an error here.
+    let _ = stream.write_all(bytes).await;
+    Ok(stream)
+}
+
 /// `/systemsmanager/parameters/get?name=NAME&...` with every value URL-encoded.
 pub fn parameter_path(name: &str, extra: &[(&str, &str)]) -> String {
     query("/systemsmanager/parameters/get", "name", name, extra)
@@ -197,11 +209,18 @@ pub fn secret_path(secret_id: &str, extra: &[(&str, &str)]) -> String {
     query("/secretsmanager/get", "secretId", secret_id, extra)
 }
 
-fn query(route: &str, key: &str, value: &str, extra: &[(&str, &str)]) -> String {
+/// `route?k=v&...` with every value URL-encoded, for routes without a helper of their own
+/// (batches, paths).
+pub fn path_with_query(route: &str, pairs: &[(&str, &str)]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair(key, value);
-    for (k, v) in extra {
+    for (k, v) in pairs {
         query.append_pair(k, v);
     }
     format!("{route}?{}", query.finish())
+}
+
+fn query(route: &str, key: &str, value: &str, extra: &[(&str, &str)]) -> String {
+    let mut pairs = vec![(key, value)];
+    pairs.extend_from_slice(extra);
+    path_with_query(route, &pairs)
 }

@@ -8,11 +8,13 @@
 //!   Lambda does and records its lifecycle.
 //! - [`client`]: function code's HTTP client for the extension's port.
 //! - [`bins`]: where the built binaries are; free ports.
+//! - [`check`]: the assertions and small helpers the end-to-end tests share.
 //!
 //! Data flows: test code -> [`client::ExtClient`] -> lockbox (under [`sandbox::Sandbox`])
 //! -> [`proxy::Proxy`] -> [`moto::Moto`]. [`spawn_lockbox`] wires all of it up.
 
 pub mod bins;
+pub mod check;
 pub mod client;
 pub mod moto;
 pub mod proxy;
@@ -20,6 +22,7 @@ pub mod sandbox;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::process::ExitStatus;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -67,14 +70,36 @@ pub async fn spawn_lockbox(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (builder, client) = lockbox_builder(&proxy.endpoint())?;
-        let sandbox = builder.envs(extra_env.iter().copied()).start().await?;
+        let (sandbox, client) = start_lockbox_behind(&proxy, extra_env).await?;
         match sandbox.wait_init_done(INIT_TIMEOUT).await {
             Ok(_) => return Ok((sandbox, proxy, client)),
             Err(_) if attempt < SPAWN_ATTEMPTS && port_was_taken(&sandbox) => continue,
             Err(err) => return Err(err).context("lockbox did not finish Init"),
         }
     }
+}
+
+/// Starts the real extension behind `proxy` with [`lockbox_builder`]'s environment plus
+/// `extra_env`, without waiting for anything: for tests that arm faults or latency before
+/// it starts, or that watch its Init as it happens.
+pub async fn start_lockbox_behind(
+    proxy: &Proxy,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<(Sandbox, ExtClient)> {
+    let (builder, client) = lockbox_builder(&proxy.endpoint())?;
+    let sandbox = builder.envs(extra_env.iter().copied()).start().await?;
+    Ok((sandbox, client))
+}
+
+/// Starts the real extension with `name` set to `value` and no AWS behind it, and waits up
+/// to [`INIT_TIMEOUT`] for it to exit: for settings it must refuse at Init, before any AWS
+/// call.
+pub async fn lockbox_refusing(name: &str, value: &str) -> anyhow::Result<(Sandbox, ExitStatus)> {
+    // Nothing listens on loopback's port 9 (discard), so any AWS call would fail.
+    let (builder, _client) = lockbox_builder("http://127.0.0.1:9")?;
+    let sandbox = builder.env(name, value).start().await?;
+    let status = sandbox.wait_exit(INIT_TIMEOUT).await?;
+    Ok((sandbox, status))
 }
 
 fn port_was_taken(sandbox: &Sandbox) -> bool {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-use aws_sdk_ssm::config::Credentials;
+use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_ssm::types::ParameterType;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -161,6 +161,29 @@ impl Moto {
     /// SDK configuration for moto: us-east-1, dummy static credentials, moto's endpoint.
     pub async fn sdk_config(&self) -> SdkConfig {
         self.config.clone()
+    }
+
+    /// [`Moto::sdk_config`] in `region` (else [`REGION`]) and, with `role`, with the
+    /// credentials of a session of that role: what the owning account's own tooling would
+    /// write and read with. It goes straight to moto, so nothing it does shows in a proxy's
+    /// counts.
+    pub async fn sdk_config_as(&self, role: Option<&str>, region: Option<&str>) -> SdkConfig {
+        let mut base = self.config.to_builder();
+        if let Some(region) = region {
+            base = base.region(Region::new(region.to_owned()));
+        }
+        let base = base.build();
+        let Some(role) = role else {
+            return base;
+        };
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+            .configure(&base)
+            .session_name("lockbox-e2e-seed")
+            .build()
+            .await;
+        base.into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build()
     }
 
     /// An SSM client for seeding and checking state.

@@ -441,22 +441,9 @@ impl Sandbox {
     }
 
     async fn wait_exit_at(&self, timeout: Duration) -> anyhow::Result<(ExitStatus, Instant)> {
-        let mut changed = self.shared.changed.subscribe();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(exit) = self.exit() {
-                return Ok(exit);
-            }
-            if tokio::time::timeout_at(deadline, changed.changed())
-                .await
-                .is_err()
-            {
-                bail!(
-                    "timed out after {timeout:?} waiting for the process to exit\n{}",
-                    self.report()
-                );
-            }
-        }
+        // The exit is looked for before `wait_for` treats it as a failure.
+        self.wait_for(timeout, "the process to exit", Record::exit)
+            .await
     }
 
     /// Kills the process and waits until it is gone.
@@ -505,6 +492,14 @@ impl Sandbox {
             .into_iter()
             .map(|(at, step)| (at.duration_since(self.spawned_at), step))
             .collect()
+    }
+
+    /// When the first step matching `step` happened, measured from the spawn; `None` if
+    /// there was none yet.
+    pub fn time_of(&self, step: impl Fn(&Lifecycle) -> bool) -> Option<Duration> {
+        self.timeline_since_spawn()
+            .into_iter()
+            .find_map(|(at, s)| step(&s).then_some(at))
     }
 
     /// Everything the process wrote to stdout and stderr so far, one line per line.
@@ -588,14 +583,7 @@ impl Sandbox {
     }
 
     fn exit(&self) -> Option<(ExitStatus, Instant)> {
-        self.shared
-            .record()
-            .timeline
-            .iter()
-            .find_map(|(at, step)| match step {
-                Lifecycle::Exited(status) => Some((*status, *at)),
-                _ => None,
-            })
+        self.shared.record().exit()
     }
 
     /// Waits until the extension is parked in `next` with no event handed to it, and
@@ -623,11 +611,7 @@ impl Sandbox {
                 if let Some(value) = check(&record) {
                     return Ok(value);
                 }
-                let exited = record.timeline.iter().find_map(|(_, step)| match step {
-                    Lifecycle::Exited(status) => Some(*status),
-                    _ => None,
-                });
-                if let Some(status) = exited {
+                if let Some((status, _)) = record.exit() {
                     drop(record);
                     bail!(
                         "the process exited ({status}) while waiting for {what}\n{}",
@@ -688,6 +672,16 @@ struct Record {
     next_calls: usize,
     last_next_at: Option<Instant>,
     delivered: usize,
+}
+
+impl Record {
+    /// The exit status and when the process exited, if it has.
+    fn exit(&self) -> Option<(ExitStatus, Instant)> {
+        self.timeline.iter().find_map(|(at, step)| match step {
+            Lifecycle::Exited(status) => Some((*status, *at)),
+            _ => None,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -828,14 +822,7 @@ async fn next_event(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
         return refused;
     }
     shared.push(Lifecycle::NextCalled);
-    let event = {
-        let mut events = shared.events_rx.lock().await;
-        events.recv().await
-    };
-    let Some(event) = event else {
-        // The sandbox is going away; Lambda would never answer either.
-        return std::future::pending().await;
-    };
+    let event = next_or_hang(&shared.events_rx).await;
     let kind = if event["eventType"] == "SHUTDOWN" {
         EventKind::Shutdown
     } else {
@@ -849,34 +836,45 @@ async fn next_event(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
         .into_response()
 }
 
-async fn init_error(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+async fn init_error(shared: State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    extension_error(&shared, &headers, body, Lifecycle::InitError)
+}
+
+async fn exit_error(shared: State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    extension_error(&shared, &headers, body, Lifecycle::ExitError)
+}
+
+/// Records an error an extension posted (at Init or at exit) as `step`, once the caller
+/// proved it is the registered extension.
+fn extension_error(
+    shared: &Shared,
+    headers: &HeaderMap,
     body: String,
+    step: fn(ErrorReport) -> Lifecycle,
 ) -> Response {
-    if let Some(refused) = refuse_unknown_identifier(&shared, &headers) {
+    if let Some(refused) = refuse_unknown_identifier(shared, headers) {
         return refused;
     }
-    shared.push(Lifecycle::InitError(ErrorReport {
-        error_type: header(&headers, ERROR_TYPE_HEADER),
-        body,
-    }));
+    shared.push(step(error_report(headers, ERROR_TYPE_HEADER, body)));
     accepted()
 }
 
-async fn exit_error(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    if let Some(refused) = refuse_unknown_identifier(&shared, &headers) {
-        return refused;
-    }
-    shared.push(Lifecycle::ExitError(ErrorReport {
-        error_type: header(&headers, ERROR_TYPE_HEADER),
+/// An error report from the error-type header `type_header` and the posted body.
+fn error_report(headers: &HeaderMap, type_header: &str, body: String) -> ErrorReport {
+    ErrorReport {
+        error_type: header(headers, type_header),
         body,
-    }));
-    accepted()
+    }
+}
+
+/// The next item of `queue` for a long-polling `next`. Once the queue is closed the
+/// sandbox is going away, and Lambda would never answer either: this never returns then.
+async fn next_or_hang<T>(queue: &tokio::sync::Mutex<mpsc::UnboundedReceiver<T>>) -> T {
+    let next = queue.lock().await.recv().await;
+    match next {
+        Some(item) => item,
+        None => std::future::pending().await,
+    }
 }
 
 fn accepted() -> Response {
@@ -885,13 +883,7 @@ fn accepted() -> Response {
 
 async fn runtime_next(State(shared): State<Arc<Shared>>) -> Response {
     shared.push(Lifecycle::RuntimeNextCalled);
-    let invocation = {
-        let mut queue = shared.runtime_rx.lock().await;
-        queue.recv().await
-    };
-    let Some(invocation) = invocation else {
-        return std::future::pending().await;
-    };
+    let invocation = next_or_hang(&shared.runtime_rx).await;
     (
         [
             ("lambda-runtime-aws-request-id", invocation.request_id),
@@ -924,10 +916,7 @@ async fn runtime_error(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let report = ErrorReport {
-        error_type: header(&headers, RUNTIME_ERROR_TYPE_HEADER),
-        body,
-    };
+    let report = error_report(&headers, RUNTIME_ERROR_TYPE_HEADER, body);
     answer_runtime(&shared, &id, RuntimeOutcome::Error(report))
 }
 
@@ -949,10 +938,11 @@ async fn runtime_init_error(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    shared.push(Lifecycle::RuntimeInitError(ErrorReport {
-        error_type: header(&headers, RUNTIME_ERROR_TYPE_HEADER),
+    shared.push(Lifecycle::RuntimeInitError(error_report(
+        &headers,
+        RUNTIME_ERROR_TYPE_HEADER,
         body,
-    }));
+    )));
     accepted()
 }
 

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterType;
 use lockbox_tests::bins::{lockbox_exec_bin, target_dir};
-use lockbox_tests::{lockbox_builder, random_hex, Moto, Proxy, Sandbox, INIT_TIMEOUT};
+use lockbox_tests::sandbox::ErrorReport;
+use lockbox_tests::{random_hex, start_lockbox_behind, Moto, Proxy, Sandbox, INIT_TIMEOUT};
 use tokio::time::Instant;
 
 /// Bound for lifecycle steps, the runtime and polls.
@@ -64,8 +65,7 @@ impl Drop for Scratch {
 /// its Init is over: Lambda starts the runtime as soon as extensions registered).
 async fn start(moto: &Moto, env: &[(&str, &str)]) -> anyhow::Result<(Sandbox, Proxy)> {
     let proxy = Proxy::start(&moto.endpoint()).await?;
-    let (builder, _client) = lockbox_builder(&proxy.endpoint())?;
-    let sandbox = builder.envs(env.iter().copied()).start().await?;
+    let (sandbox, _client) = start_lockbox_behind(&proxy, env).await?;
     sandbox.wait_registered(INIT_TIMEOUT).await?;
     Ok((sandbox, proxy))
 }
@@ -141,23 +141,71 @@ fn secret_value(label: &str) -> String {
     format!("{label}-{}", random_hex(16))
 }
 
+/// Seeds the SecureString `name` with a fresh [`secret_value`] and returns the value.
+async fn seed_secure(moto: &Moto, name: &str, label: &str) -> anyhow::Result<String> {
+    let value = secret_value(label);
+    moto.put_param(name, &value, ParameterType::SecureString, None)
+        .await?;
+    Ok(value)
+}
+
+/// A render set-up in a scratch directory: a template, and a render root beside it.
+struct Render {
+    /// Holds the directory for as long as the test runs.
+    _work: Scratch,
+    /// `LOCKBOX_RENDER_ROOT`.
+    root: PathBuf,
+    /// Where the rendered file goes: `dest` under the root.
+    dest: PathBuf,
+    /// `LOCKBOX_RENDER`: `TEMPLATE:DEST`.
+    spec: String,
+}
+
+impl Render {
+    /// Writes `template` as `template_name` into a fresh scratch directory `name`, with the
+    /// rendered file to go to `dest` under the root.
+    fn new(name: &str, template_name: &str, template: &str, dest: &str) -> anyhow::Result<Self> {
+        let work = Scratch::new(name)?;
+        let root = work.path("tmp");
+        std::fs::create_dir_all(&root)?;
+        let template_path = work.path(template_name);
+        std::fs::write(&template_path, template)?;
+        let dest = root.join(dest);
+        let spec = format!("{}:{}", template_path.display(), dest.display());
+        Ok(Self {
+            _work: work,
+            root,
+            dest,
+            spec,
+        })
+    }
+
+    /// The root as text, for the environment.
+    fn root_text(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// Waits for the extension to exit in Init and returns the one init error it posted,
+/// asserting its type.
+async fn the_init_error(sandbox: &Sandbox, error_type: &str) -> anyhow::Result<ErrorReport> {
+    sandbox.wait_exit(INIT_TIMEOUT).await?;
+    let mut reports = sandbox.init_errors();
+    assert_eq!(reports.len(), 1, "{}", sandbox.report());
+    assert_eq!(reports[0].error_type, error_type);
+    Ok(reports.remove(0))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_started_through_the_wrapper_sees_resolved_variables_and_untouched_plain_ones(
 ) -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let password = secret_value("pw");
+    let password = seed_secure(&moto, "/app/db/password", "pw").await?;
     let host = secret_value("host");
     let connection = format!(
         "DefaultEndpointsProtocol=https;AccountKey={}",
         random_hex(24)
     );
-    moto.put_param(
-        "/app/db/password",
-        &password,
-        ParameterType::SecureString,
-        None,
-    )
-    .await?;
     moto.put_param("/app/db/host", &host, ParameterType::String, None)
         .await?;
     let azure = serde_json::json!({"ConnectionString": connection, "Other": "unused"});
@@ -246,14 +294,7 @@ async fn twenty_references_cost_one_batch_call_per_group() -> anyhow::Result<()>
         expected.push((format!("S{i}"), value));
     }
     for i in 0..4 {
-        let value = secret_value("sec");
-        moto.put_param(
-            &format!("/many/p{i}"),
-            &value,
-            ParameterType::SecureString,
-            None,
-        )
-        .await?;
+        let value = seed_secure(&moto, &format!("/many/p{i}"), "sec").await?;
         env.push((
             format!("P{i}"),
             format!("{{{{resolve:ssm-secure:/many/p{i}}}}}"),
@@ -301,9 +342,7 @@ async fn twenty_references_cost_one_batch_call_per_group() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_reference_stops_init_naming_the_variable_and_the_reference() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let good = secret_value("good");
-    moto.put_param("/app/good", &good, ParameterType::SecureString, None)
-        .await?;
+    let good = seed_secure(&moto, "/app/good", "good").await?;
     let (sandbox, _proxy) = start(
         &moto,
         &[
@@ -353,9 +392,7 @@ async fn a_bad_reference_stops_init_naming_the_variable_and_the_reference() -> a
 #[tokio::test(flavor = "multi_thread")]
 async fn on_error_keep_leaves_the_bad_variable_and_starts_the_runtime() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let good = secret_value("good");
-    moto.put_param("/app/good", &good, ParameterType::SecureString, None)
-        .await?;
+    let good = seed_secure(&moto, "/app/good", "good").await?;
     let (sandbox, _proxy) = start(
         &moto,
         &[
@@ -412,39 +449,29 @@ async fn invoke_until(
 #[tokio::test(flavor = "multi_thread")]
 async fn rendered_file_has_the_values_mode_0600_and_follows_a_change() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let password = secret_value("pw");
+    let password = seed_secure(&moto, "/app/db/password", "pw").await?;
     let connection = secret_value("conn");
-    moto.put_param(
-        "/app/db/password",
-        &password,
-        ParameterType::SecureString,
-        None,
-    )
-    .await?;
     moto.put_param("/app/db/host", "db.internal", ParameterType::String, None)
         .await?;
     let azure = serde_json::json!({"ConnectionString": connection});
     moto.create_secret("dev/azure", &azure.to_string()).await?;
 
-    let work = Scratch::new("render")?;
-    let root = work.path("tmp");
-    std::fs::create_dir_all(&root)?;
-    let template = work.path("app.yaml.tmpl");
-    std::fs::write(
-        &template,
+    let render = Render::new(
+        "render",
+        "app.yaml.tmpl",
         "database:\n  host: {{resolve:ssm:/app/db/host}}\n  password: {{resolve:ssm-secure:/app/db/password}}\n\
          azure: {{resolve:secretsmanager:dev/azure:SecretString:ConnectionString}}\n\
          greeting: Hello {{ name }}\n",
+        "app/app.yaml",
     )?;
-    let dest = root.join("app/app.yaml");
-    let render = format!("{}:{}", template.display(), dest.display());
+    let dest = &render.dest;
     let dest_text = dest.display().to_string();
-    let root_text = root.display().to_string();
+    let root_text = render.root_text();
     let (sandbox, _proxy) = start(
         &moto,
         &[
             ("LOCKBOX_PREFETCH", "ssm:/app/db/password,secret:dev/azure"),
-            ("LOCKBOX_RENDER", &render),
+            ("LOCKBOX_RENDER", &render.spec),
             ("LOCKBOX_RENDER_ROOT", &root_text),
             ("SSM_PARAMETER_STORE_TTL", "1"),
             ("SECRETS_MANAGER_TTL", "1"),
@@ -465,20 +492,13 @@ async fn rendered_file_has_the_values_mode_0600_and_follows_a_change() -> anyhow
     );
     assert_eq!(std::fs::read_to_string(out.path("rendered"))?, expected);
     sandbox.wait_init_done(INIT_TIMEOUT).await?;
-    assert_eq!(std::fs::read_to_string(&dest)?, expected);
-    let mode = std::fs::metadata(&dest)?.permissions().mode() & 0o777;
+    assert_eq!(std::fs::read_to_string(dest)?, expected);
+    let mode = std::fs::metadata(dest)?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
 
     // A change in AWS reaches the file after the TTL, on an INVOKE.
-    let rotated = secret_value("rotated");
+    let rotated = seed_secure(&moto, "/app/db/password", "rotated").await?;
     let rotated_connection = secret_value("conn2");
-    moto.put_param(
-        "/app/db/password",
-        &rotated,
-        ParameterType::SecureString,
-        None,
-    )
-    .await?;
     moto.put_secret_value(
         "dev/azure",
         &serde_json::json!({"ConnectionString": rotated_connection}).to_string(),
@@ -490,10 +510,10 @@ async fn rendered_file_has_the_values_mode_0600_and_follows_a_change() -> anyhow
          greeting: Hello {{{{ name }}}}\n"
     );
     invoke_until(&sandbox, "the re-rendered file", || {
-        std::fs::read_to_string(&dest).is_ok_and(|now| now == updated)
+        std::fs::read_to_string(dest).is_ok_and(|now| now == updated)
     })
     .await?;
-    let mode = std::fs::metadata(&dest)?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(dest)?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     // Written whole, through a temporary file that is gone.
     let leftovers: Vec<_> = std::fs::read_dir(dest.parent().unwrap_or(Path::new("/")))?
@@ -516,50 +536,35 @@ async fn rendered_file_has_the_values_mode_0600_and_follows_a_change() -> anyhow
 async fn a_template_with_an_unresolvable_reference_is_reported_and_not_written(
 ) -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let password = secret_value("pw");
-    moto.put_param(
-        "/app/db/password",
-        &password,
-        ParameterType::SecureString,
-        None,
-    )
-    .await?;
-    let work = Scratch::new("render-bad")?;
-    let root = work.path("tmp");
-    std::fs::create_dir_all(&root)?;
-    let template = work.path("bad.tmpl");
-    std::fs::write(
-        &template,
+    let password = seed_secure(&moto, "/app/db/password", "pw").await?;
+    let render = Render::new(
+        "render-bad",
+        "bad.tmpl",
         "password: {{resolve:ssm-secure:/app/db/password}}\nmissing: {{resolve:ssm:/app/missing}}\n",
+        "bad.conf",
     )?;
-    let dest = root.join("bad.conf");
-    let render = format!("{}:{}", template.display(), dest.display());
-    let root_text = root.display().to_string();
+    let root_text = render.root_text();
     let (sandbox, _proxy) = start(
         &moto,
         &[
-            ("LOCKBOX_RENDER", &render),
+            ("LOCKBOX_RENDER", &render.spec),
             ("LOCKBOX_RENDER_ROOT", &root_text),
             ("LOCKBOX_PREFETCH_REQUIRED", "true"),
         ],
     )
     .await?;
-    sandbox.wait_exit(INIT_TIMEOUT).await?;
-    let reports = sandbox.init_errors();
-    assert_eq!(reports.len(), 1, "{}", sandbox.report());
-    assert_eq!(reports[0].error_type, "Extension.RenderFailed");
+    let report = the_init_error(&sandbox, "Extension.RenderFailed").await?;
     assert!(
-        reports[0].body.contains("{{resolve:ssm:/app/missing}}")
-            && reports[0].body.contains("bad.tmpl"),
+        report.body.contains("{{resolve:ssm:/app/missing}}") && report.body.contains("bad.tmpl"),
         "{}",
-        reports[0].body
+        report.body
     );
     assert!(
-        !dest.exists(),
+        !render.dest.exists(),
         "a file with a missing value must not be written"
     );
     assert!(
-        std::fs::read_dir(&root)?.next().is_none(),
+        std::fs::read_dir(&render.root)?.next().is_none(),
         "nothing left in the root"
     );
     for line in sandbox.log_lines() {
@@ -576,15 +581,12 @@ async fn a_destination_outside_the_render_root_is_a_config_error() -> anyhow::Re
         &[("LOCKBOX_RENDER", "/var/task/app.tmpl:/etc/app.conf")],
     )
     .await?;
-    sandbox.wait_exit(INIT_TIMEOUT).await?;
-    let reports = sandbox.init_errors();
-    assert_eq!(reports.len(), 1, "{}", sandbox.report());
-    assert_eq!(reports[0].error_type, "Extension.ConfigInvalid");
+    let report = the_init_error(&sandbox, "Extension.ConfigInvalid").await?;
     assert!(
-        reports[0].body.contains("LOCKBOX_RENDER")
-            && reports[0].body.contains("/var/task/app.tmpl:/etc/app.conf"),
+        report.body.contains("LOCKBOX_RENDER")
+            && report.body.contains("/var/task/app.tmpl:/etc/app.conf"),
         "{}",
-        reports[0].body
+        report.body
     );
     Ok(())
 }

@@ -6,52 +6,19 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterType;
 use futures::future::join_all;
-use lockbox_tests::client::{parameter_path, secret_path, ExtClient, Response};
+use lockbox_tests::check::{assert_any_error, assert_error, ok_json, value_of, WAIT};
+use lockbox_tests::client::{parameter_path, secret_path, ExtClient, Response, WITH_DECRYPTION};
 use lockbox_tests::moto::ACCOUNT_ID;
-use lockbox_tests::sandbox::Lifecycle;
-use lockbox_tests::{lockbox_builder, spawn_lockbox, DownMode, Fault, Moto, INIT_TIMEOUT};
+use lockbox_tests::sandbox::{Lifecycle, Sandbox};
+use lockbox_tests::{
+    lockbox_builder, lockbox_refusing, spawn_lockbox, DownMode, Fault, Moto, Proxy, INIT_TIMEOUT,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-/// Bound for single lifecycle steps and polls.
-const WAIT: Duration = Duration::from_secs(10);
 /// Pause between polls of a condition that needs time to become true (a TTL passing).
 const POLL: Duration = Duration::from_millis(100);
-const WITH_DECRYPTION: (&str, &str) = ("withDecryption", "true");
-
-/// Asserts an error answer: the status and a JSON body with a `__type` and a `message`.
-fn assert_error(response: &Response, status: u16, code: Option<&str>) {
-    assert_eq!(
-        response.status, status,
-        "expected {status}, got {}: {}",
-        response.status, response.body
-    );
-    let body = response
-        .json()
-        .unwrap_or_else(|err| panic!("error body must be JSON: {err:#}"));
-    let kind = body["__type"]
-        .as_str()
-        .unwrap_or_else(|| panic!("error body needs a string __type: {body}"));
-    assert!(!kind.is_empty(), "empty __type: {body}");
-    assert!(
-        body["message"].is_string(),
-        "error body needs a message: {body}"
-    );
-    if let Some(code) = code {
-        assert_eq!(kind, code, "wrong __type in {body}");
-    }
-}
-
-/// Asserts a 200 and returns the JSON body.
-fn ok_json(response: &Response) -> Value {
-    assert_eq!(
-        response.status, 200,
-        "expected 200, got {}: {}",
-        response.status, response.body
-    );
-    response.json().expect("a 200 answer is JSON")
-}
 
 /// `2022-11-16T08:24:05.571Z`: RFC 3339 with milliseconds and `Z`, as the AWS layer sends.
 fn assert_rfc3339_millis(value: &Value) {
@@ -93,12 +60,31 @@ async fn read_until(
     }
 }
 
-fn value_of(response: &Response) -> Option<String> {
-    let body = response.json().ok()?;
-    body["Parameter"]["Value"]
-        .as_str()
-        .or_else(|| body["SecretString"].as_str())
-        .map(str::to_owned)
+/// moto holding the parameter `/app/p` = `v` and the secret `app/s` = `s`, and the
+/// extension in front of it started with `env`. The caller keeps moto and the sandbox alive.
+async fn lockbox_with_p_and_s(
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Moto, Sandbox, Proxy, ExtClient)> {
+    let moto = Moto::start().await?;
+    moto.put_param("/app/p", "v", ParameterType::String, None)
+        .await?;
+    moto.create_secret("app/s", "s").await?;
+    let (sandbox, proxy, client) = spawn_lockbox(&moto, env).await?;
+    Ok((moto, sandbox, proxy, client))
+}
+
+/// Asserts that `/app/p` of [`lockbox_with_p_and_s`] is served with its value.
+async fn assert_p_served(client: &ExtClient) -> anyhow::Result<()> {
+    let response = client.get_parameter("/app/p", &[]).await?;
+    assert_eq!(value_of(&response).as_deref(), Some("v"));
+    Ok(())
+}
+
+/// Asserts that `app/s` of [`lockbox_with_p_and_s`] is served with its value.
+async fn assert_s_served(client: &ExtClient) -> anyhow::Result<()> {
+    let response = client.get_secret("app/s", &[]).await?;
+    assert_eq!(value_of(&response).as_deref(), Some("s"));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -742,18 +728,18 @@ async fn missing_or_wrong_token_is_403_and_never_reaches_aws() -> anyhow::Result
         parameter_path("/app/guarded", &[]),
         secret_path("app/guarded", &[]),
     ] {
-        assert_error(&client.get_without_token(&path).await?, 403, None);
+        assert_any_error(&client.get_without_token(&path).await?, 403);
         let wrong = client
             .get_with_headers(
                 &path,
                 &[("X-Aws-Parameters-Secrets-Token", "not-the-token")],
             )
             .await?;
-        assert_error(&wrong, 403, None);
+        assert_any_error(&wrong, 403);
         let empty = client
             .get_with_headers(&path, &[("X-Aws-Parameters-Secrets-Token", "")])
             .await?;
-        assert_error(&empty, 403, None);
+        assert_any_error(&empty, 403);
     }
     assert_eq!(proxy.total(), 0, "refused requests must not call AWS");
     Ok(())
@@ -776,21 +762,13 @@ async fn container_authorization_token_is_used_without_a_session_token() -> anyh
     let ok = snap_client.get_parameter("/app/snap", &[]).await?;
     assert_eq!(value_of(&ok).as_deref(), Some("started"));
     // The token the other client carries was never given to the extension.
-    assert_error(
-        &session_client.get_parameter("/app/snap", &[]).await?,
-        403,
-        None,
-    );
+    assert_any_error(&session_client.get_parameter("/app/snap", &[]).await?, 403);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_requests_are_400_and_never_reach_aws() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
-        .await?;
-    moto.create_secret("app/s", "s").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (_moto, _sandbox, proxy, client) = lockbox_with_p_and_s(&[]).await?;
 
     let cases = [
         parameter_path("/app/p", &[("colour", "blue")]),
@@ -810,7 +788,7 @@ async fn malformed_requests_are_400_and_never_reach_aws() -> anyhow::Result<()> 
             response.status,
             response.body
         );
-        assert_error(&response, 400, None);
+        assert_any_error(&response, 400);
     }
     assert_eq!(proxy.total(), 0, "malformed requests must not call AWS");
     Ok(())
@@ -829,7 +807,7 @@ async fn request_with_x_forwarded_for_is_refused() -> anyhow::Result<()> {
             &[("X-Forwarded-For", "10.0.0.7")],
         )
         .await?;
-    assert_error(&relayed, 400, None);
+    assert_any_error(&relayed, 400);
     assert_eq!(proxy.total(), 0);
     Ok(())
 }
@@ -844,7 +822,7 @@ async fn non_get_methods_are_405() -> anyhow::Result<()> {
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         for path in [parameter_path("/app/p", &[]), secret_path("app/s", &[])] {
             let response = client.request(method.clone(), &path, &[], true).await?;
-            assert_error(&response, 405, None);
+            assert_any_error(&response, 405);
         }
     }
     assert_eq!(proxy.total(), 0);
@@ -863,7 +841,7 @@ async fn unknown_paths_are_404() -> anyhow::Result<()> {
         "/secretsmanager/list",
     ] {
         let response = client.get(path).await?;
-        assert_error(&response, 404, None);
+        assert_any_error(&response, 404);
     }
     Ok(())
 }
@@ -901,38 +879,33 @@ async fn malformed_http_is_rejected_and_the_server_keeps_serving() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn not_found_is_404_with_the_aws_code() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
-        .await?;
-    moto.create_secret("app/s", "s").await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (_moto, _sandbox, _proxy, client) = lockbox_with_p_and_s(&[]).await?;
 
     assert_error(
         &client.get_parameter("/app/missing", &[]).await?,
         404,
-        Some("ParameterNotFound"),
+        "ParameterNotFound",
     );
     assert_error(
         &client.get_parameter("/app/p", &[("version", "9")]).await?,
         404,
-        Some("ParameterVersionNotFound"),
+        "ParameterVersionNotFound",
     );
-    assert_error(
+    assert_any_error(
         &client.get_parameter("/app/p", &[("label", "nope")]).await?,
         404,
-        None,
     );
     assert_error(
         &client.get_secret("app/missing", &[]).await?,
         404,
-        Some("ResourceNotFoundException"),
+        "ResourceNotFoundException",
     );
     assert_error(
         &client
             .get_secret("app/s", &[("versionStage", "NOPE")])
             .await?,
         404,
-        Some("ResourceNotFoundException"),
+        "ResourceNotFoundException",
     );
     assert_error(
         &client
@@ -942,54 +915,37 @@ async fn not_found_is_404_with_the_aws_code() -> anyhow::Result<()> {
             )
             .await?,
         404,
-        Some("ResourceNotFoundException"),
+        "ResourceNotFoundException",
     );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_aws_is_502_and_service_recovers() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
-        .await?;
-    moto.create_secret("app/s", "s").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (_moto, _sandbox, proxy, client) = lockbox_with_p_and_s(&[]).await?;
 
     proxy.set_down(DownMode::Refuse);
-    assert_error(&client.get_parameter("/app/p", &[]).await?, 502, None);
-    assert_error(&client.get_secret("app/s", &[]).await?, 502, None);
+    assert_any_error(&client.get_parameter("/app/p", &[]).await?, 502);
+    assert_any_error(&client.get_secret("app/s", &[]).await?, 502);
 
     proxy.set_down(DownMode::Off);
-    assert_eq!(
-        value_of(&client.get_parameter("/app/p", &[]).await?).as_deref(),
-        Some("v")
-    );
-    assert_eq!(
-        value_of(&client.get_secret("app/s", &[]).await?).as_deref(),
-        Some("s")
-    );
+    assert_p_served(&client).await?;
+    assert_s_served(&client).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_timeout_is_504() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
-        .await?;
-    moto.create_secret("app/s", "s").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "300"),
-            ("SECRETS_MANAGER_TIMEOUT_MILLIS", "300"),
-        ],
-    )
+    let (_moto, _sandbox, proxy, client) = lockbox_with_p_and_s(&[
+        ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "300"),
+        ("SECRETS_MANAGER_TIMEOUT_MILLIS", "300"),
+    ])
     .await?;
 
     proxy.set_down(DownMode::Stall);
     let started = Instant::now();
-    assert_error(&client.get_parameter("/app/p", &[]).await?, 504, None);
-    assert_error(&client.get_secret("app/s", &[]).await?, 504, None);
+    assert_any_error(&client.get_parameter("/app/p", &[]).await?, 504);
+    assert_any_error(&client.get_secret("app/s", &[]).await?, 504);
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "a 300 ms timeout took {:?}",
@@ -997,46 +953,33 @@ async fn aws_timeout_is_504() -> anyhow::Result<()> {
     );
 
     proxy.set_down(DownMode::Off);
-    assert_eq!(
-        value_of(&client.get_parameter("/app/p", &[]).await?).as_deref(),
-        Some("v")
-    );
+    assert_p_served(&client).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_errors_keep_the_aws_status_and_code() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
-        .await?;
-    moto.create_secret("app/s", "s").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (_moto, _sandbox, proxy, client) = lockbox_with_p_and_s(&[]).await?;
 
     // More faults than any retry policy makes attempts, so the error reaches the caller.
     proxy.fail_next(Some("GetParameter"), 100, Fault::Throttle);
     assert_error(
         &client.get_parameter("/app/p", &[]).await?,
         400,
-        Some("ThrottlingException"),
+        "ThrottlingException",
     );
     proxy.fail_next(Some("GetSecretValue"), 100, Fault::ServerError);
     assert_error(
         &client.get_secret("app/s", &[]).await?,
         500,
-        Some("InternalServerError"),
+        "InternalServerError",
     );
     assert!(proxy.faults_injected() >= 2);
 
     // A failure is not cached: once AWS answers again, so does the extension.
     proxy.clear_faults();
-    assert_eq!(
-        value_of(&client.get_parameter("/app/p", &[]).await?).as_deref(),
-        Some("v")
-    );
-    assert_eq!(
-        value_of(&client.get_secret("app/s", &[]).await?).as_deref(),
-        Some("s")
-    );
+    assert_p_served(&client).await?;
+    assert_s_served(&client).await?;
     Ok(())
 }
 
@@ -1059,9 +1002,7 @@ async fn bad_environment_variable_stops_the_extension_with_an_init_error() -> an
     ];
     // Nothing is read from AWS before the configuration is valid: no moto needed.
     let runs = cases.iter().map(|&(name, value)| async move {
-        let (builder, _client) = lockbox_builder("http://127.0.0.1:9")?;
-        let sandbox = builder.env(name, value).start().await?;
-        let status = sandbox.wait_exit(WAIT).await?;
+        let (sandbox, status) = lockbox_refusing(name, value).await?;
         anyhow::Ok((name, value, status, sandbox))
     });
     for run in join_all(runs).await {

@@ -18,10 +18,16 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use lockbox_tests::client::{parameter_path, secret_path, ExtClient, Response, TOKEN_HEADER};
-use lockbox_tests::sandbox::{Lifecycle, Sandbox};
+use lockbox_tests::check::{
+    assert_error, cache_header, eventually, init_after_registration, value_of, wait_until, WAIT,
+};
+use lockbox_tests::client::{
+    connect_and_write, parameter_path, secret_path, ExtClient, Response, CACHE_HEADER,
+    TOKEN_HEADER, WITH_DECRYPTION,
+};
+use lockbox_tests::sandbox::Sandbox;
 use lockbox_tests::{
-    bins, lockbox_builder, spawn_lockbox, DownMode, Fault, Moto, Proxy, INIT_TIMEOUT,
+    bins, spawn_lockbox, start_lockbox_behind, DownMode, Fault, Moto, Proxy, INIT_TIMEOUT,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -30,10 +36,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Bound for single lifecycle steps and polls.
-const WAIT: Duration = Duration::from_secs(10);
-/// Pause between polls of a condition that needs time to become true.
-const POLL: Duration = Duration::from_millis(50);
 /// How long a raw exchange waits for the server's answer.
 const RAW_WAIT: Duration = Duration::from_secs(5);
 /// Slack on top of a configured bound for process scheduling in a debug build on a busy
@@ -43,89 +45,10 @@ const MARGIN: Duration = Duration::from_millis(700);
 /// that a healthy moto answers well within it on a loaded 2-core machine (500 ms did not).
 const SHORT_BOUND: Duration = Duration::from_millis(1500);
 const SHORT_BOUND_MS: &str = "1500";
-const WITH_DECRYPTION: (&str, &str) = ("withDecryption", "true");
-const CACHE_HEADER: &str = "x-lockbox-cache";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Asserts an error answer with a JSON body `{"__type": code, "message": ...}`.
-fn assert_error(response: &Response, status: u16, code: &str) {
-    assert_eq!(
-        response.status, status,
-        "expected {status} {code}, got {}: {}",
-        response.status, response.body
-    );
-    let body = response
-        .json()
-        .unwrap_or_else(|err| panic!("error body must be JSON: {err:#}"));
-    assert_eq!(body["__type"], code, "wrong __type in {body}");
-    assert!(body["message"].is_string(), "no message in {body}");
-}
-
-/// The value of a parameter or secret envelope.
-fn value_of(response: &Response) -> Option<String> {
-    let body = response.json().ok()?;
-    body["Parameter"]["Value"]
-        .as_str()
-        .or_else(|| body["SecretString"].as_str())
-        .map(str::to_owned)
-}
-
-/// The `X-Lockbox-Cache` header of a single read.
-fn cache_header(response: &Response) -> &str {
-    response.header(CACHE_HEADER).unwrap_or("<none>")
-}
-
-/// Polls `check` until it holds, failing after [`WAIT`] with `what`.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("{what}: not within {WAIT:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Waits until the wall clock has passed `deadline` (a TTL running out).
-async fn wait_until(deadline: Instant) {
-    while Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Starts the extension behind `proxy` (so an outage can be armed before it starts)
-/// without waiting for the end of Init.
-async fn start_behind(
-    proxy: &Proxy,
-    extra_env: &[(&str, &str)],
-) -> anyhow::Result<(Sandbox, ExtClient)> {
-    let (builder, client) = lockbox_builder(&proxy.endpoint())?;
-    let sandbox = builder.envs(extra_env.iter().copied()).start().await?;
-    Ok((sandbox, client))
-}
-
-/// Time from registration to the first `next`: the extension's share of Init.
-fn init_after_registration(sandbox: &Sandbox) -> Duration {
-    let timeline = sandbox.timeline_since_spawn();
-    let at = |wanted: fn(&Lifecycle) -> bool| {
-        timeline
-            .iter()
-            .find_map(|(at, step)| wanted(step).then_some(*at))
-    };
-    let registered = at(|s| matches!(s, Lifecycle::Registered(_))).expect("registered");
-    let first_next = at(|s| *s == Lifecycle::NextCalled).expect("called next");
-    first_next.saturating_sub(registered)
-}
 
 /// The process is still the one that was started: alive, same pid, answering `/ping`.
 async fn assert_still_serving(sandbox: &Sandbox, pid: u32, client: &ExtClient) {
@@ -277,9 +200,7 @@ async fn read_answer(stream: &mut TcpStream) -> anyhow::Result<RawAnswer> {
 
 /// Sends `bytes` on a fresh connection and reads one answer.
 async fn exchange(port: u16, bytes: &[u8]) -> anyhow::Result<RawAnswer> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
-    // The server may answer (431) before reading everything; the answer is what counts.
-    let _ = stream.write_all(bytes).await;
+    let mut stream = connect_and_write(port, bytes).await?;
     read_answer(&mut stream).await
 }
 
@@ -434,6 +355,57 @@ where
         tally.add(joined.1);
     }
     Ok((senders, tally))
+}
+
+/// Reads each parameter of `names` once, asserting a 200; returns each target with the exact
+/// bytes it answered, which every later read of it must match.
+async fn read_each(client: &ExtClient, names: &[String]) -> anyhow::Result<Vec<(String, Bytes)>> {
+    let mut read = Vec::new();
+    for name in names {
+        let target = parameter_path(name, &[]);
+        let response = client.get(&target).await?;
+        assert_eq!(response.status, 200);
+        read.push((target, Bytes::from(response.body)));
+    }
+    Ok(read)
+}
+
+/// Opens [`LOAD_CONNECTIONS`] kept-alive connections and runs a warm-up phase of
+/// `per_connection` requests of `plan` on them, which must all go as planned. Returns the
+/// connections and the extension's resident memory after the warm-up: the allocator's and
+/// the runtime's growth on the first requests (buffers, per-thread arenas, connection
+/// state) is not growth under load.
+async fn warmed_up<P>(
+    client: &ExtClient,
+    pid: u32,
+    per_connection: usize,
+    plan: P,
+) -> anyhow::Result<(Vec<Sender>, u64)>
+where
+    P: Fn(usize) -> Planned + Send + Sync + Clone + 'static,
+{
+    let senders =
+        try_join_all((0..LOAD_CONNECTIONS).map(|_| keep_alive_connection(client.port()))).await?;
+    let (senders, warm) = load_phase(senders, per_connection, plan).await?;
+    assert_eq!(warm.unexpected, 0, "{:?}", warm.examples);
+    Ok((senders, vm_rss_kib(pid)?))
+}
+
+/// Every request of a load phase got what was planned for it.
+fn assert_no_surprises(tally: &Tally) {
+    assert_eq!(
+        tally.unexpected, 0,
+        "unexpected answers: {:?}",
+        tally.examples
+    );
+}
+
+/// Resident memory under load grew by 10% at most.
+fn assert_memory_bounded(before: u64, after: u64) {
+    assert!(
+        after * 10 <= before * 11,
+        "resident memory grew more than 10%: {before} KiB -> {after} KiB"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -720,7 +692,7 @@ async fn full_outage_during_init_ends_init_within_the_prefetch_budget() -> anyho
         async move {
             let proxy = Proxy::start(&moto.endpoint()).await?;
             proxy.set_down(mode);
-            let (sandbox, client) = start_behind(&proxy, &env).await?;
+            let (sandbox, client) = start_lockbox_behind(&proxy, &env).await?;
             sandbox.wait_init_done(INIT_TIMEOUT).await?;
             let init = init_after_registration(&sandbox);
             assert!(
@@ -851,13 +823,7 @@ async fn two_hundred_thousand_cache_hits_on_64_connections_without_errors_or_gro
     let pid = sandbox.pid().context("running")?;
 
     // Each target read once (a miss); every later read must get exactly the same bytes.
-    let mut targets = Vec::new();
-    for name in &expected {
-        let target = parameter_path(name, &[]);
-        let body = client.get(&target).await?;
-        assert_eq!(body.status, 200);
-        targets.push((target, Bytes::from(body.body)));
-    }
+    let mut targets = read_each(&client, &expected).await?;
     let secret_target = secret_path("load/s", &[]);
     let secret = client.get(&secret_target).await?;
     targets.push((secret_target, Bytes::from(secret.body)));
@@ -873,14 +839,7 @@ async fn two_hundred_thousand_cache_hits_on_64_connections_without_errors_or_gro
             expect: Expect::Body(body.clone()),
         }
     };
-    let senders =
-        try_join_all((0..LOAD_CONNECTIONS).map(|_| keep_alive_connection(client.port()))).await?;
-    // "Before" is measured after a warm-up on the same connections, so the allocator's and
-    // the runtime's growth on the first requests (buffers, per-thread arenas, connection
-    // state) is not counted as growth under load.
-    let (senders, warm) = load_phase(senders, WARM_UP_PER_CONNECTION, plan.clone()).await?;
-    assert_eq!(warm.unexpected, 0, "{:?}", warm.examples);
-    let before = vm_rss_kib(pid)?;
+    let (senders, before) = warmed_up(&client, pid, WARM_UP_PER_CONNECTION, plan.clone()).await?;
 
     let started = Instant::now();
     let (server_cpu, client_cpu) = (cpu_time(&pid.to_string())?, cpu_time("self")?);
@@ -896,17 +855,10 @@ async fn two_hundred_thousand_cache_hits_on_64_connections_without_errors_or_gro
         tally.ok,
         tally.ok as f64 / took.as_secs_f64()
     );
-    assert_eq!(
-        tally.unexpected, 0,
-        "unexpected answers: {:?}",
-        tally.examples
-    );
+    assert_no_surprises(&tally);
     assert!(tally.ok >= REQUESTS, "only {} requests answered", tally.ok);
     assert_eq!(proxy.total(), aws_calls, "a cache hit called AWS");
-    assert!(
-        after * 10 <= before * 11,
-        "resident memory grew more than 10%: {before} KiB -> {after} KiB"
-    );
+    assert_memory_bounded(before, after);
     drop(senders);
     assert_still_serving(&sandbox, pid, &client).await;
     Ok(())
@@ -931,13 +883,7 @@ async fn mixed_load_of_hits_misses_errors_and_a_hot_new_key_has_no_surprises() -
     let (sandbox, proxy, client) = spawn_lockbox(&moto, &[QUIET]).await?;
     let pid = sandbox.pid().context("running")?;
 
-    let mut hits = Vec::new();
-    for name in &names {
-        let target = parameter_path(name, &[]);
-        let response = client.get(&target).await?;
-        assert_eq!(response.status, 200);
-        hits.push((target, Bytes::from(response.body)));
-    }
+    let hits = read_each(&client, &names).await?;
     let batch_target = format!(
         "/systemsmanager/parameters/get-many?names={}",
         names[..3].join(",")
@@ -984,12 +930,8 @@ async fn mixed_load_of_hits_misses_errors_and_a_hot_new_key_has_no_surprises() -
             }
         }
     };
-    let senders =
-        try_join_all((0..LOAD_CONNECTIONS).map(|_| keep_alive_connection(client.port()))).await?;
-    // Memory "before" is taken after a warm-up of the same mix (see the cache-hit test).
-    let (senders, warm) = load_phase(senders, WARM_UP_PER_CONNECTION, plan.clone()).await?;
-    assert_eq!(warm.unexpected, 0, "{:?}", warm.examples);
-    let before = vm_rss_kib(pid)?;
+    // Memory "before" is taken after a warm-up of the same mix.
+    let (senders, before) = warmed_up(&client, pid, WARM_UP_PER_CONNECTION, plan.clone()).await?;
     proxy.reset_counts();
 
     // Fifty first reads of a key nobody read yet, at once, in the middle of the mix.
@@ -1008,11 +950,7 @@ async fn mixed_load_of_hits_misses_errors_and_a_hot_new_key_has_no_surprises() -
          VmRSS {before} KiB -> {after} KiB"
     );
 
-    assert_eq!(
-        tally.unexpected, 0,
-        "unexpected answers: {:?}",
-        tally.examples
-    );
+    assert_no_surprises(&tally);
     assert_eq!(tally.ok, total);
     for response in hot {
         assert_eq!(value_of(&response?).as_deref(), Some("hot-secret-value"));
@@ -1026,10 +964,7 @@ async fn mixed_load_of_hits_misses_errors_and_a_hot_new_key_has_no_surprises() -
     let misses = total.div_ceil(MISS_EVERY);
     assert_eq!(proxy.calls("GetParameter"), misses);
     assert_eq!(proxy.total(), misses + 1, "{:?}", proxy.call_counts());
-    assert!(
-        after * 10 <= before * 11,
-        "resident memory grew more than 10%: {before} KiB -> {after} KiB"
-    );
+    assert_memory_bounded(before, after);
     drop(senders);
     assert_still_serving(&sandbox, pid, &client).await;
     Ok(())
@@ -1943,7 +1878,8 @@ async fn no_value_reaches_logs_or_error_bodies_on_any_path_at_debug_level() -> a
         let response = client
             .get_parameter("/sec/secure", &[WITH_DECRYPTION])
             .await?;
-        Ok(cache_header(&response) == "stale")
+        // Not `cache_header`: an error answer on the way carries no cache header.
+        Ok(response.header(CACHE_HEADER) == Some("stale"))
     })
     .await?;
     proxy.set_down(DownMode::Stall);
@@ -2006,17 +1942,10 @@ async fn rotator_at_trace_level_never_prints_old_or_new_values() -> anyhow::Resu
         "pace": {"writesPerSecond": 100, "maxAttempts": 6, "baseDelayMs": 5},
     });
     std::fs::write(&file, input.to_string())?;
-    let output = tokio::process::Command::new(bins::rotator_bin()?)
+    let output = bins::rotator_command(&proxy.endpoint())?
         .arg("--input")
         .arg(&file)
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
-        .env("AWS_REGION", lockbox_tests::moto::REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "trace")
-        .kill_on_drop(true)
         .output()
         .await?;
     let _ = std::fs::remove_file(&file);

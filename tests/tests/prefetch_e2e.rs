@@ -6,110 +6,27 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterType;
 use futures::future::{join_all, try_join_all};
-use lockbox_tests::client::{parameter_path, secret_path, ExtClient, Response};
-use lockbox_tests::sandbox::{Lifecycle, Sandbox};
-use lockbox_tests::{lockbox_builder, spawn_lockbox, DownMode, Fault, Moto, Proxy, INIT_TIMEOUT};
+use lockbox_tests::check::{
+    assert_error, cache_header, init_after_registration, ok_json, value_of, wait_until, WAIT,
+};
+use lockbox_tests::client::{
+    parameter_path, path_with_query, secret_path, ExtClient, Response, CACHE_HEADER,
+    WITH_DECRYPTION,
+};
+use lockbox_tests::sandbox::Lifecycle;
+use lockbox_tests::{
+    lockbox_refusing, spawn_lockbox, start_lockbox_behind, DownMode, Fault, Moto, Proxy,
+    INIT_TIMEOUT,
+};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-/// Bound for single lifecycle steps and polls.
-const WAIT: Duration = Duration::from_secs(10);
 /// Pause between polls of a condition that needs time to become true (a TTL passing).
 const POLL: Duration = Duration::from_millis(100);
-const WITH_DECRYPTION: (&str, &str) = ("withDecryption", "true");
-const CACHE_HEADER: &str = "x-lockbox-cache";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Asserts a 200 and returns the JSON body.
-fn ok_json(response: &Response) -> Value {
-    assert_eq!(
-        response.status, 200,
-        "expected 200, got {}: {}",
-        response.status, response.body
-    );
-    response.json().expect("a 200 answer is JSON")
-}
-
-/// Asserts an error answer with a JSON body `{"__type": code, "message": ...}` and returns
-/// the message.
-fn assert_error(response: &Response, status: u16, code: &str) -> String {
-    assert_eq!(
-        response.status, status,
-        "expected {status} {code}, got {}: {}",
-        response.status, response.body
-    );
-    let body = response
-        .json()
-        .unwrap_or_else(|err| panic!("error body must be JSON: {err:#}"));
-    assert_eq!(body["__type"], code, "wrong __type in {body}");
-    body["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("error body needs a message: {body}"))
-        .to_owned()
-}
-
-/// The `X-Lockbox-Cache` header, which every single read carries.
-fn cache_header(response: &Response) -> &str {
-    response
-        .header(CACHE_HEADER)
-        .unwrap_or_else(|| panic!("no {CACHE_HEADER} header: {:?}", response.headers))
-}
-
-/// The value of a parameter or secret envelope.
-fn value_of(response: &Response) -> Option<String> {
-    let body = response.json().ok()?;
-    body["Parameter"]["Value"]
-        .as_str()
-        .or_else(|| body["SecretString"].as_str())
-        .map(str::to_owned)
-}
-
-/// `route?k=v&...` with every value URL-encoded.
-fn url(route: &str, pairs: &[(&str, &str)]) -> String {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        query.append_pair(k, v);
-    }
-    format!("{route}?{}", query.finish())
-}
-
-/// When the sandbox saw `step` first, measured from the spawn.
-fn time_of(sandbox: &Sandbox, step: impl Fn(&Lifecycle) -> bool) -> Option<Duration> {
-    sandbox
-        .timeline_since_spawn()
-        .into_iter()
-        .find_map(|(at, s)| step(&s).then_some(at))
-}
-
-/// Time from registration to the first `next`: the extension's share of Init.
-fn init_after_registration(sandbox: &Sandbox) -> Duration {
-    let registered = time_of(sandbox, |s| matches!(s, Lifecycle::Registered(_)))
-        .expect("the extension registered");
-    let first_next =
-        time_of(sandbox, |s| *s == Lifecycle::NextCalled).expect("the extension called next");
-    first_next.saturating_sub(registered)
-}
-
-/// Starts the extension behind a fresh proxy (so faults and latency can be armed before it
-/// starts) without waiting for the end of Init.
-async fn start_behind(
-    proxy: &Proxy,
-    extra_env: &[(&str, &str)],
-) -> anyhow::Result<(Sandbox, ExtClient)> {
-    let (builder, client) = lockbox_builder(&proxy.endpoint())?;
-    let sandbox = builder.envs(extra_env.iter().copied()).start().await?;
-    Ok((sandbox, client))
-}
-
-/// Waits until the wall clock has passed `deadline` (a TTL running out).
-async fn wait_until(deadline: Instant) {
-    while Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 /// A sample function's configuration: parameters by name (String and SecureString), a
 /// path, and secrets; returns the `LOCKBOX_PREFETCH` value and every (name, value) seeded.
@@ -275,7 +192,8 @@ async fn first_next_comes_only_after_prefetch_is_done() -> anyhow::Result<()> {
     let seeded = seed_function(&moto, 20, 0, 4, 3).await?;
     let proxy = Proxy::start(&moto.endpoint()).await?;
     proxy.set_latency(latency);
-    let (sandbox, client) = start_behind(&proxy, &[("LOCKBOX_PREFETCH", &seeded.prefetch)]).await?;
+    let (sandbox, client) =
+        start_lockbox_behind(&proxy, &[("LOCKBOX_PREFETCH", &seeded.prefetch)]).await?;
     sandbox.wait_init_done(INIT_TIMEOUT).await?;
 
     let init = init_after_registration(&sandbox);
@@ -323,7 +241,7 @@ async fn stalled_aws_ends_init_at_the_prefetch_budget_and_values_load_on_demand(
     moto.create_secret("app/late", "late-secret").await?;
     let proxy = Proxy::start(&moto.endpoint()).await?;
     proxy.set_down(DownMode::Stall);
-    let (sandbox, client) = start_behind(
+    let (sandbox, client) = start_lockbox_behind(
         &proxy,
         &[
             ("LOCKBOX_PREFETCH", "ssm:/app/late,secret:app/late"),
@@ -376,7 +294,7 @@ async fn required_prefetch_with_missing_values_fails_init_listing_them() -> anyh
     let plan = "ssm:/app/present,ssm:/app/missing-param,secret:app/missing-secret";
 
     let proxy = Proxy::start(&moto.endpoint()).await?;
-    let (sandbox, _client) = start_behind(
+    let (sandbox, _client) = start_lockbox_behind(
         &proxy,
         &[
             ("LOCKBOX_PREFETCH", plan),
@@ -403,7 +321,7 @@ async fn required_prefetch_with_missing_values_fails_init_listing_them() -> anyh
         errors[0].body
     );
     assert!(
-        time_of(&sandbox, |s| *s == Lifecycle::NextCalled).is_none(),
+        sandbox.time_of(|s| *s == Lifecycle::NextCalled).is_none(),
         "finished Init anyway:\n{report}"
     );
 
@@ -435,9 +353,7 @@ async fn malformed_prefetch_entry_fails_init_naming_the_entry() -> anyhow::Resul
     ];
     // Nothing is read from AWS before the configuration is valid: no moto needed.
     let runs = cases.iter().map(|&(plan, entry)| async move {
-        let (builder, _client) = lockbox_builder("http://127.0.0.1:9")?;
-        let sandbox = builder.env("LOCKBOX_PREFETCH", plan).start().await?;
-        let status = sandbox.wait_exit(WAIT).await?;
+        let (sandbox, status) = lockbox_refusing("LOCKBOX_PREFETCH", plan).await?;
         anyhow::Ok((plan, entry, status, sandbox))
     });
     for run in join_all(runs).await {
@@ -453,7 +369,7 @@ async fn malformed_prefetch_entry_fails_init_naming_the_entry() -> anyhow::Resul
             errors[0].body
         );
         assert!(
-            time_of(&sandbox, |s| *s == Lifecycle::NextCalled).is_none(),
+            sandbox.time_of(|s| *s == Lifecycle::NextCalled).is_none(),
             "{plan:?}: finished Init anyway:\n{report}"
         );
     }
@@ -469,7 +385,7 @@ async fn request_during_init_for_a_prefetched_value_waits_for_it() -> anyhow::Re
     moto.create_secret("app/early", "secret-early").await?;
     let proxy = Proxy::start(&moto.endpoint()).await?;
     proxy.set_latency(latency);
-    let (sandbox, client) = start_behind(
+    let (sandbox, client) = start_lockbox_behind(
         &proxy,
         &[("LOCKBOX_PREFETCH", "ssm:/app/early,secret:app/early")],
     )
@@ -481,7 +397,7 @@ async fn request_during_init_for_a_prefetched_value_waits_for_it() -> anyhow::Re
     // retried; any HTTP answer is final.
     let deadline = Instant::now() + WAIT;
     let (parameter, secret, sent_during_init) = loop {
-        let during_init = time_of(&sandbox, |s| *s == Lifecycle::NextCalled).is_none();
+        let during_init = sandbox.time_of(|s| *s == Lifecycle::NextCalled).is_none();
         let parameter = client.get_parameter("/app/early", &[]);
         let secret = client.get_secret("app/early", &[]);
         match tokio::join!(parameter, secret) {
@@ -537,7 +453,7 @@ async fn get_many_parameters_mirrors_get_parameters_and_shares_the_cache() -> an
         .await?;
     let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
 
-    let many = url(
+    let many = path_with_query(
         "/systemsmanager/parameters/get-many",
         &[
             ("names", "/app/a,/app/b,/app/nope,/app/mode:1"),
@@ -597,7 +513,7 @@ async fn get_many_parameters_mirrors_get_parameters_and_shares_the_cache() -> an
     // Without withDecryption a SecureString comes back encrypted.
     let sealed = ok_json(
         &client
-            .get(&url(
+            .get(&path_with_query(
                 "/systemsmanager/parameters/get-many",
                 &[("names", "/app/b")],
             ))
@@ -608,7 +524,7 @@ async fn get_many_parameters_mirrors_get_parameters_and_shares_the_cache() -> an
     // Bounds, token and errors are those of the other routes.
     let names: Vec<String> = (0..101).map(|i| format!("/p{i}")).collect();
     let too_many = client
-        .get(&url(
+        .get(&path_with_query(
             "/systemsmanager/parameters/get-many",
             &[("names", &names.join(","))],
         ))
@@ -616,7 +532,7 @@ async fn get_many_parameters_mirrors_get_parameters_and_shares_the_cache() -> an
     assert_error(&too_many, 400, "InvalidRequest");
     let names: Vec<String> = (0..100).map(|i| format!("/p{i}")).collect();
     let hundred = client
-        .get(&url(
+        .get(&path_with_query(
             "/systemsmanager/parameters/get-many",
             &[("names", &names.join(","))],
         ))
@@ -639,7 +555,7 @@ async fn get_many_secrets_mirrors_batch_get_secret_value() -> anyhow::Result<()>
     moto.create_secret("app/two", r#"{"user":"u2"}"#).await?;
     let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
 
-    let many = url(
+    let many = path_with_query(
         "/secretsmanager/get-many",
         &[("secretIds", "app/one,app/missing,app/two")],
     );
@@ -676,7 +592,7 @@ async fn get_many_secrets_mirrors_batch_get_secret_value() -> anyhow::Result<()>
 
     let ids: Vec<String> = (0..101).map(|i| format!("s{i}")).collect();
     let too_many = client
-        .get(&url(
+        .get(&path_with_query(
             "/secretsmanager/get-many",
             &[("secretIds", &ids.join(","))],
         ))
@@ -730,7 +646,10 @@ async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
 
     let route = "/systemsmanager/parameters/get-by-path";
     let shallow = client
-        .get(&url(route, &[("path", "/svc/"), WITH_DECRYPTION]))
+        .get(&path_with_query(
+            route,
+            &[("path", "/svc/"), WITH_DECRYPTION],
+        ))
         .await?;
     let body = ok_json(&shallow);
     assert_eq!(
@@ -741,7 +660,7 @@ async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
     assert_eq!(cache_header(&shallow), "miss");
 
     let recursive = client
-        .get(&url(
+        .get(&path_with_query(
             route,
             &[("path", "/svc/"), ("recursive", "true"), WITH_DECRYPTION],
         ))
@@ -758,7 +677,7 @@ async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
 
     // The listing is cached, and so is each parameter in it.
     let again = client
-        .get(&url(
+        .get(&path_with_query(
             route,
             &[("path", "/svc/"), ("recursive", "true"), WITH_DECRYPTION],
         ))
@@ -773,7 +692,11 @@ async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
     assert_eq!(proxy.total(), before, "{:?}", proxy.call_counts());
 
     // Without withDecryption the SecureString stays encrypted.
-    let sealed = ok_json(&client.get(&url(route, &[("path", "/svc/")])).await?);
+    let sealed = ok_json(
+        &client
+            .get(&path_with_query(route, &[("path", "/svc/")]))
+            .await?,
+    );
     let b = sealed["Parameters"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["Name"] == "/svc/b"))
@@ -781,7 +704,9 @@ async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
     assert_ne!(b["Value"], "vb-secure");
 
     assert_error(
-        &client.get(&url(route, &[("path", "svc")])).await?,
+        &client
+            .get(&path_with_query(route, &[("path", "svc")]))
+            .await?,
         400,
         "InvalidRequest",
     );

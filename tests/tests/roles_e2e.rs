@@ -9,15 +9,14 @@
 
 use std::time::Duration;
 
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_ssm::types::ParameterType;
-use lockbox_tests::client::{parameter_path, secret_path, Response};
+use lockbox_tests::check::{assert_error, cache_header, ok_json, ok_value};
+use lockbox_tests::client::{
+    parameter_path, secret_path, ExtClient, CACHE_HEADER, WITH_DECRYPTION,
+};
 use lockbox_tests::{spawn_lockbox, Fault, Moto, Proxy};
-use serde_json::Value;
 use tokio::time::Instant;
-
-const CACHE_HEADER: &str = "x-lockbox-cache";
-const WITH_DECRYPTION: (&str, &str) = ("withDecryption", "true");
 
 const ROLE_A: &str = "arn:aws:iam::222222222222:role/shared-reader";
 const ROLE_B: &str = "arn:aws:iam::333333333333:role/team/shared-reader";
@@ -27,55 +26,6 @@ const GOV_ROLE: &str = "arn:aws-us-gov:iam::444444444444:role/reader";
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn ok_json(response: &Response) -> Value {
-    assert_eq!(
-        response.status, 200,
-        "expected 200, got {}: {}",
-        response.status, response.body
-    );
-    response.json().expect("a 200 answer is JSON")
-}
-
-fn assert_error(response: &Response, status: u16, code: &str) -> String {
-    assert_eq!(
-        response.status, status,
-        "expected {status} {code}, got {}: {}",
-        response.status, response.body
-    );
-    let body = response.json().expect("error bodies are JSON");
-    assert_eq!(body["__type"], code, "wrong __type in {body}");
-    body["message"].as_str().expect("a message").to_owned()
-}
-
-fn cache_header(response: &Response) -> &str {
-    response
-        .header(CACHE_HEADER)
-        .unwrap_or_else(|| panic!("no {CACHE_HEADER} header: {:?}", response.headers))
-}
-
-/// moto's SDK configuration in another region and, with `role`, with the credentials of a
-/// session of that role: what the owning account's own tooling would write with.
-async fn sdk_as(moto: &Moto, role: Option<&str>, region: Option<&str>) -> SdkConfig {
-    let mut base = moto.sdk_config().await.into_builder();
-    if let Some(region) = region {
-        base = base.region(Region::new(region.to_owned()));
-    }
-    let base = base.build();
-    let Some(role) = role else {
-        return base;
-    };
-    let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-        .configure(&base)
-        .session_name("seeding")
-        .build()
-        .await;
-    base.into_builder()
-        .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
-            provider,
-        ))
-        .build()
-}
 
 async fn put_as(sdk: &SdkConfig, name: &str, value: &str) -> anyhow::Result<String> {
     let out = aws_sdk_ssm::Client::new(sdk)
@@ -109,11 +59,17 @@ async fn secret_as(sdk: &SdkConfig, name: &str, value: &str) -> anyhow::Result<S
     Ok(out.arn().unwrap_or_default().to_owned())
 }
 
-fn value_of(response: &Response) -> String {
-    ok_json(response)["Parameter"]["Value"]
-        .as_str()
-        .expect("a string value")
-        .to_owned()
+/// Reads the parameter `arn` (decrypted) twice: the same value and ARN both times, the
+/// first read a miss and the second a hit.
+async fn assert_miss_then_hit(client: &ExtClient, arn: &str, value: &str) -> anyhow::Result<()> {
+    for expected in ["miss", "hit"] {
+        let r = client.get(&parameter_path(arn, &[WITH_DECRYPTION])).await?;
+        let body = ok_json(&r);
+        assert_eq!(body["Parameter"]["Value"], value);
+        assert_eq!(body["Parameter"]["ARN"], arn);
+        assert_eq!(cache_header(&r), expected);
+    }
+    Ok(())
 }
 
 fn assume_role_calls(proxy: &Proxy) -> usize {
@@ -128,21 +84,14 @@ fn assume_role_calls(proxy: &Proxy) -> usize {
 async fn each_role_reads_its_own_account_and_never_sees_anothers_values() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
     let name = "/shared/db/password";
-    put_as(&sdk_as(&moto, None, None).await, name, "home-value").await?;
-    put_as(&sdk_as(&moto, Some(ROLE_A), None).await, name, "value-of-a").await?;
-    put_as(&sdk_as(&moto, Some(ROLE_B), None).await, name, "value-of-b").await?;
-    secret_as(
-        &sdk_as(&moto, Some(ROLE_A), None).await,
-        "shared/api",
-        "secret-of-a",
-    )
-    .await?;
-    secret_as(
-        &sdk_as(&moto, None, None).await,
-        "shared/api",
-        "home-secret",
-    )
-    .await?;
+    let home = moto.sdk_config_as(None, None).await;
+    let as_a = moto.sdk_config_as(Some(ROLE_A), None).await;
+    let as_b = moto.sdk_config_as(Some(ROLE_B), None).await;
+    put_as(&home, name, "home-value").await?;
+    put_as(&as_a, name, "value-of-a").await?;
+    put_as(&as_b, name, "value-of-b").await?;
+    secret_as(&as_a, "shared/api", "secret-of-a").await?;
+    secret_as(&home, "shared/api", "home-secret").await?;
 
     // Role A is read through by a prefetch entry (configured, so allowed); role B is
     // allowed by prefix.
@@ -171,17 +120,17 @@ async fn each_role_reads_its_own_account_and_never_sees_anothers_values() -> any
     // Role A was prefetched: a hit with A's value. The others are misses with their own.
     let a = client.get(&through(Some(ROLE_A))).await?;
     assert_eq!(
-        (value_of(&a).as_str(), cache_header(&a)),
+        (ok_value(&a).as_str(), cache_header(&a)),
         ("value-of-a", "hit")
     );
     let home = client.get(&through(None)).await?;
     assert_eq!(
-        (value_of(&home).as_str(), cache_header(&home)),
+        (ok_value(&home).as_str(), cache_header(&home)),
         ("home-value", "miss")
     );
     let b = client.get(&through(Some(ROLE_B))).await?;
     assert_eq!(
-        (value_of(&b).as_str(), cache_header(&b)),
+        (ok_value(&b).as_str(), cache_header(&b)),
         ("value-of-b", "miss")
     );
 
@@ -193,7 +142,7 @@ async fn each_role_reads_its_own_account_and_never_sees_anothers_values() -> any
             (Some(ROLE_B), "value-of-b"),
         ] {
             let r = client.get(&through(role)).await?;
-            assert_eq!((value_of(&r).as_str(), cache_header(&r)), (expected, "hit"));
+            assert_eq!((ok_value(&r).as_str(), cache_header(&r)), (expected, "hit"));
         }
     }
 
@@ -281,7 +230,8 @@ async fn roles_are_opt_in_and_bounded() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_role_that_cannot_be_assumed_is_a_403_naming_it_not_a_hang() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    put_as(&sdk_as(&moto, Some(ROLE_A), None).await, "/p", "value-of-a").await?;
+    let as_a = moto.sdk_config_as(Some(ROLE_A), None).await;
+    put_as(&as_a, "/p", "value-of-a").await?;
     let (_sandbox, proxy, client) = spawn_lockbox(
         &moto,
         &[
@@ -323,7 +273,7 @@ async fn a_role_that_cannot_be_assumed_is_a_403_naming_it_not_a_hang() -> anyhow
             &[WITH_DECRYPTION, ("roleArn", ROLE_A)],
         ))
         .await?;
-    assert_eq!(value_of(&ok), "value-of-a");
+    assert_eq!(ok_value(&ok), "value-of-a");
     Ok(())
 }
 
@@ -331,36 +281,21 @@ async fn a_role_that_cannot_be_assumed_is_a_403_naming_it_not_a_hang() -> anyhow
 async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
     // aws-cn: moto's default account in cn-north-1, and a role's account there.
-    let cn_arn = put_as(
-        &sdk_as(&moto, None, Some("cn-north-1")).await,
-        "/cn/db",
-        "cn-value",
-    )
-    .await?;
+    let cn_home = moto.sdk_config_as(None, Some("cn-north-1")).await;
+    let as_cn_role = moto.sdk_config_as(Some(CN_ROLE), Some("cn-north-1")).await;
+    let cn_arn = put_as(&cn_home, "/cn/db", "cn-value").await?;
     assert!(cn_arn.starts_with("arn:aws-cn:ssm:cn-north-1:"), "{cn_arn}");
-    let cn_role_arn = put_as(
-        &sdk_as(&moto, Some(CN_ROLE), Some("cn-north-1")).await,
-        "/cn/db",
-        "cn-role-value",
-    )
-    .await?;
-    let cn_secret = secret_as(
-        &sdk_as(&moto, None, Some("cn-north-1")).await,
-        "cn/api",
-        "cn-secret",
-    )
-    .await?;
+    let cn_role_arn = put_as(&as_cn_role, "/cn/db", "cn-role-value").await?;
+    let cn_secret = secret_as(&cn_home, "cn/api", "cn-secret").await?;
     assert!(
         cn_secret.starts_with("arn:aws-cn:secretsmanager:"),
         "{cn_secret}"
     );
     // aws-us-gov: a role's account, reached through LOCKBOX_ACCOUNT_ROLES.
-    let gov_arn = put_as(
-        &sdk_as(&moto, Some(GOV_ROLE), Some("us-gov-west-1")).await,
-        "/gov/db",
-        "gov-value",
-    )
-    .await?;
+    let as_gov = moto
+        .sdk_config_as(Some(GOV_ROLE), Some("us-gov-west-1"))
+        .await;
+    let gov_arn = put_as(&as_gov, "/gov/db", "gov-value").await?;
     assert!(
         gov_arn.starts_with("arn:aws-us-gov:ssm:us-gov-west-1:444444444444:"),
         "{gov_arn}"
@@ -378,15 +313,7 @@ async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
 
     // An aws-cn ARN: the region comes from the ARN, the answer keeps its partition; the
     // second read is a hit (the cache key holds the name and the region).
-    for expected in ["miss", "hit"] {
-        let r = client
-            .get(&parameter_path(&cn_arn, &[WITH_DECRYPTION]))
-            .await?;
-        let body = ok_json(&r);
-        assert_eq!(body["Parameter"]["Value"], "cn-value");
-        assert_eq!(body["Parameter"]["ARN"], cn_arn.as_str());
-        assert_eq!(cache_header(&r), expected);
-    }
+    assert_miss_then_hit(&client, &cn_arn, "cn-value").await?;
     // The same name by region=, and through a role of the aws-cn partition.
     let r = client
         .get(&parameter_path(
@@ -394,7 +321,7 @@ async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
             &[WITH_DECRYPTION, ("region", "cn-north-1")],
         ))
         .await?;
-    assert_eq!(value_of(&r), "cn-value");
+    assert_eq!(ok_value(&r), "cn-value");
     let r = client
         .get(&parameter_path(
             "/cn/db",
@@ -406,7 +333,7 @@ async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
         ))
         .await?;
     assert_eq!(ok_json(&r)["Parameter"]["ARN"], cn_role_arn.as_str());
-    assert_eq!(value_of(&r), "cn-role-value");
+    assert_eq!(ok_value(&r), "cn-role-value");
     // A secret by aws-cn ARN.
     let r = client.get(&secret_path(&cn_secret, &[])).await?;
     let body = ok_json(&r);
@@ -418,15 +345,7 @@ async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
 
     // An aws-us-gov ARN in an account with a configured role: region from the ARN, role
     // from LOCKBOX_ACCOUNT_ROLES.
-    for expected in ["miss", "hit"] {
-        let r = client
-            .get(&parameter_path(&gov_arn, &[WITH_DECRYPTION]))
-            .await?;
-        let body = ok_json(&r);
-        assert_eq!(body["Parameter"]["Value"], "gov-value");
-        assert_eq!(body["Parameter"]["ARN"], gov_arn.as_str());
-        assert_eq!(cache_header(&r), expected);
-    }
+    assert_miss_then_hit(&client, &gov_arn, "gov-value").await?;
     assert_eq!(assume_role_calls(&proxy), 2, "one session per role");
 
     // region= that contradicts the ARN is a 400 naming both.

@@ -20,19 +20,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use aws_config::sts::AssumeRoleProvider;
-use aws_config::{Region, SdkConfig};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use aws_sdk_secretsmanager::types::RotationRulesType;
-use aws_sdk_ssm::config::SharedCredentialsProvider;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType, ResourceTypeForTagging, Tag};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use lockbox_rotator::policy::PolicySpec;
+use lockbox_rotator::secrets::StepOutcome;
 use lockbox_rotator::value::SecretValue;
 use lockbox_rotator::{Clients, Error, Outcome, Report, Response, Rotator, SecretsConfig};
-use lockbox_tests::bins::rotator_bin;
+use lockbox_tests::bins::{rotator_bin, rotator_command};
 use lockbox_tests::moto::REGION;
 use lockbox_tests::{Fault, Moto, Proxy};
 use serde_json::{json, Value};
@@ -201,11 +199,21 @@ fn input(targets: Value, key: &str, mode: &str, id: &str, extra: Value) -> Value
     v
 }
 
+/// [`input`] for the usual run: new values under `alias/app-secrets`.
+fn regenerate(targets: Value, id: &str, extra: Value) -> Value {
+    input(targets, "alias/app-secrets", "regenerate", id, extra)
+}
+
 fn report_of(response: Response) -> Report {
     match response {
         Response::Rotation(r) => r,
         other => panic!("expected a rotation report, got {other:?}"),
     }
+}
+
+/// Why a parameter's rotation went as it did (empty when no reason was given).
+fn reason(result: &lockbox_rotator::ParamResult) -> &str {
+    result.reason.as_deref().unwrap_or_default()
 }
 
 fn result<'a>(report: &'a Report, name: &str) -> &'a lockbox_rotator::ParamResult {
@@ -386,10 +394,8 @@ async fn regenerate_writes_policy_values_under_the_chosen_key_and_moves_labels(
 
     let policy = json!({"length": 40, "classes": ["upper", "lower", "digits", "symbols"],
                         "exclude": "/@\"'\\", "requireEachClass": true});
-    let ev = input(
+    let ev = regenerate(
         json!({"names": ["/app/db/password"], "paths": ["/app/prod/"], "tag": "lockbox:rotate"}),
-        "alias/app-secrets",
-        "regenerate",
         ID_1,
         json!({"policy": policy.clone(), "randomSource": "kms",
                "overrides": {"/app/db/password": {"policy": {"length": 24, "classes": ["digits", "lower"]}}}}),
@@ -404,11 +410,7 @@ async fn regenerate_writes_policy_values_under_the_chosen_key_and_moves_labels(
 
     let plain = result(&report, "/app/prod/plain");
     assert_eq!(plain.outcome, Outcome::Skipped);
-    assert!(plain
-        .reason
-        .as_deref()
-        .unwrap_or_default()
-        .contains("String"));
+    assert!(reason(plain).contains("String"));
 
     let default_policy = serde_json::from_value::<PolicySpec>(policy)?.compile()?;
     let db_policy = serde_json::from_value::<PolicySpec>(
@@ -521,21 +523,11 @@ async fn dry_run_reports_and_writes_nothing() -> anyhow::Result<()> {
     let w = World::start().await?;
     w.seed("/app/a", "OLD-a").await?;
     w.seed("/app/b", "OLD-b").await?;
-    let ev = input(
-        json!({"paths": ["/app"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({"dryRun": true}),
-    );
+    let ev = regenerate(json!({"paths": ["/app"]}), ID_1, json!({"dryRun": true}));
     let report = report_of(w.rotator(&[]).await.handle(ev).await?);
     for r in &report.results {
         assert_eq!(r.outcome, Outcome::DryRun);
-        assert!(r
-            .reason
-            .as_deref()
-            .unwrap_or_default()
-            .contains("would write version 2"));
+        assert!(reason(r).contains("would write version 2"));
     }
     assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
     assert_eq!(w.proxy.calls("GetParameter"), 0, "a dry run reads no value");
@@ -547,6 +539,22 @@ async fn dry_run_reports_and_writes_nothing() -> anyhow::Result<()> {
 // The key gate
 // ------------------------------------------------------------------------------------------
 
+/// Creates a KMS key of `spec` for `usage` (no alias) and returns its id.
+async fn create_key(moto: &Moto, spec: KeySpec, usage: KeyUsageType) -> anyhow::Result<String> {
+    let created = moto
+        .kms()
+        .create_key()
+        .key_spec(spec)
+        .key_usage(usage)
+        .send()
+        .await?;
+    Ok(created
+        .key_metadata()
+        .context("metadata")?
+        .key_id()
+        .to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unfit_keys_are_refused_before_any_write() -> anyhow::Result<()> {
     let w = World::start().await?;
@@ -555,26 +563,8 @@ async fn unfit_keys_are_refused_before_any_write() -> anyhow::Result<()> {
 
     let disabled = w.moto.create_cmk("disabled").await?;
     kms.disable_key().key_id(&disabled).send().await?;
-    let asymmetric = kms
-        .create_key()
-        .key_spec(KeySpec::Rsa2048)
-        .key_usage(KeyUsageType::EncryptDecrypt)
-        .send()
-        .await?
-        .key_metadata()
-        .context("metadata")?
-        .key_id()
-        .to_owned();
-    let hmac = kms
-        .create_key()
-        .key_spec(KeySpec::Hmac256)
-        .key_usage(KeyUsageType::GenerateVerifyMac)
-        .send()
-        .await?
-        .key_metadata()
-        .context("metadata")?
-        .key_id()
-        .to_owned();
+    let asymmetric = create_key(&w.moto, KeySpec::Rsa2048, KeyUsageType::EncryptDecrypt).await?;
+    let hmac = create_key(&w.moto, KeySpec::Hmac256, KeyUsageType::GenerateVerifyMac).await?;
     // moto calls every key CUSTOMER; the doctor makes this one answer as AWS does for
     // aws/ssm, so the KeyManager check itself is exercised, not only the alias name.
     let aws_managed = w.moto.create_cmk("looks-aws-managed").await?;
@@ -620,23 +610,11 @@ async fn bad_inputs_fail_before_any_write_and_say_why() -> anyhow::Result<()> {
             "unknown field `dryrun`",
         ),
         (
-            input(
-                json!({"paths": ["/nothing/here"]}),
-                "alias/app-secrets",
-                "regenerate",
-                ID_1,
-                json!({}),
-            ),
+            regenerate(json!({"paths": ["/nothing/here"]}), ID_1, json!({})),
             "select no parameter",
         ),
         (
-            input(
-                json!({"names": ["/app/a", "/app/typo"]}),
-                "alias/app-secrets",
-                "regenerate",
-                ID_1,
-                json!({}),
-            ),
+            regenerate(json!({"names": ["/app/a", "/app/typo"]}), ID_1, json!({})),
             "/app/typo",
         ),
         (
@@ -644,20 +622,16 @@ async fn bad_inputs_fail_before_any_write_and_say_why() -> anyhow::Result<()> {
             "rotationId is missing",
         ),
         (
-            input(
+            regenerate(
                 json!({"names": ["/app/a"]}),
-                "alias/app-secrets",
-                "regenerate",
                 ID_1,
                 json!({"policy": {"length": 2}}),
             ),
             "shorter than the 4 classes",
         ),
         (
-            input(
+            regenerate(
                 json!({"names": ["/app/a"]}),
-                "alias/app-secrets",
-                "regenerate",
                 ID_1,
                 json!({"assumeRole": {"roleArn": "arn:aws:iam::222222222222:user/rotator"}}),
             ),
@@ -681,13 +655,7 @@ async fn a_retried_run_with_the_same_id_writes_nothing_new() -> anyhow::Result<(
     let w = World::start().await?;
     w.seed("/app/a", "OLD-a").await?;
     let rotator = w.rotator(&[]).await;
-    let ev = input(
-        json!({"names": ["/app/a"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({}),
-    );
+    let ev = regenerate(json!({"names": ["/app/a"]}), ID_1, json!({}));
     let first = report_of(rotator.handle(ev.clone()).await?);
     assert_eq!(first.results[0].outcome, Outcome::Rotated);
     let value = w.value("/app/a").await?;
@@ -702,13 +670,7 @@ async fn a_retried_run_with_the_same_id_writes_nothing_new() -> anyhow::Result<(
     assert_eq!(w.value("/app/a").await?, value);
 
     // The next scheduled run rotates again and drops the older rotation-id label.
-    let ev = input(
-        json!({"names": ["/app/a"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_2,
-        json!({}),
-    );
+    let ev = regenerate(json!({"names": ["/app/a"]}), ID_2, json!({}));
     let next = report_of(rotator.handle(ev).await?);
     assert_eq!(next.results[0].outcome, Outcome::Rotated);
     let labels = w.labels("/app/a").await?;
@@ -724,37 +686,21 @@ async fn a_run_interrupted_after_the_write_is_completed_by_the_rerun() -> anyhow
     let w = World::start().await?;
     w.seed("/app/a", "OLD-a").await?;
     let rotator = w.rotator(&[]).await;
-    let first = input(
-        json!({"names": ["/app/a"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({}),
-    );
+    let first = regenerate(json!({"names": ["/app/a"]}), ID_1, json!({}));
     report_of(rotator.handle(first).await?);
     let before = w.value("/app/a").await?;
 
     // Every label call fails (beyond the SDK's retries): the run stops right after its write.
     w.proxy
         .fail_next(Some("LabelParameterVersion"), 50, Fault::ServerError);
-    let ev = input(
-        json!({"names": ["/app/a"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_2,
-        json!({}),
-    );
+    let ev = regenerate(json!({"names": ["/app/a"]}), ID_2, json!({}));
     let err = rotator.handle(ev.clone()).await.expect_err("labels fail");
     let Error::Failed(report) = &err else {
         panic!("expected a failed report: {err}");
     };
     let r = &report.results[0];
     assert_eq!(r.outcome, Outcome::Failed);
-    assert!(r
-        .reason
-        .as_deref()
-        .unwrap_or_default()
-        .contains("LabelParameterVersion"));
+    assert!(reason(r).contains("LabelParameterVersion"));
     assert!(err.to_string().contains("/app/a"), "{err}");
     w.proxy.clear_faults();
     assert_eq!(w.history("/app/a").await?.len(), 3, "the write happened");
@@ -769,11 +715,7 @@ async fn a_run_interrupted_after_the_write_is_completed_by_the_rerun() -> anyhow
     let done = report_of(rotator.handle(ev.clone()).await?);
     let r = &done.results[0];
     assert_eq!(r.outcome, Outcome::Rotated, "{:?}", r.reason);
-    assert!(r
-        .reason
-        .as_deref()
-        .unwrap_or_default()
-        .contains("interrupted"));
+    assert!(reason(r).contains("interrupted"));
     assert_eq!((r.old_version, r.new_version), (Some(2), Some(3)));
     assert_eq!(
         w.proxy.calls("PutParameter"),
@@ -828,13 +770,7 @@ async fn a_parameter_at_100_versions_rotates() -> anyhow::Result<()> {
     w.moto.label_param("/app/stale", 1, "previous").await?;
 
     let rotator = w.rotator(&[]).await;
-    let ev = input(
-        json!({"paths": ["/app"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({}),
-    );
+    let ev = regenerate(json!({"paths": ["/app"]}), ID_1, json!({}));
     let report = report_of(rotator.handle(ev).await?);
     for name in ["/app/full", "/app/stale"] {
         let r = result(&report, name);
@@ -850,13 +786,7 @@ async fn a_parameter_at_100_versions_rotates() -> anyhow::Result<()> {
     }
 
     // And again: the rotation labels never pin an old version.
-    let ev = input(
-        json!({"paths": ["/app"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_2,
-        json!({}),
-    );
+    let ev = regenerate(json!({"paths": ["/app"]}), ID_2, json!({}));
     let report = report_of(rotator.handle(ev).await?);
     assert!(report.results.iter().all(|r| r.outcome == Outcome::Rotated));
     let labels = w.labels("/app/full").await?;
@@ -876,24 +806,14 @@ async fn a_foreign_label_on_the_oldest_version_fails_naming_it() -> anyhow::Resu
     w.seed("/app/other", "OLD-other").await?;
 
     let rotator = w.rotator(&[]).await;
-    let ev = input(
-        json!({"paths": ["/app"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({}),
-    );
+    let ev = regenerate(json!({"paths": ["/app"]}), ID_1, json!({}));
     let err = rotator.handle(ev).await.expect_err("pinned fails");
     let Error::Failed(report) = &err else {
         panic!("expected a failed report: {err}");
     };
     let pinned = result(report, "/app/pinned");
     assert_eq!(pinned.outcome, Outcome::Failed);
-    assert!(pinned
-        .reason
-        .as_deref()
-        .unwrap_or_default()
-        .contains("\"golden-copy\""));
+    assert!(reason(pinned).contains("\"golden-copy\""));
     assert!(err.to_string().contains("golden-copy"), "{err}");
     // The others go on.
     assert_eq!(result(report, "/app/other").outcome, Outcome::Rotated);
@@ -920,10 +840,8 @@ async fn throttling_and_too_many_updates_bursts_are_retried() -> anyhow::Result<
 
     w.proxy.fail_next(Some("PutParameter"), 4, Fault::Throttle);
     w.doctor.too_many_updates(4);
-    let ev = input(
+    let ev = regenerate(
         json!({"paths": ["/app"]}),
-        "alias/app-secrets",
-        "regenerate",
         ID_1,
         json!({"pace": {"writesPerSecond": 50, "baseDelayMs": 5, "maxAttempts": 12}}),
     );
@@ -947,10 +865,8 @@ async fn a_parameter_that_stays_throttled_is_reported_and_the_others_go_on() -> 
     w.seed("/app/b", "OLD-b").await?;
     let rotator = w.rotator(&[]).await;
     w.doctor.too_many_updates(3);
-    let ev = input(
+    let ev = regenerate(
         json!({"paths": ["/app"]}),
-        "alias/app-secrets",
-        "regenerate",
         ID_1,
         json!({"pace": {"writesPerSecond": 50, "baseDelayMs": 5, "maxAttempts": 3}}),
     );
@@ -960,11 +876,7 @@ async fn a_parameter_that_stays_throttled_is_reported_and_the_others_go_on() -> 
     };
     let a = result(&report, "/app/a");
     assert_eq!(a.outcome, Outcome::Failed);
-    assert!(a
-        .reason
-        .as_deref()
-        .unwrap_or_default()
-        .contains("TooManyUpdates"));
+    assert!(reason(a).contains("TooManyUpdates"));
     assert_eq!(result(&report, "/app/b").outcome, Outcome::Rotated);
     Ok(())
 }
@@ -996,6 +908,16 @@ fn step(step: &str, secret: &str, token: &str) -> Value {
     json!({"Step": step, "SecretId": secret, "ClientRequestToken": token})
 }
 
+/// Runs a Secrets Manager rotation step that must fail, with a token numbered `token` that
+/// names no version, and returns the error's text.
+async fn step_error(rotator: &Rotator, name: &str, secret: &str, token: u32) -> String {
+    rotator
+        .handle(step(name, secret, &format!("t-{token:031}")))
+        .await
+        .expect_err(name)
+        .to_string()
+}
+
 async fn secret_at(w: &World, name: &str, stage: &str) -> anyhow::Result<String> {
     let out = w
         .moto
@@ -1025,12 +947,9 @@ async fn secrets_manager_four_steps_with_repeated_steps() -> anyhow::Result<()> 
         Response::Secret(s) => s,
         other => panic!("expected a step result, got {other:?}"),
     };
-    let created = secret(
-        rotator
-            .handle(step("createSecret", "app/db", token))
-            .await?,
-    );
-    assert_eq!(created.outcome, lockbox_rotator::secrets::StepOutcome::Done);
+    let run = |name: &str| rotator.handle(step(name, "app/db", token));
+    let created = secret(run("createSecret").await?);
+    assert_eq!(created.outcome, StepOutcome::Done);
     let pending = secret_at(&w, "app/db", "AWSPENDING").await?;
     let compiled = serde_json::from_str::<PolicySpec>(policy)?.compile()?;
     compiled
@@ -1046,34 +965,20 @@ async fn secrets_manager_four_steps_with_repeated_steps() -> anyhow::Result<()> 
     assert_eq!(described.kms_key_id(), Some(w.key_arn.as_str()));
 
     // createSecret again (Secrets Manager retries steps): the pending value is kept.
-    let again = secret(
-        rotator
-            .handle(step("createSecret", "app/db", token))
-            .await?,
-    );
-    assert_eq!(
-        again.outcome,
-        lockbox_rotator::secrets::StepOutcome::AlreadyDone
-    );
+    let again = secret(run("createSecret").await?);
+    assert_eq!(again.outcome, StepOutcome::AlreadyDone);
     assert_eq!(secret_at(&w, "app/db", "AWSPENDING").await?, pending);
     assert_eq!(w.proxy.calls("PutSecretValue"), 1);
 
-    let set = secret(rotator.handle(step("setSecret", "app/db", token)).await?);
+    let set = secret(run("setSecret").await?);
     assert!(set.reason.contains("generic secret"));
-    rotator.handle(step("testSecret", "app/db", token)).await?;
+    run("testSecret").await?;
     assert_eq!(
         secret_at(&w, "app/db", "AWSCURRENT").await?,
         "OLD-secret-value-99"
     );
-    let finished = secret(
-        rotator
-            .handle(step("finishSecret", "app/db", token))
-            .await?,
-    );
-    assert_eq!(
-        finished.outcome,
-        lockbox_rotator::secrets::StepOutcome::Done
-    );
+    let finished = secret(run("finishSecret").await?);
+    assert_eq!(finished.outcome, StepOutcome::Done);
     assert_eq!(secret_at(&w, "app/db", "AWSCURRENT").await?, pending);
     assert_eq!(
         secret_at(&w, "app/db", "AWSPREVIOUS").await?,
@@ -1083,12 +988,8 @@ async fn secrets_manager_four_steps_with_repeated_steps() -> anyhow::Result<()> 
     // Every step repeated after the finish is a no-op.
     w.proxy.reset_counts();
     for s in ["finishSecret", "createSecret", "testSecret"] {
-        let out = secret(rotator.handle(step(s, "app/db", token)).await?);
-        assert_eq!(
-            out.outcome,
-            lockbox_rotator::secrets::StepOutcome::AlreadyDone,
-            "{s}"
-        );
+        let out = secret(run(s).await?);
+        assert_eq!(out.outcome, StepOutcome::AlreadyDone, "{s}");
     }
     assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
     assert_eq!(secret_at(&w, "app/db", "AWSCURRENT").await?, pending);
@@ -1105,35 +1006,17 @@ async fn secrets_manager_refuses_unknown_tokens_disabled_rotation_and_unfit_keys
     w.moto.kms().disable_key().key_id(&disabled).send().await?;
 
     let plain = w.rotator(&[]).await;
-    let err = plain
-        .handle(step(
-            "createSecret",
-            "app/manual",
-            "t-0000000000000000000000000000001",
-        ))
-        .await
-        .expect_err("rotation not enabled");
-    assert!(err.to_string().contains("rotation is not enabled"), "{err}");
-    let err = plain
-        .handle(step(
-            "finishSecret",
-            "app/enabled",
-            "t-0000000000000000000000000000002",
-        ))
-        .await
-        .expect_err("unknown token");
-    assert!(err.to_string().contains("is not a version"), "{err}");
+    let err = step_error(&plain, "createSecret", "app/manual", 1).await;
+    assert!(
+        err.contains("rotation is not enabled"),
+        "rotation not enabled: {err}"
+    );
+    let err = step_error(&plain, "finishSecret", "app/enabled", 2).await;
+    assert!(err.contains("is not a version"), "unknown token: {err}");
 
     let gated = w.rotator(&[("LOCKBOX_SECRET_KEY_ID", &disabled)]).await;
-    let err = gated
-        .handle(step(
-            "createSecret",
-            "app/enabled",
-            "t-0000000000000000000000000000003",
-        ))
-        .await
-        .expect_err("disabled key");
-    assert!(err.to_string().contains("KeyState is Disabled"), "{err}");
+    let err = step_error(&gated, "createSecret", "app/enabled", 3).await;
+    assert!(err.contains("KeyState is Disabled"), "disabled key: {err}");
     assert_eq!(w.writes(), 0, "{:?}", w.proxy.call_counts());
     Ok(())
 }
@@ -1156,20 +1039,13 @@ async fn run_bin(
     stdin: Option<&str>,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<Run> {
-    let mut cmd = tokio::process::Command::new(rotator_bin()?);
+    let mut cmd = rotator_command(endpoint)?;
     cmd.args(args)
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "trace")
         .envs(extra_env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("starting lockbox-rotator")?;
     if let Some(mut pipe) = child.stdin.take() {
         if let Some(text) = stdin {
@@ -1215,13 +1091,7 @@ async fn the_binary_rotates_from_the_shell_and_never_prints_a_value() -> anyhow:
     assert!(help.stdout.contains("rotationId"));
 
     // A dry run from stdin.
-    let dry = input(
-        json!({"paths": ["/shell"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({"dryRun": true}),
-    );
+    let dry = regenerate(json!({"paths": ["/shell"]}), ID_1, json!({"dryRun": true}));
     let run = run_bin(&endpoint, &["--input", "-"], Some(&dry.to_string()), &[]).await?;
     assert_eq!(run.status, 0, "{}", run.stderr);
     let report: Report = serde_json::from_str(&run.stdout)?;
@@ -1236,13 +1106,7 @@ async fn the_binary_rotates_from_the_shell_and_never_prints_a_value() -> anyhow:
         "rotator-input-{}.json",
         lockbox_tests::random_hex(8)
     ));
-    let ev = input(
-        json!({"names": ["/shell/a", "/shell/b"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({}),
-    );
+    let ev = regenerate(json!({"names": ["/shell/a", "/shell/b"]}), ID_1, json!({}));
     std::fs::write(&file, ev.to_string())?;
     let run = run_bin(
         &endpoint,
@@ -1373,13 +1237,7 @@ async fn the_lambda_runs_scheduled_inputs_retries_and_secret_steps() -> anyhow::
     let wait = Duration::from_secs(60);
 
     // The schedule's input, exactly as EventBridge Scheduler delivers it.
-    let scheduled = input(
-        json!({"paths": ["/fn"]}),
-        "alias/app-secrets",
-        "regenerate",
-        ID_1,
-        json!({}),
-    );
+    let scheduled = regenerate(json!({"paths": ["/fn"]}), ID_1, json!({}));
     let lockbox_tests::sandbox::RuntimeOutcome::Response(body) =
         sandbox.invoke_runtime(scheduled.clone(), wait).await?
     else {
@@ -1479,25 +1337,6 @@ fn rotation_role(account: &str) -> String {
     format!("arn:aws:iam::{account}:role/lockbox-rotation")
 }
 
-/// SDK configuration for moto acting as `role` in `region`, straight to moto (not through
-/// the proxy, so seeding and checking never shows in the counts).
-async fn assumed(moto: &Moto, role: &str, region: &str) -> SdkConfig {
-    let base = moto
-        .sdk_config()
-        .await
-        .to_builder()
-        .region(Region::new(region.to_owned()))
-        .build();
-    let provider = AssumeRoleProvider::builder(role)
-        .session_name("lockbox-e2e-seed")
-        .configure(&base)
-        .build()
-        .await;
-    base.to_builder()
-        .credentials_provider(SharedCredentialsProvider::new(provider))
-        .build()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_in_the_input_rotates_the_other_accounts_parameter_in_its_region(
 ) -> anyhow::Result<()> {
@@ -1507,7 +1346,7 @@ async fn a_role_in_the_input_rotates_the_other_accounts_parameter_in_its_region(
 
     // The other account has its own key, under the same alias as the default account's,
     // and its own parameter of the same name, in its region.
-    let other = assumed(&w.moto, &role, OTHER_REGION).await;
+    let other = w.moto.sdk_config_as(Some(&role), Some(OTHER_REGION)).await;
     let other_kms = aws_sdk_kms::Client::new(&other);
     let other_key = other_kms
         .create_key()
@@ -1540,7 +1379,7 @@ async fn a_role_in_the_input_rotates_the_other_accounts_parameter_in_its_region(
     // The same name in the default account, and in the other account's default region:
     // neither may change.
     w.seed(name, "OLD-default-account-value-3").await?;
-    let other_home = assumed(&w.moto, &role, REGION).await;
+    let other_home = w.moto.sdk_config_as(Some(&role), Some(REGION)).await;
     aws_sdk_ssm::Client::new(&other_home)
         .put_parameter()
         .name(name)
@@ -1549,10 +1388,8 @@ async fn a_role_in_the_input_rotates_the_other_accounts_parameter_in_its_region(
         .send()
         .await?;
 
-    let ev = input(
+    let ev = regenerate(
         json!({"names": [name]}),
-        "alias/app-secrets",
-        "regenerate",
         ID_1,
         json!({"region": OTHER_REGION,
                "assumeRole": {"roleArn": role, "externalId": "lockbox-e2e-external-id"}}),
@@ -1644,10 +1481,8 @@ async fn a_role_that_cannot_be_assumed_fails_before_any_other_call_naming_the_ro
     let w = World::start().await?;
     w.seed("/app/a", "OLD-a").await?;
     let role = rotation_role(OTHER_ACCOUNT);
-    let ev = input(
+    let ev = regenerate(
         json!({"names": ["/app/a"]}),
-        "alias/app-secrets",
-        "regenerate",
         ID_1,
         json!({"assumeRole": {"roleArn": role}}),
     );
