@@ -228,7 +228,8 @@ async fn get_parameter(
                     parameter,
                     result_metadata: ResultMetadata::default(),
                 },
-                parameter.value.expose().len(),
+                1,
+                parameter.payload_len(),
             ),
             &lookup,
         )),
@@ -268,6 +269,7 @@ async fn get_secret(
                     secret,
                     result_metadata: ResultMetadata::default(),
                 },
+                1,
                 secret.payload_len(),
             ),
             &lookup,
@@ -326,13 +328,17 @@ async fn get_parameters(
             _ => None,
         })
         .collect();
-    let size = parameters.iter().map(|p| p.payload_len() + 256).sum();
+    let (items, size) = (
+        parameters.len(),
+        parameters.iter().map(|p| p.payload_len()).sum(),
+    );
     let mut response = json(
         &ParametersResponse {
             parameters,
             invalid_parameters: &many.invalid,
             result_metadata: ResultMetadata::default(),
         },
+        items,
         size,
     );
     batch_headers(&mut response, many.hits, req.names.len());
@@ -370,12 +376,16 @@ async fn get_parameters_by_path(
     let Item::Parameters(parameters) = &entry.item else {
         return Err(internal("cache entry of the wrong kind"));
     };
-    let size = parameters.iter().map(|p| p.payload_len() + 256).sum();
+    let (items, size) = (
+        parameters.len(),
+        parameters.iter().map(|p| p.payload_len()).sum(),
+    );
     let response = json(
         &PathResponse {
             parameters: parameters.iter().collect(),
             result_metadata: ResultMetadata::default(),
         },
+        items,
         size,
     );
     Ok(with_cache_headers(
@@ -420,13 +430,14 @@ async fn get_secrets(
             _ => None,
         })
         .collect();
-    let size = secrets.iter().map(|s| s.payload_len() + 256).sum();
+    let (items, size) = (secrets.len(), secrets.iter().map(|s| s.payload_len()).sum());
     let mut response = json(
         &SecretsResponse {
             secret_values: secrets,
             errors: &many.errors,
             result_metadata: ResultMetadata::default(),
         },
+        items,
         size,
     );
     batch_headers(&mut response, many.hits, req.ids.len());
@@ -441,11 +452,13 @@ fn internal(message: &str) -> ApiError {
     ))
 }
 
-/// A JSON body with the right content type.
-/// A JSON body with room for `values` bytes of values, so that the buffer rarely grows.
-fn json<T: serde::Serialize>(body: &T, values: usize) -> Response {
-    // The AWS layer's envelope adds a few hundred bytes of names, ARNs and dates.
-    let mut buffer = WipingBuffer::with_capacity(values + 512);
+/// Bytes of names, ARNs, dates and field names the AWS layer's JSON adds around one value.
+const ENVELOPE_BYTES: usize = 512;
+
+/// A JSON body with room for `items` values of `values` bytes in all, so that the buffer
+/// rarely grows.
+fn json<T: serde::Serialize>(body: &T, items: usize, values: usize) -> Response {
+    let mut buffer = WipingBuffer::with_capacity(values + items.max(1) * ENVELOPE_BYTES);
     match serde_json::to_writer(&mut buffer, body) {
         Ok(()) => body_response(buffer, "application/json"),
         Err(_) => internal("the value could not be encoded").into_response(),
