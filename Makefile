@@ -69,7 +69,7 @@ demo: setup build ## Run the demo: moto, a key, parameters, a secret, the extens
 
 bench: setup ## The layer's build (profile lambda), then the benchmark figures (ONLY="memory hits" for some)
 	@$(ROOT)/scripts/require-bin.sh bench
-	cargo build --profile lambda -p lockbox-extension -p lockbox-rotator
+	cargo build --profile lambda -p lockbox-extension -p lockbox-rotator -p lockbox-ceiling
 	cargo run --release -p lockbox-tests --bin bench -- $(ONLY)
 
 layer: setup ## Layer zips for x86_64 and arm64 in dist/ (says so plainly when arm64 cannot be built)

@@ -9,9 +9,10 @@
 #            it at its root, never in extensions/, where Lambda would start it)
 # rotator:   target/lambda/<arch>/lockbox-rotator/bootstrap
 #
-# The profile is `lambda` (release, size-optimised; see Cargo.toml), overridable with
-# LAMBDA_PROFILE. Each architecture gets its own output folder so the two never overwrite
-# each other. Exit status 3 means the architecture cannot be built on this machine.
+# The profile is `lambda` (release: the hot path for speed, the rest for size; see
+# Cargo.toml), overridable with LAMBDA_PROFILE. Each architecture gets its own output
+# folder so the two never overwrite each other. Exit status 3 means the architecture
+# cannot be built on this machine.
 set -euo pipefail
 
 usage() { echo "usage: $0 extension|exec|rotator x86_64|arm64 [DEST]" >&2; exit 2; }

@@ -2,8 +2,8 @@
 # The lockbox layer, as Lambda unpacks it under /opt:
 #   extensions/lockbox   the extension (Lambda starts everything in extensions/)
 #   lockbox-exec         the AWS_LAMBDA_EXEC_WRAPPER, when the workspace has that binary
-# Both mode 755, built for provided.al2023 (glibc 2.34 at most) with the size-optimised
-# `lambda` profile.
+# Both mode 755, built for provided.al2023 (glibc 2.34 at most) with the `lambda` profile
+# (Cargo.toml).
 #
 #   scripts/layer.sh zip x86_64 [arm64]   ->  dist/lockbox-layer-<arch>.zip
 #   scripts/layer.sh stage ARCH DIR       ->  the tree above in DIR (SAM's ARTIFACTS_DIR)

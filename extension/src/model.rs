@@ -85,19 +85,41 @@ impl WipingBuffer {
     pub fn as_slice(&self) -> &[u8] {
         &self.0
     }
+
+    /// Appends `data`. serde_json writes a response in dozens of small pieces, so the
+    /// common case (room left, the buffer is sized for the value) is a plain copy, and
+    /// growing is out of line.
+    #[inline]
+    fn append(&mut self, data: &[u8]) {
+        if self.0.capacity() - self.0.len() < data.len() {
+            self.grow(data.len());
+        }
+        self.0.extend_from_slice(data);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, more: usize) {
+        let needed = self.0.len() + more;
+        let mut bigger = Vec::with_capacity(needed.max(self.0.capacity() * 2));
+        bigger.extend_from_slice(&self.0);
+        // The old buffer is wiped as the old `Zeroizing` drops here.
+        self.0 = Zeroizing::new(bigger);
+    }
 }
 
 impl std::io::Write for WipingBuffer {
+    #[inline]
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let needed = self.0.len() + data.len();
-        if needed > self.0.capacity() {
-            let mut bigger = Vec::with_capacity(needed.max(self.0.capacity() * 2));
-            bigger.extend_from_slice(&self.0);
-            // The old buffer is wiped as the old `Zeroizing` drops here.
-            self.0 = Zeroizing::new(bigger);
-        }
-        self.0.extend_from_slice(data);
+        self.append(data);
         Ok(data.len())
+    }
+
+    // What serde_json calls: one copy, without the default's retry loop.
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.append(data);
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

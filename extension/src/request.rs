@@ -257,6 +257,10 @@ impl Query {
 /// Percent-decodes (with `+` as space, as in form encoding), refusing invalid UTF-8 rather
 /// than replacing it: a mangled name would be looked up as a different parameter.
 fn decode(s: &str) -> Result<String, RequestError> {
+    // Most names and flags have nothing encoded: one copy, not three.
+    if !s.contains(['+', '%']) {
+        return Ok(s.to_owned());
+    }
     let plus_as_space = s.replace('+', " ");
     percent_decode_str(&plus_as_space)
         .decode_utf8()

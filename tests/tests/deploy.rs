@@ -628,6 +628,25 @@ fn the_rotator_role_allows_exactly_the_calls_the_rotator_makes() {
     }
 }
 
+/// The README is read top to bottom by a newcomer: each of its sections appears once (an
+/// edit that pastes a section again leaves two that disagree).
+#[test]
+fn the_readme_has_each_section_once() {
+    let docs =
+        std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md is readable");
+    let mut seen = BTreeSet::new();
+    let mut in_code = false;
+    for line in docs.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code && line.starts_with("## ") {
+            assert!(seen.insert(line), "README.md has {line:?} twice");
+        }
+    }
+    assert!(seen.contains("## Benchmark"), "{seen:?}");
+}
+
 #[test]
 fn the_intent_tag_is_the_only_tag_the_rotator_may_set() {
     let template = template();

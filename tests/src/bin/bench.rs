@@ -8,8 +8,9 @@
 //!   120 values one at a time through the extension with a cold cache;
 //! - **cache hits**: latency (p50, p99, p99.9) and throughput at 1, 16 and 64 keep-alive
 //!   connections, and the same against a bare axum server returning a fixed body of the
-//!   same size (the ceiling), in a process of its own on one runtime thread like the
-//!   extension; the median of three alternating runs of each;
+//!   same size (the ceiling, `tests/ceiling`): built with the same profile, in a process
+//!   of its own on one runtime thread like the extension; the median of three alternating
+//!   runs of each;
 //! - **Init overhead**: process start to the first `next`, without prefetch;
 //! - **resident memory**: idle, and with 1,000 and 10,000 cached values of 1 KiB;
 //! - **layer zip size**, when `make layer` has built one;
@@ -20,7 +21,8 @@
 //! What is measured is what the layer ships: the `lambda` profile's build for this machine
 //! (`make bench` builds it). The extension is `LOCKBOX_BIN` when set, else
 //! `target/lambda/lockbox`; the rotator `LOCKBOX_ROTATOR_BIN`, else
-//! `target/lambda/lockbox-rotator`. Names on the command line pick some of the figures.
+//! `target/lambda/lockbox-rotator`; the ceiling `LOCKBOX_CEILING_BIN`, else
+//! `target/lambda/lockbox-ceiling`. Names on the command line pick some of the figures.
 #![allow(
     clippy::print_stdout,
     reason = "the figures are the bench's output; they go to the terminal"
@@ -38,7 +40,7 @@ use aws_sdk_ssm::types::ParameterType;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::HOST;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use lockbox_tests::client::{parameter_path, secret_path, ExtClient, TOKEN_HEADER};
@@ -51,8 +53,9 @@ use tokio::process::{Child, Command};
 
 /// The cargo profile the layer is built with (Cargo.toml): the bench measures what ships.
 const SHIPPED_PROFILE: &str = "lambda";
-/// The first argument that makes this executable the bare server instead of the bench.
-const BARE_SERVER_ARG: &str = "--bare-server";
+/// The variable naming the bare server's executable (`tests/ceiling`), else the
+/// [`SHIPPED_PROFILE`] build of it.
+const CEILING_BIN: &str = "LOCKBOX_CEILING_BIN";
 /// Latency the proxy adds to every AWS call in the prefetch figure.
 const AWS_LATENCY: Duration = Duration::from_millis(25);
 /// How long to wait for a log line the extension has already written.
@@ -93,16 +96,13 @@ const WRITE_OPERATION_PREFIXES: &[&str] = &[
 ];
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(BARE_SERVER_ARG) {
-        let body = args.get(2).cloned().unwrap_or_default();
-        return bare_server(body);
-    }
     // The harness finds the binaries through LOCKBOX_BIN and LOCKBOX_ROTATOR_BIN; the bench
-    // measures the layer's builds. Set before any thread starts.
+    // measures the layer's builds, and the ceiling built the same way. Set before any
+    // thread starts.
     for (var, name, package) in [
         ("LOCKBOX_BIN", "lockbox", "lockbox-extension"),
         ("LOCKBOX_ROTATOR_BIN", "lockbox-rotator", "lockbox-rotator"),
+        (CEILING_BIN, "lockbox-ceiling", "lockbox-ceiling"),
     ] {
         if std::env::var_os(var).is_some() {
             continue;
@@ -692,7 +692,8 @@ async fn send(
     Ok(ok)
 }
 
-/// The ceiling: this executable started with [`BARE_SERVER_ARG`], serving a fixed body.
+/// The ceiling: `tests/ceiling`'s server (built with the extension's profile), serving a
+/// fixed body.
 struct BareServer {
     addr: SocketAddr,
     child: Child,
@@ -700,8 +701,8 @@ struct BareServer {
 
 impl BareServer {
     async fn start(body: &str) -> anyhow::Result<BareServer> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([BARE_SERVER_ARG, body])
+        let mut child = Command::new(std::env::var_os(CEILING_BIN).context(CEILING_BIN)?)
+            .arg(body)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -725,31 +726,6 @@ impl BareServer {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
-}
-
-/// The bare server's process: axum on hyper and tokio, like the extension, with one route
-/// answering a fixed JSON body.
-fn bare_server(body: String) -> anyhow::Result<()> {
-    use axum::routing::get;
-    // One runtime thread, as the extension runs: the same stack, so the ratio measures
-    // lockbox's own work per request, not a difference in threads.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let body: &'static str = Box::leak(body.into_boxed_str());
-            let app = axum::Router::new().route(
-                "/systemsmanager/parameters/get",
-                get(move || async move { ([(CONTENT_TYPE, "application/json")], body) }),
-            );
-            let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-            println!("{}", listener.local_addr()?.port());
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app).await?;
-            anyhow::Ok(())
-        })
 }
 
 // ---------------------------------------------------------------------------------------
