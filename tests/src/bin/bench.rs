@@ -22,7 +22,8 @@
 //! (`make bench` builds it). The extension is `LOCKBOX_BIN` when set, else
 //! `target/lambda/lockbox`; the rotator `LOCKBOX_ROTATOR_BIN`, else
 //! `target/lambda/lockbox-rotator`; the ceiling `LOCKBOX_CEILING_BIN`, else
-//! `target/lambda/lockbox-ceiling`. Names on the command line pick some of the figures.
+//! `target/lambda/lockbox-ceiling`. Names on the command line pick some of the figures;
+//! those replace their sections in the last `results.json`, the others are kept.
 #![allow(
     clippy::print_stdout,
     reason = "the figures are the bench's output; they go to the terminal"
@@ -46,7 +47,7 @@ use hyper_util::rt::TokioIo;
 use lockbox_tests::client::{parameter_path, secret_path, ExtClient, TOKEN_HEADER};
 use lockbox_tests::sandbox::{Lifecycle, Sandbox};
 use lockbox_tests::{bins, lockbox_builder, Moto, Proxy, INIT_TIMEOUT};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -139,56 +140,54 @@ async fn run() -> anyhow::Result<()> {
 
     let only = Sections::from_args()?;
     let moto = Moto::start().await?;
-
-    let mut prefetch = Value::Null;
-    if only.wants("prefetch") {
-        section("Prefetch: 100 parameters (10 by path) and 20 secrets, +25 ms per AWS call");
-        prefetch = prefetch_figures(&moto).await?;
-    }
-    let mut load = Value::Null;
-    if only.wants("hits") {
-        section("Cache hits: GET /systemsmanager/parameters/get, keep-alive connections");
-        load = load_figures(&moto).await?;
-    }
-    let mut init = Value::Null;
-    if only.wants("init") {
-        section("Init overhead: process start to the first `next`, no prefetch");
-        init = init_figures(&moto).await?;
-    }
-    let mut memory = Value::Null;
-    if only.wants("memory") {
-        section("Resident memory (VmRSS) of the extension");
-        memory = memory_figures(&moto).await?;
-    }
-    let mut layer = Value::Null;
-    if only.wants("layer") {
-        section("Layer zip");
-        layer = layer_figures();
-    }
-    let mut rotator = Value::Null;
-    if only.wants("rotator") {
-        section("Rotator: one rotation of 100 SecureString parameters (regenerate)");
-        rotator = rotator_figures(&moto).await?;
-    }
-
-    let results = json!({
-        "taken_at": utc_now(),
-        "machine": machine,
-        "binary": binary.display().to_string(),
-        "prefetch": prefetch,
-        "cache_hits": load,
-        "init": init,
-        "memory": memory,
-        "layer_zip": layer,
-        "rotator": rotator,
-        "bench_seconds": round1(started.elapsed().as_secs_f64()),
-    });
     let dir = bins::workspace_root().join("bench-results");
+    let file = dir.join("results.json");
+
+    // A run of some sections (make bench ONLY=...) updates those in the last results and
+    // keeps the others, each section with the time it was taken.
+    let mut results = Map::new();
+    if only.is_partial() && file.exists() {
+        let previous = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        match previous {
+            Some(Value::Object(previous)) => results = previous,
+            _ => println!("({} is not a bench result; it is replaced)", file.display()),
+        }
+    }
+    let mut taken = match results.remove("sections_taken_at") {
+        Some(Value::Object(taken)) => taken,
+        _ => Map::new(),
+    };
+    for (name, title, key) in SECTIONS {
+        if !only.wants(name) {
+            continue;
+        }
+        section(title);
+        let figures = match name {
+            "prefetch" => prefetch_figures(&moto).await?,
+            "hits" => load_figures(&moto).await?,
+            "init" => init_figures(&moto).await?,
+            "memory" => memory_figures(&moto).await?,
+            "layer" => layer_figures(),
+            "rotator" => rotator_figures(&moto).await?,
+            other => bail!("the bench has no figures for {other:?}"),
+        };
+        results.insert(key.to_owned(), figures);
+        taken.insert(key.to_owned(), json!(utc_now()));
+    }
+    results.insert("taken_at".into(), json!(utc_now()));
+    results.insert("sections_taken_at".into(), Value::Object(taken));
+    results.insert("machine".into(), machine);
+    results.insert("binary".into(), json!(binary.display().to_string()));
+    results.insert(
+        "bench_seconds".into(),
+        json!(round1(started.elapsed().as_secs_f64())),
+    );
+    let results = Value::Object(results);
+
     std::fs::create_dir_all(&dir)?;
-    write_atomically(
-        &dir.join("results.json"),
-        &serde_json::to_string_pretty(&results)?,
-    )?;
+    write_atomically(&file, &serde_json::to_string_pretty(&results)?)?;
     write_atomically(&dir.join("latency.svg"), &latency_svg(&results))?;
     println!();
     println!(
@@ -204,15 +203,45 @@ async fn run() -> anyhow::Result<()> {
 /// (`make bench ONLY="memory hits"`), for a quick look at one of them.
 struct Sections(Vec<String>);
 
-impl Sections {
-    const ALL: [&'static str; 6] = ["prefetch", "hits", "init", "memory", "layer", "rotator"];
+/// The figures, in the order they are taken: the name that picks them on the command line,
+/// their heading, and their key in `results.json`.
+const SECTIONS: [(&str, &str, &str); 6] = [
+    (
+        "prefetch",
+        "Prefetch: 100 parameters (10 by path) and 20 secrets, +25 ms per AWS call",
+        "prefetch",
+    ),
+    (
+        "hits",
+        "Cache hits: GET /systemsmanager/parameters/get, keep-alive connections",
+        "cache_hits",
+    ),
+    (
+        "init",
+        "Init overhead: process start to the first `next`, no prefetch",
+        "init",
+    ),
+    (
+        "memory",
+        "Resident memory (VmRSS) of the extension",
+        "memory",
+    ),
+    ("layer", "Layer zip", "layer_zip"),
+    (
+        "rotator",
+        "Rotator: one rotation of 100 SecureString parameters (regenerate)",
+        "rotator",
+    ),
+];
 
+impl Sections {
     fn from_args() -> anyhow::Result<Self> {
         let named: Vec<String> = std::env::args().skip(1).collect();
-        if let Some(unknown) = named.iter().find(|n| !Self::ALL.contains(&n.as_str())) {
+        let known = || SECTIONS.iter().map(|(name, _, _)| *name);
+        if let Some(unknown) = named.iter().find(|n| !known().any(|k| k == n.as_str())) {
             bail!(
                 "unknown bench section {unknown:?}; the sections are: {}",
-                Self::ALL.join(", ")
+                known().collect::<Vec<_>>().join(", ")
             );
         }
         Ok(Self(named))
@@ -220,6 +249,11 @@ impl Sections {
 
     fn wants(&self, section: &str) -> bool {
         self.0.is_empty() || self.0.iter().any(|n| n == section)
+    }
+
+    /// Whether only some sections were asked for.
+    fn is_partial(&self) -> bool {
+        !self.0.is_empty()
     }
 }
 
