@@ -228,8 +228,7 @@ async fn get_parameter(
                     parameter,
                     result_metadata: ResultMetadata::default(),
                 },
-                1,
-                parameter.payload_len(),
+                [parameter.payload_len()],
             ),
             &lookup,
         )),
@@ -269,8 +268,7 @@ async fn get_secret(
                     secret,
                     result_metadata: ResultMetadata::default(),
                 },
-                1,
-                secret.payload_len(),
+                [secret.payload_len()],
             ),
             &lookup,
         )),
@@ -328,19 +326,12 @@ async fn get_parameters(
             _ => None,
         })
         .collect();
-    let (items, size) = (
-        parameters.len(),
-        parameters.iter().map(|p| p.payload_len()).sum(),
-    );
-    let mut response = json(
-        &ParametersResponse {
-            parameters,
-            invalid_parameters: &many.invalid,
-            result_metadata: ResultMetadata::default(),
-        },
-        items,
-        size,
-    );
+    let body = ParametersResponse {
+        parameters,
+        invalid_parameters: &many.invalid,
+        result_metadata: ResultMetadata::default(),
+    };
+    let mut response = json(&body, body.parameters.iter().map(|p| p.payload_len()));
     batch_headers(&mut response, many.hits, req.names.len());
     Ok(response)
 }
@@ -376,17 +367,12 @@ async fn get_parameters_by_path(
     let Item::Parameters(parameters) = &entry.item else {
         return Err(internal("cache entry of the wrong kind"));
     };
-    let (items, size) = (
-        parameters.len(),
-        parameters.iter().map(|p| p.payload_len()).sum(),
-    );
     let response = json(
         &PathResponse {
             parameters: parameters.iter().collect(),
             result_metadata: ResultMetadata::default(),
         },
-        items,
-        size,
+        parameters.iter().map(Parameter::payload_len),
     );
     Ok(with_cache_headers(
         response,
@@ -430,16 +416,12 @@ async fn get_secrets(
             _ => None,
         })
         .collect();
-    let (items, size) = (secrets.len(), secrets.iter().map(|s| s.payload_len()).sum());
-    let mut response = json(
-        &SecretsResponse {
-            secret_values: secrets,
-            errors: &many.errors,
-            result_metadata: ResultMetadata::default(),
-        },
-        items,
-        size,
-    );
+    let body = SecretsResponse {
+        secret_values: secrets,
+        errors: &many.errors,
+        result_metadata: ResultMetadata::default(),
+    };
+    let mut response = json(&body, body.secret_values.iter().map(|s| s.payload_len()));
     batch_headers(&mut response, many.hits, req.ids.len());
     Ok(response)
 }
@@ -455,9 +437,12 @@ fn internal(message: &str) -> ApiError {
 /// Bytes of names, ARNs, dates and field names the AWS layer's JSON adds around one value.
 const ENVELOPE_BYTES: usize = 512;
 
-/// A JSON body with room for `items` values of `values` bytes in all, so that the buffer
-/// rarely grows.
-fn json<T: serde::Serialize>(body: &T, items: usize, values: usize) -> Response {
+/// A JSON body with room for its values (`payloads`: the bytes of each) and the envelope
+/// around each, so that the buffer rarely grows.
+fn json<T: serde::Serialize>(body: &T, payloads: impl IntoIterator<Item = usize>) -> Response {
+    let (items, values) = payloads
+        .into_iter()
+        .fold((0, 0), |(items, values), len| (items + 1, values + len));
     let mut buffer = WipingBuffer::with_capacity(values + items.max(1) * ENVELOPE_BYTES);
     match serde_json::to_writer(&mut buffer, body) {
         Ok(()) => body_response(buffer, "application/json"),

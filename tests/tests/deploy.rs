@@ -70,6 +70,11 @@ const AL2_RUNTIMES: &[&str] = &[
 // Reading the template
 // ------------------------------------------------------------------------------------------
 
+/// The README, which some checks hold to what the stack and the code do.
+fn readme() -> String {
+    std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md is readable")
+}
+
 /// template.yaml as JSON, with CloudFormation's short tags (`!Sub x`) turned into their
 /// long forms (`{"Fn::Sub": x}`), so checks see one shape whichever form the file uses.
 fn template() -> Value {
@@ -614,8 +619,7 @@ fn the_rotator_role_allows_exactly_the_calls_the_rotator_makes() {
     // own account only; the README says what each would need.
     assert!(of(&granted, "secretsmanager:").is_empty(), "{granted:?}");
     assert!(of(&granted, "sts:").is_empty(), "{granted:?}");
-    let docs =
-        std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md is readable");
+    let docs = readme();
     for call in of(&calls, "secretsmanager:")
         .iter()
         .chain(&["sts:assumerole".to_owned()])
@@ -632,8 +636,7 @@ fn the_rotator_role_allows_exactly_the_calls_the_rotator_makes() {
 /// edit that pastes a section again leaves two that disagree).
 #[test]
 fn the_readme_has_each_section_once() {
-    let docs =
-        std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md is readable");
+    let docs = readme();
     let mut seen = BTreeSet::new();
     let mut in_code = false;
     for line in docs.lines() {

@@ -199,10 +199,6 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The figures a run takes: every one by default, or those named on the command line
-/// (`make bench ONLY="memory hits"`), for a quick look at one of them.
-struct Sections(Vec<String>);
-
 /// The figures, in the order they are taken: the name that picks them on the command line,
 /// their heading, and their key in `results.json`.
 const SECTIONS: [(&str, &str, &str); 6] = [
@@ -233,6 +229,10 @@ const SECTIONS: [(&str, &str, &str); 6] = [
         "rotator",
     ),
 ];
+
+/// The figures a run takes: every one by default, or those named on the command line
+/// (`make bench ONLY="memory hits"`), for a quick look at one of them.
+struct Sections(Vec<String>);
 
 impl Sections {
     fn from_args() -> anyhow::Result<Self> {
