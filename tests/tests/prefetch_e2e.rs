@@ -393,22 +393,28 @@ async fn request_during_init_for_a_prefetched_value_waits_for_it() -> anyhow::Re
     sandbox.wait_registered(WAIT).await?;
 
     // Function code starting its own Init: it reads as soon as the port answers, which is
-    // before the extension's Init is over. A refused connection (port not bound yet) is
-    // retried; any HTTP answer is final.
+    // before the extension's Init is over. The port is probed with a bare connect, so both
+    // reads go out together once it is bound; retrying a read instead could send one of
+    // them after Init and lose what this test is about.
     let deadline = Instant::now() + WAIT;
-    let (parameter, secret, sent_during_init) = loop {
-        let during_init = sandbox.time_of(|s| *s == Lifecycle::NextCalled).is_none();
-        let parameter = client.get_parameter("/app/early", &[]);
-        let secret = client.get_secret("app/early", &[]);
-        match tokio::join!(parameter, secret) {
-            (Ok(parameter), Ok(secret)) => break (parameter, secret, during_init),
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
-            (parameter, secret) => {
-                parameter?;
-                secret?;
-            }
-        }
-    };
+    while tokio::net::TcpStream::connect(("127.0.0.1", client.port()))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "port {} never accepted a connection:\n{}",
+            client.port(),
+            sandbox.report()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sent_during_init = sandbox.time_of(|s| *s == Lifecycle::NextCalled).is_none();
+    let (parameter, secret) = tokio::join!(
+        client.get_parameter("/app/early", &[]),
+        client.get_secret("app/early", &[])
+    );
+    let (parameter, secret) = (parameter?, secret?);
     assert!(
         sent_during_init,
         "the reads were sent only after Init:\n{}",
