@@ -177,9 +177,7 @@ pub async fn parameters(
         for i in chunk {
             let asked = &names[i].name;
             // SSM answers with the parameter's name even when asked by ARN.
-            let position = found
-                .iter()
-                .position(|p| p.name == *asked || p.arn.as_deref() == Some(asked.as_str()));
+            let position = found.iter().position(|p| p.is_called(asked));
             match position {
                 Some(at) => {
                     let parameter = found.swap_remove(at);

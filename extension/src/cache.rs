@@ -1,18 +1,27 @@
 //! The cache: bounded (least recently used goes first), a TTL per backend, one AWS call for
 //! any number of concurrent misses on the same key, and stale serving on transient failures.
 //!
-//! Storage and eviction are moka's. Freshness is decided here, with `tokio::time::Instant`,
-//! so that tests can pause and advance the clock; moka only forgets an entry once it is
-//! past its TTL *and* past the stale window.
+//! Storage and eviction order are the `lru` crate's, behind one mutex held only to look up,
+//! insert or remove. moka did this before; it kept about 470 B of bookkeeping per entry
+//! (its copy of the key, deque and timer nodes), which at 10,000 cached values was more
+//! memory than the values' own overhead and missed the bench's memory target. Freshness and
+//! retention are decided here, with `tokio::time::Instant`, so that tests can pause and
+//! advance the clock: an entry is forgotten once it is past its TTL *and* past the stale
+//! window.
+//!
+//! One fetch per key at a time: a caller that misses takes the key's turn (a
+//! `tokio::sync::Mutex` that exists only while someone is fetching that key), looks again,
+//! and fetches only if the entry is still not fresh. Callers queued behind it then find
+//! the fresh entry: one AWS call in all.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use moka::future::Cache as Moka;
-use moka::ops::compute::Op;
-use moka::policy::EvictionPolicy;
+use lru::LruCache;
 use tokio::time::Instant;
 
 use crate::model::{Parameter, Secret};
@@ -180,41 +189,111 @@ pub struct CacheSettings {
     pub max_stale: Duration,
 }
 
-/// Keeps an entry in moka for its TTL plus the stale window; freshness is ours.
-struct RetainFor(Duration);
-
-impl moka::Expiry<Key, Arc<Entry>> for RetainFor {
-    fn expire_after_create(
-        &self,
-        _: &Key,
-        value: &Arc<Entry>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl + self.0)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Key,
-        value: &Arc<Entry>,
-        _: std::time::Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl + self.0)
-    }
-}
-
 /// The shared cache handle (cheap to clone).
 #[derive(Clone)]
 pub struct Cache {
-    store: Option<Moka<Key, Arc<Entry>>>,
+    store: Option<Arc<Store>>,
     settings: CacheSettings,
+}
+
+/// Entries in least-recently-used order, and the keys being fetched now.
+struct Store {
+    entries: Mutex<LruCache<Key, Arc<Entry>>>,
+    /// One turn per key being fetched; removed when its last holder is done, so the map
+    /// holds only keys in flight.
+    turns: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    capacity: NonZeroUsize,
+}
+
+/// Locks a mutex whose holder cannot leave its data half-changed (every critical section
+/// is one call into `LruCache` or `HashMap`), so a poisoned lock is still sound to use.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Store {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            // Unbounded, with the bound enforced in `put`: `LruCache::new` would size its
+            // table for the full capacity up front, memory an idle function does not need.
+            entries: Mutex::new(LruCache::unbounded()),
+            turns: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// The entry for a key, marked most recently used.
+    fn get(&self, key: &Key) -> Option<Arc<Entry>> {
+        lock(&self.entries).get(key).cloned()
+    }
+
+    /// Stores an entry; the least recently used go when the bound is passed. Evicted and
+    /// replaced entries are dropped outside the lock (their values are zeroized then).
+    fn put(&self, key: Key, entry: Arc<Entry>) {
+        let mut gone = Vec::new();
+        {
+            let mut entries = lock(&self.entries);
+            gone.extend(entries.put(key, entry));
+            while entries.len() > self.capacity.get() {
+                gone.extend(entries.pop_lru().map(|(_, old)| old));
+            }
+        }
+        drop(gone);
+    }
+
+    /// Removes the entry for a key if it is still `entry` (a newer one stays).
+    fn remove_if_same(&self, key: &Key, entry: &Arc<Entry>) {
+        let removed = {
+            let mut entries = lock(&self.entries);
+            match entries.peek(key) {
+                Some(current) if Arc::ptr_eq(current, entry) => entries.pop(key),
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// Waits for the key's turn to fetch: at most one holder per key at a time.
+    async fn turn(&self, key: &Key) -> Turn<'_> {
+        let gate = lock(&self.turns).entry(key.clone()).or_default().clone();
+        let guard = gate.clone().lock_owned().await;
+        Turn {
+            store: self,
+            key: key.clone(),
+            gate,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// A key's turn to fetch. Dropping it (also when the request is cancelled) lets the next
+/// caller in, and forgets the turn once nobody else waits for it.
+struct Turn<'a> {
+    store: &'a Store,
+    key: Key,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut turns = lock(&self.store.turns);
+        // Two holders left (the map and this turn) means no one else has it: clones are
+        // only made under this same lock, so the count cannot rise behind our back.
+        if Arc::strong_count(&self.gate) == 2 {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("entries", &self.store.as_ref().map(|s| s.entry_count()))
+            .field(
+                "entries",
+                &self.store.as_ref().map(|s| lock(&s.entries).len()),
+            )
             .field("settings", &self.settings)
             .finish()
     }
@@ -223,13 +302,9 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     /// Builds the cache; with `enabled == false` or capacity 0 every lookup goes to AWS.
     pub fn new(settings: CacheSettings) -> Self {
-        let store = (settings.enabled && settings.capacity > 0).then(|| {
-            Moka::builder()
-                .max_capacity(settings.capacity as u64)
-                .eviction_policy(EvictionPolicy::lru())
-                .expire_after(RetainFor(settings.max_stale))
-                .build()
-        });
+        let store = NonZeroUsize::new(settings.capacity)
+            .filter(|_| settings.enabled)
+            .map(|capacity| Arc::new(Store::new(capacity)));
         Self { store, settings }
     }
 
@@ -241,15 +316,16 @@ impl Cache {
         }
     }
 
-    /// Number of entries (after pending evictions are applied).
+    /// Whether an entry is past its TTL and its stale window: never served again.
+    fn past_retention(&self, entry: &Entry) -> bool {
+        entry.age() > entry.ttl + self.settings.max_stale
+    }
+
+    /// Number of entries.
     pub async fn len(&self) -> u64 {
-        match &self.store {
-            Some(store) => {
-                store.run_pending_tasks().await;
-                store.entry_count()
-            }
-            None => 0,
-        }
+        self.store
+            .as_ref()
+            .map_or(0, |store| lock(&store.entries).len() as u64)
     }
 
     /// Whether the cache holds nothing.
@@ -280,7 +356,7 @@ impl Cache {
         };
 
         if !force {
-            if let Some(entry) = store.get(&key).await {
+            if let Some(entry) = store.get(&key) {
                 if entry.is_fresh(Instant::now()) {
                     entry.mark_read();
                     return Ok(Lookup {
@@ -291,80 +367,59 @@ impl Cache {
             }
         }
 
-        // Slow path. moka runs one compute per key at a time, so while one caller fetches,
-        // the others queue here and then find the fresh entry: one AWS call in all.
-        let mut outcome: Option<Result<Lookup, SourceError>> = None;
-        let max_stale = self.settings.max_stale;
-        let slot = &mut outcome;
-        store
-            .entry(key)
-            .and_compute_with(|current| async move {
-                let current = current.map(|e| e.into_value());
-                if let Some(entry) = current
-                    .as_ref()
-                    .filter(|e| !force && e.is_fresh(Instant::now()))
-                {
-                    entry.mark_read();
-                    *slot = Some(Ok(Lookup {
-                        entry: entry.clone(),
-                        freshness: Freshness::Hit,
-                    }));
-                    return Op::Nop;
-                }
-                match fetch().await {
-                    Ok(item) => {
-                        let entry = Arc::new(Entry::new(item, ttl));
+        // Slow path: one fetch per key at a time. Whoever held the turn before us may have
+        // just stored a fresh entry, so look again once it is ours.
+        let turn = store.turn(&key).await;
+        let current = store.get(&key);
+        if let Some(entry) = current
+            .as_ref()
+            .filter(|e| !force && e.is_fresh(Instant::now()))
+        {
+            entry.mark_read();
+            return Ok(Lookup {
+                entry: entry.clone(),
+                freshness: Freshness::Hit,
+            });
+        }
+        let outcome = match fetch().await {
+            Ok(item) => {
+                let entry = Arc::new(Entry::new(item, ttl));
+                entry.mark_read();
+                store.put(key, entry.clone());
+                Ok(Lookup {
+                    entry,
+                    freshness: Freshness::Miss,
+                })
+            }
+            Err(err) => {
+                let stale_ok = !force
+                    && err.is_transient()
+                    && current.as_ref().is_some_and(|e| !self.past_retention(e));
+                match current {
+                    Some(entry) if stale_ok => {
                         entry.mark_read();
-                        *slot = Some(Ok(Lookup {
-                            entry: entry.clone(),
-                            freshness: Freshness::Miss,
-                        }));
-                        Op::Put(entry)
+                        Ok(Lookup {
+                            entry,
+                            freshness: Freshness::Stale,
+                        })
                     }
-                    Err(err) => {
-                        let stale_ok = !force
-                            && err.is_transient()
-                            && current
-                                .as_ref()
-                                .is_some_and(|e| e.age() <= e.ttl + max_stale);
-                        match current {
-                            Some(entry) if stale_ok => {
-                                entry.mark_read();
-                                *slot = Some(Ok(Lookup {
-                                    entry,
-                                    freshness: Freshness::Stale,
-                                }));
-                                Op::Nop
-                            }
-                            // A permanent failure means the old value is gone or no longer
-                            // ours to read: forget it rather than serve it later.
-                            Some(_) if !err.is_transient() => {
-                                *slot = Some(Err(err));
-                                Op::Remove
-                            }
-                            _ => {
-                                *slot = Some(Err(err));
-                                Op::Nop
-                            }
-                        }
+                    // A permanent failure means the old value is gone or no longer ours
+                    // to read: forget it rather than serve it later.
+                    Some(entry) if !err.is_transient() => {
+                        store.remove_if_same(&key, &entry);
+                        Err(err)
                     }
+                    _ => Err(err),
                 }
-            })
-            .await;
-        // Apply evictions now, so the size bound holds at every moment a test can observe.
-        store.run_pending_tasks().await;
-        outcome.unwrap_or_else(|| {
-            Err(SourceError::new(
-                crate::source::FailureKind::Internal,
-                "InternalError",
-                "cache computation did not run",
-            ))
-        })
+            }
+        };
+        drop(turn);
+        outcome
     }
 
     /// The fresh entry for a key, if there is one (counts as a read).
     pub async fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
-        let entry = self.store.as_ref()?.get(key).await?;
+        let entry = self.store.as_ref()?.get(key)?;
         entry.is_fresh(Instant::now()).then(|| {
             entry.mark_read();
             entry
@@ -373,7 +428,7 @@ impl Cache {
 
     /// The fresh entry for a key, without counting a read (for looking before choosing).
     pub async fn peek_fresh(&self, key: &Key) -> Option<Arc<Entry>> {
-        let entry = self.store.as_ref()?.get(key).await?;
+        let entry = self.store.as_ref()?.get(key)?;
         entry.is_fresh(Instant::now()).then_some(entry)
     }
 
@@ -393,30 +448,44 @@ impl Cache {
     pub async fn insert_entry(&self, key: Key, entry: Arc<Entry>) {
         if let Some(store) = &self.store {
             if !self.ttl(&key).is_zero() {
-                store.insert(key, entry).await;
-                store.run_pending_tasks().await;
+                store.put(key, entry);
             }
         }
     }
 
-    /// Keys worth refreshing now (see [`Entry::due_for_refresh`]).
+    /// Keys worth refreshing now (see [`Entry::due_for_refresh`]). Called once per invoke,
+    /// it also forgets entries past their stale window: Lambda freezes the environment
+    /// between invokes, so no timer could do it sooner.
     pub fn due_for_refresh(&self, fraction: f64) -> Vec<Key> {
         let Some(store) = &self.store else {
             return Vec::new();
         };
         let now = Instant::now();
-        store
-            .iter()
-            .filter(|(_, entry)| entry.due_for_refresh(fraction, now))
-            .map(|(key, _)| (*key).clone())
-            .collect()
+        let (due, gone) = {
+            let mut entries = lock(&store.entries);
+            let expired: Vec<Key> = entries
+                .iter()
+                .filter(|(_, entry)| self.past_retention(entry))
+                .map(|(key, _)| key.clone())
+                .collect();
+            let gone: Vec<_> = expired.iter().filter_map(|k| entries.pop(k)).collect();
+            let due: Vec<Key> = entries
+                .iter()
+                .filter(|(_, entry)| entry.due_for_refresh(fraction, now))
+                .map(|(key, _)| key.clone())
+                .collect();
+            (due, gone)
+        };
+        drop(gone);
+        due
     }
 
     /// Drops every entry (their values are zeroized as the last reference goes).
     pub async fn clear(&self) {
         if let Some(store) = &self.store {
-            store.invalidate_all();
-            store.run_pending_tasks().await;
+            let mut gone = LruCache::unbounded();
+            std::mem::swap(&mut *lock(&store.entries), &mut gone);
+            drop(gone);
         }
     }
 }
@@ -630,6 +699,53 @@ mod tests {
         tokio::time::advance(Duration::from_secs(241)).await;
         assert_eq!(cache.due_for_refresh(0.2), vec![key("read")]);
         assert!(cache.due_for_refresh(0.0).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_past_the_stale_window_are_forgotten_at_the_next_sweep() {
+        let cache = Cache::new(CacheSettings {
+            max_stale: Duration::from_secs(10),
+            ..settings()
+        });
+        cache.insert(key("old"), item("o"), false).await;
+        tokio::time::advance(Duration::from_secs(305)).await;
+        cache.insert(key("young"), item("y"), false).await;
+        // Past its TTL but within the stale window: kept.
+        cache.due_for_refresh(0.2);
+        assert_eq!(cache.len().await, 2);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        cache.due_for_refresh(0.2);
+        assert_eq!(cache.len().await, 1);
+        assert!(cache.peek_fresh(&key("young")).await.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_fetch_lets_the_next_caller_fetch_and_turns_are_not_kept() {
+        let cache = Cache::new(settings());
+        let started = Arc::new(tokio::sync::Notify::new());
+        let leader = {
+            let (cache, started) = (cache.clone(), started.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_fetch(key("k"), false, || async move {
+                        started.notify_one();
+                        std::future::pending::<Result<Item, SourceError>>().await
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        let l = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_or_fetch(key("k"), false, || async { Ok(item("v")) }),
+        )
+        .await
+        .expect("the cancelled fetch still holds the key")
+        .unwrap();
+        assert_eq!(l.freshness, Freshness::Miss);
+        assert!(lock(&cache.store.as_ref().unwrap().turns).is_empty());
     }
 
     #[tokio::test]

@@ -427,7 +427,7 @@ impl Fetch for CacheFetch<'_> {
                 .filter_map(|entry| match &entry.item {
                     Item::Parameter(p) => Some(FetchedParameter {
                         name: p.name.clone(),
-                        arn: p.arn.clone(),
+                        arn: p.arn().map(Into::into),
                         selector: p.selector.clone(),
                         kind: p.kind.to_string(),
                         value: Zeroizing::new(p.value.expose().to_owned()),

@@ -611,7 +611,7 @@ mod tests {
         ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
             Box::pin(async move {
                 Ok(Parameter {
-                    arn: Some(req.name.clone()),
+                    arn: Some(crate::model::ParameterArn::Whole(req.name.clone().into())),
                     data_type: None,
                     last_modified_date: None,
                     name: req.name.clone(),

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::model::{format_timestamp, label, Parameter, Secret, SecretBytes, SecretText};
+use crate::model::{label, ArnPrefixes, Parameter, Secret, SecretBytes, SecretText, Timestamp};
 use crate::request::{ParameterRequest, SecretRequest};
 use crate::scope::{RoleArn, Scope, HOME};
 
@@ -303,6 +303,7 @@ pub struct AwsSource {
     // the account's shared SSM rate limit.
     ssm_slots: Arc<Semaphore>,
     secrets_slots: Arc<Semaphore>,
+    arn_prefixes: Arc<ArnPrefixes>,
 }
 
 impl AwsSource {
@@ -389,6 +390,7 @@ impl AwsSource {
             secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
             ssm_slots: Arc::new(Semaphore::new(config.max_connections.get())),
             secrets_slots: Arc::new(Semaphore::new(config.max_connections.get())),
+            arn_prefixes: Arc::default(),
         }
     }
 }
@@ -404,8 +406,8 @@ impl AwsSource {
 
 const REFERENCE_PREFIX: &str = "/aws/reference/secretsmanager/";
 
-fn timestamp(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
-    t.and_then(|t| format_timestamp(t.secs(), t.subsec_nanos()))
+fn timestamp(t: Option<&aws_smithy_types::DateTime>) -> Option<Timestamp> {
+    t.and_then(|t| Timestamp::new(t.secs(), t.subsec_nanos()))
 }
 
 impl Source for AwsSource {
@@ -438,6 +440,7 @@ impl Source for AwsSource {
                 p,
                 &req.name,
                 req.selector.as_ref().map(ToString::to_string),
+                &self.arn_prefixes,
             ))
         })
     }
@@ -497,7 +500,7 @@ impl Source for AwsSource {
                 .take()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| convert_parameter(p, "", None))
+                .map(|p| convert_parameter(p, "", None, &self.arn_prefixes))
                 .collect();
             Ok(ParameterBatch {
                 found,
@@ -527,7 +530,10 @@ impl Source for AwsSource {
                     .await
                     .map_err(|e| self.fail(e, "SSM"))?;
                 let page = out.parameters.take().unwrap_or_default();
-                all.extend(page.into_iter().map(|p| convert_parameter(p, "", None)));
+                all.extend(
+                    page.into_iter()
+                        .map(|p| convert_parameter(p, "", None, &self.arn_prefixes)),
+                );
                 match out.next_token.take() {
                     Some(token) if !token.is_empty() => next_token = Some(token),
                     _ => break,
@@ -581,6 +587,7 @@ fn convert_parameter(
     mut p: aws_sdk_ssm::types::Parameter,
     requested_name: &str,
     selector: Option<String>,
+    prefixes: &ArnPrefixes,
 ) -> Parameter {
     let name = p.name.take().unwrap_or_else(|| requested_name.to_owned());
     let is_reference =
@@ -596,7 +603,7 @@ fn convert_parameter(
         _ => p.arn.take(),
     };
     Parameter {
-        arn,
+        arn: arn.map(|arn| prefixes.arn(arn, &name)),
         data_type: if is_reference {
             None
         } else {
@@ -696,7 +703,7 @@ mod tests {
                 let n = self.assume_role_calls.fetch_add(1, Ordering::SeqCst) + 1;
                 let expires = self.clock.now() + Duration::from_secs(3600);
                 let secs = expires.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-                let expiration = format_timestamp(secs, 0).unwrap();
+                let expiration = crate::model::format_timestamp(secs, 0).unwrap();
                 format!(
                     "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
                      <AssumeRoleResult><Credentials><AccessKeyId>ASIAROLE{n}</AccessKeyId>\
