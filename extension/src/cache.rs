@@ -98,8 +98,9 @@ pub struct Entry {
     pub item: Item,
     /// When AWS answered.
     pub fetched_at: Instant,
-    /// How long the entry is fresh.
-    pub ttl: Duration,
+    /// How long the entry is fresh, in milliseconds: 4 bytes rather than a `Duration`'s
+    /// 16 in each of thousands of entries.
+    ttl_ms: u32,
     /// Whether function code read it since it was fetched: only such entries are worth
     /// refreshing ahead of expiry.
     read: AtomicBool,
@@ -110,9 +111,14 @@ impl Entry {
         Self {
             item,
             fetched_at: Instant::now(),
-            ttl,
+            ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
             read: AtomicBool::new(false),
         }
+    }
+
+    /// How long the entry is fresh.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.into())
     }
 
     fn mark_read(&self) {
@@ -125,13 +131,13 @@ impl Entry {
     /// Whether the entry is worth refreshing now: read since fetched, and in the last
     /// `fraction` of its TTL (or past it, while still kept for stale serving).
     fn due_for_refresh(&self, fraction: f64, now: Instant) -> bool {
-        let threshold = self.ttl.mul_f64((1.0 - fraction).clamp(0.0, 1.0));
+        let threshold = self.ttl().mul_f64((1.0 - fraction).clamp(0.0, 1.0));
         self.read.load(Ordering::Relaxed)
             && now.saturating_duration_since(self.fetched_at) >= threshold
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.fetched_at) < self.ttl
+        now.saturating_duration_since(self.fetched_at) < self.ttl()
     }
 
     /// Time since the entry was fetched.
@@ -318,7 +324,7 @@ impl Cache {
 
     /// Whether an entry is past its TTL and its stale window: never served again.
     fn past_retention(&self, entry: &Entry) -> bool {
-        entry.age() > entry.ttl + self.settings.max_stale
+        entry.age() > entry.ttl() + self.settings.max_stale
     }
 
     /// Number of entries.
@@ -522,8 +528,7 @@ mod tests {
             data_type: None,
             last_modified_date: None,
             name: "n".into(),
-            selector: None,
-            source_result: None,
+            extra: None,
             kind: "String".into(),
             value: SecretText::new(value.into()),
             version: 1,

@@ -428,7 +428,7 @@ impl Fetch for CacheFetch<'_> {
                     Item::Parameter(p) => Some(FetchedParameter {
                         name: p.name.clone(),
                         arn: p.arn().map(Into::into),
-                        selector: p.selector.clone(),
+                        selector: p.selector().map(str::to_owned),
                         kind: p.kind.to_string(),
                         value: Zeroizing::new(p.value.expose().to_owned()),
                     }),

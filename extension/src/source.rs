@@ -16,7 +16,9 @@ use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::model::{label, ArnPrefixes, Parameter, Secret, SecretBytes, SecretText, Timestamp};
+use crate::model::{
+    label, ArnPrefixes, Parameter, ParameterExtra, Secret, SecretBytes, SecretText, Timestamp,
+};
 use crate::request::{ParameterRequest, SecretRequest};
 use crate::scope::{RoleArn, Scope, HOME};
 
@@ -611,8 +613,7 @@ fn convert_parameter(
         },
         last_modified_date: timestamp(p.last_modified_date.as_ref()),
         name,
-        selector,
-        source_result: source_result.map(SecretText::new),
+        extra: ParameterExtra::new(selector, source_result.map(SecretText::new)),
         kind: label(p.r#type.as_ref().map_or("", |t| t.as_str())),
         value: SecretText::new(p.value.take().unwrap_or_default()),
         version: p.version,
