@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
+use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup, SecretVersion};
 use crate::model::Parameter;
 pub use crate::request::ParameterName;
 use crate::request::{Output, ParameterRequest, SecretRequest};
@@ -71,7 +71,7 @@ fn parameter_key(scope: &Scope, name: &ParameterName, decrypt: bool) -> Key {
     Key::Parameter {
         scope: scope.clone(),
         name: name.name.clone(),
-        selector: name.selector.clone(),
+        selector: name.selector.clone().map(Box::new),
         decrypt,
     }
 }
@@ -252,8 +252,7 @@ pub async fn secrets(
     let key = |id: &str| Key::Secret {
         scope: source.scope().clone(),
         id: id.to_owned(),
-        version_id: None,
-        stage: None,
+        version: None,
     };
     let mut slots: Vec<Option<Arc<Entry>>> = vec![None; ids.len()];
     let mut hits = 0;
@@ -369,8 +368,7 @@ pub async fn secret(
     let key = Key::Secret {
         scope: source.scope().clone(),
         id: req.secret_id.clone(),
-        version_id: req.version_id.clone(),
-        stage: req.version_stage.clone(),
+        version: SecretVersion::boxed(req.version_id.clone(), req.version_stage.clone()),
     };
     cache
         .get_or_fetch(key, req.refresh_now, || async {

@@ -40,8 +40,9 @@ pub enum Key {
         scope: Scope,
         /// Name or ARN without selector.
         name: String,
-        /// Version or label.
-        selector: Option<Selector>,
+        /// Version or label; boxed, as few reads have one and every cached key would
+        /// otherwise carry its room.
+        selector: Option<Box<Selector>>,
         /// Decrypted or ciphertext.
         decrypt: bool,
     },
@@ -62,11 +63,26 @@ pub enum Key {
         scope: Scope,
         /// Name or ARN.
         id: String,
-        /// Explicit version id.
-        version_id: Option<String>,
-        /// Staging label (`AWSCURRENT` when neither is given).
-        stage: Option<String>,
+        /// An explicit version id or staging label; `None` is `AWSCURRENT`. Boxed, for the
+        /// same reason as a parameter's selector.
+        version: Option<Box<SecretVersion>>,
     },
+}
+
+/// The version of a secret a read asked for, when it asked for one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretVersion {
+    /// Explicit version id.
+    pub version_id: Option<String>,
+    /// Staging label.
+    pub stage: Option<String>,
+}
+
+impl SecretVersion {
+    /// The boxed version for a key; `None` when neither is given (the current version).
+    pub fn boxed(version_id: Option<String>, stage: Option<String>) -> Option<Box<Self>> {
+        (version_id.is_some() || stage.is_some()).then(|| Box::new(Self { version_id, stage }))
+    }
 }
 
 impl Key {
@@ -96,8 +112,9 @@ pub enum Item {
 pub struct Entry {
     /// The value (zeroized when the last `Arc` to the entry goes).
     pub item: Item,
-    /// When AWS answered.
-    pub fetched_at: Instant,
+    /// When AWS answered: nanoseconds since [`clock_base`]. 8 bytes where an `Instant`
+    /// takes 16, which (with the TTL below) keeps an entry in a 192-byte allocation.
+    fetched_at: u64,
     /// How long the entry is fresh, in milliseconds: 4 bytes rather than a `Duration`'s
     /// 16 in each of thousands of entries.
     ttl_ms: u32,
@@ -110,7 +127,7 @@ impl Entry {
     fn new(item: Item, ttl: Duration) -> Self {
         Self {
             item,
-            fetched_at: Instant::now(),
+            fetched_at: since_base(Instant::now()),
             ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
             read: AtomicBool::new(false),
         }
@@ -132,18 +149,37 @@ impl Entry {
     /// `fraction` of its TTL (or past it, while still kept for stale serving).
     fn due_for_refresh(&self, fraction: f64, now: Instant) -> bool {
         let threshold = self.ttl().mul_f64((1.0 - fraction).clamp(0.0, 1.0));
-        self.read.load(Ordering::Relaxed)
-            && now.saturating_duration_since(self.fetched_at) >= threshold
+        self.read.load(Ordering::Relaxed) && self.age_at(now) >= threshold
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.fetched_at) < self.ttl()
+        self.age_at(now) < self.ttl()
+    }
+
+    fn age_at(&self, now: Instant) -> Duration {
+        Duration::from_nanos(since_base(now).saturating_sub(self.fetched_at))
     }
 
     /// Time since the entry was fetched.
     pub fn age(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.fetched_at)
+        self.age_at(Instant::now())
     }
+}
+
+/// The instant entries count their fetch time from: a minute before it is first asked, so
+/// that an instant read a little earlier on another thread (or in another test's runtime)
+/// still comes after it.
+fn clock_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(60)).unwrap_or(now)
+    })
+}
+
+/// Nanoseconds from [`clock_base`] to `at` (0 for an earlier instant; 584 years fit).
+fn since_base(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(clock_base()).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// How an answer was obtained; reported in the `X-Lockbox-Cache` response header.

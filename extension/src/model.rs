@@ -322,7 +322,7 @@ pub struct Secret {
     pub version_id: Option<String>,
     /// Staging labels on this version (`AWSCURRENT`, `AWSPREVIOUS`, ...).
     #[serde(rename = "VersionStages")]
-    pub version_stages: Vec<String>,
+    pub version_stages: Box<[String]>,
 }
 
 impl Secret {
@@ -407,7 +407,9 @@ pub struct SecretsResponse<'a> {
 /// instead of a 24-character string in an allocation of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp {
-    millis: i64,
+    /// Milliseconds since the epoch with the sign bit flipped: years 0 to 9999 never reach
+    /// `i64::MIN`, so this is never zero, and `Option<Timestamp>` stays 8 bytes.
+    flipped_millis: std::num::NonZeroI64,
 }
 
 impl Timestamp {
@@ -415,15 +417,17 @@ impl Timestamp {
     /// it cannot be formatted (outside years 0 to 9999).
     pub fn new(secs: i64, nanos: u32) -> Option<Self> {
         format_timestamp(secs, nanos)?;
+        let millis = secs * 1000 + i64::from(nanos / 1_000_000);
         Some(Self {
-            millis: secs * 1000 + i64::from(nanos / 1_000_000),
+            flipped_millis: std::num::NonZeroI64::new(millis ^ i64::MIN)?,
         })
     }
 
     /// RFC 3339 with milliseconds and `Z`, as the AWS layer writes it.
     pub fn to_rfc3339(self) -> String {
-        let secs = self.millis.div_euclid(1000);
-        let nanos = (self.millis.rem_euclid(1000) * 1_000_000) as u32;
+        let millis = self.flipped_millis.get() ^ i64::MIN;
+        let secs = millis.div_euclid(1000);
+        let nanos = (millis.rem_euclid(1000) * 1_000_000) as u32;
         // `new` checked that this time formats.
         format_timestamp(secs, nanos).unwrap_or_default()
     }
@@ -450,6 +454,22 @@ pub fn format_timestamp(secs: i64, nanos: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_read_back_to_the_millisecond_across_their_range() {
+        let cases = [
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (-1, 999_000_000, "1969-12-31T23:59:59.999Z"),
+            (1_668_587_045, 571_999_999, "2022-11-16T08:24:05.571Z"),
+            (253_402_300_799, 0, "9999-12-31T23:59:59.000Z"),
+        ];
+        for (secs, nanos, text) in cases {
+            let at = Timestamp::new(secs, nanos).expect(text);
+            assert_eq!(at.to_rfc3339(), text);
+        }
+        assert_eq!(Timestamp::new(253_402_300_800, 0), None);
+        assert_eq!(std::mem::size_of::<Option<Timestamp>>(), 8);
+    }
 
     #[test]
     fn arns_share_their_prefix_and_read_back_as_aws_gave_them() {
@@ -541,7 +561,7 @@ mod tests {
             secret_binary: Some(SecretBytes::new(vec![0, 1, 2])),
             secret_string: None,
             version_id: Some("v1".into()),
-            version_stages: vec!["AWSCURRENT".into()],
+            version_stages: Box::new(["AWSCURRENT".into()]),
         };
         let json: serde_json::Value = serde_json::to_value(SecretResponse {
             secret: &s,

@@ -72,7 +72,10 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
                 decrypt,
                 ..
             } => {
-                let name = ParameterName { name, selector };
+                let name = ParameterName {
+                    name,
+                    selector: selector.map(|s| *s),
+                };
                 if decrypt {
                     decrypted.push(name);
                 } else {
@@ -86,20 +89,16 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
                 ..
             } => paths.push((path, recursive, decrypt)),
             Key::Secret {
-                id,
-                version_id: None,
-                stage: None,
-                ..
+                id, version: None, ..
             } => current_secrets.push(id),
             Key::Secret {
                 id,
-                version_id,
-                stage,
+                version: Some(version),
                 ..
             } => other_secrets.push(SecretRequest {
                 secret_id: id,
-                version_id,
-                version_stage: stage,
+                version_id: version.version_id,
+                version_stage: version.stage,
                 refresh_now: true,
                 output: crate::request::Output::Envelope,
                 scope: Default::default(),

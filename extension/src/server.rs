@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::batch::{self, Purpose};
-use crate::cache::{Cache, Freshness, Item, Key, Lookup};
+use crate::cache::{Cache, Freshness, Item, Key, Lookup, SecretVersion};
 use crate::config::AuthToken;
 use crate::error::ApiError;
 use crate::model::{
@@ -208,7 +208,7 @@ async fn get_parameter(
     let key = Key::Parameter {
         scope: source.scope().clone(),
         name: req.name.clone(),
-        selector: req.selector.clone(),
+        selector: req.selector.clone().map(Box::new),
         decrypt: req.with_decryption,
     };
     app.inner.gate.wait_for(&key).await;
@@ -248,8 +248,7 @@ async fn get_secret(
     let key = Key::Secret {
         scope: source.scope().clone(),
         id: req.secret_id.clone(),
-        version_id: req.version_id.clone(),
-        stage: req.version_stage.clone(),
+        version: SecretVersion::boxed(req.version_id.clone(), req.version_stage.clone()),
     };
     app.inner.gate.wait_for(&key).await;
     let lookup = batch::secret(&app.inner.cache, source.as_ref(), &req)
@@ -299,7 +298,7 @@ async fn get_parameters(
         let key = Key::Parameter {
             scope: source.scope().clone(),
             name: name.name.clone(),
-            selector: name.selector.clone(),
+            selector: name.selector.clone().map(Box::new),
             decrypt: req.with_decryption,
         };
         app.inner.gate.wait_for(&key).await;
@@ -395,8 +394,7 @@ async fn get_secrets(
         let key = Key::Secret {
             scope: source.scope().clone(),
             id: id.clone(),
-            version_id: None,
-            stage: None,
+            version: None,
         };
         app.inner.gate.wait_for(&key).await;
     }

@@ -478,7 +478,7 @@ impl Source for AwsSource {
                     .map(|b| SecretBytes::new(b.into_inner())),
                 secret_string: out.secret_string.take().map(SecretText::new),
                 version_id: out.version_id.take(),
-                version_stages: out.version_stages.take().unwrap_or_default(),
+                version_stages: out.version_stages.take().unwrap_or_default().into(),
             })
         })
     }
@@ -631,7 +631,7 @@ fn convert_secret_entry(mut e: aws_sdk_secretsmanager::types::SecretValueEntry) 
             .map(|b| SecretBytes::new(b.into_inner())),
         secret_string: e.secret_string.take().map(SecretText::new),
         version_id: e.version_id.take(),
-        version_stages: e.version_stages.take().unwrap_or_default(),
+        version_stages: e.version_stages.take().unwrap_or_default().into(),
     }
 }
 
