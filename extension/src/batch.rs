@@ -70,7 +70,7 @@ pub struct ManySecrets {
 fn parameter_key(scope: &Scope, name: &ParameterName, decrypt: bool) -> Key {
     Key::Parameter {
         scope: scope.clone(),
-        name: name.name.clone(),
+        name: name.name.as_str().into(),
         selector: name.selector.clone().map(Box::new),
         decrypt,
     }
@@ -92,13 +92,14 @@ pub(crate) async fn store_parameter(
     parameter: Parameter,
     read: bool,
 ) -> Arc<Entry> {
-    cache
-        .insert(
-            parameter_key(scope, name, decrypt),
-            Item::Parameter(parameter),
-            read,
-        )
-        .await
+    let mut key = parameter_key(scope, name, decrypt);
+    if let Key::Parameter { name: asked, .. } = &mut key {
+        // Asked by its name (not its ARN): the key and the parameter share one copy.
+        if *asked == parameter.name {
+            *asked = parameter.name.clone();
+        }
+    }
+    cache.insert(key, Item::Parameter(parameter), read).await
 }
 
 /// The fresh cached parameter for a read, also found under the other decryption setting
@@ -341,7 +342,7 @@ pub async fn path(
         if let Item::Parameters(parameters) = &lookup.entry.item {
             for parameter in parameters {
                 let name = ParameterName {
-                    name: parameter.name.clone(),
+                    name: parameter.name.to_string(),
                     selector: None,
                 };
                 store_parameter(
@@ -404,4 +405,63 @@ pub async fn parameter(
             || async { source.get_parameter(req).await.map(Item::Parameter) },
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheSettings;
+    use crate::model::SecretText;
+    use std::time::Duration;
+
+    fn parameter(name: &str) -> Parameter {
+        Parameter {
+            arn: None,
+            data_type: None,
+            last_modified_date: None,
+            name: name.into(),
+            extra: None,
+            kind: "String".into(),
+            value: SecretText::new("v".into()),
+            version: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parameter_asked_by_name_shares_its_name_with_its_key() {
+        let cache = Cache::new(CacheSettings {
+            enabled: true,
+            capacity: 10,
+            parameter_ttl: Duration::from_secs(300),
+            secret_ttl: Duration::from_secs(300),
+            max_stale: Duration::ZERO,
+        });
+        let scope = Scope::default();
+        let by_name = ParameterName {
+            name: "/app/db".into(),
+            selector: None,
+        };
+        let entry =
+            store_parameter(&cache, &scope, &by_name, true, parameter("/app/db"), false).await;
+        let Item::Parameter(stored) = &entry.item else {
+            panic!("a parameter");
+        };
+        // The entry's copy and the key's.
+        assert_eq!(Arc::strong_count(&stored.name), 2);
+
+        let by_arn = ParameterName {
+            name: "arn:aws:ssm:eu-west-1:1:parameter/app/x".into(),
+            selector: None,
+        };
+        let entry =
+            store_parameter(&cache, &scope, &by_arn, true, parameter("/app/x"), false).await;
+        let Item::Parameter(stored) = &entry.item else {
+            panic!("a parameter");
+        };
+        assert_eq!(Arc::strong_count(&stored.name), 1);
+        assert!(cache
+            .peek_fresh(&parameter_key(&scope, &by_arn, true))
+            .await
+            .is_some());
+    }
 }

@@ -38,8 +38,9 @@ pub enum Key {
     Parameter {
         /// Whose credentials, which region.
         scope: Scope,
-        /// Name or ARN without selector.
-        name: String,
+        /// Name or ARN without selector (the cached parameter's own name when it was asked
+        /// by name: one allocation for both).
+        name: Arc<str>,
         /// Version or label; boxed, as few reads have one and every cached key would
         /// otherwise carry its room.
         selector: Option<Box<Selector>>,

@@ -165,8 +165,9 @@ pub struct Parameter {
     pub data_type: Option<Label>,
     /// When this version was written.
     pub last_modified_date: Option<Timestamp>,
-    /// The parameter's name (never the ARN, even when asked by ARN).
-    pub name: String,
+    /// The parameter's name (never the ARN, even when asked by ARN). Shared with the
+    /// cache key that holds the parameter when it was asked by this name.
+    pub name: Arc<str>,
     /// The selector and a reference's metadata, which few parameters have: boxed, so that
     /// the many without them take 40 bytes less each in the cache.
     pub extra: Option<Box<ParameterExtra>>,
@@ -185,7 +186,7 @@ impl Serialize for Parameter {
         out.serialize_field("ARN", &self.arn())?;
         out.serialize_field("DataType", &self.data_type)?;
         out.serialize_field("LastModifiedDate", &self.last_modified_date)?;
-        out.serialize_field("Name", &self.name)?;
+        out.serialize_field("Name", &*self.name)?;
         out.serialize_field("Selector", &self.selector())?;
         out.serialize_field("SourceResult", &self.source_result())?;
         out.serialize_field("Type", &self.kind)?;
@@ -280,7 +281,7 @@ impl Parameter {
 
     /// Whether `asked` is this parameter's name or ARN.
     pub fn is_called(&self, asked: &str) -> bool {
-        self.name == asked || self.arn().is_some_and(|arn| arn == asked)
+        *self.name == *asked || self.arn().is_some_and(|arn| arn == asked)
     }
 
     /// `:3` or `:label` when a version or label was asked for.
@@ -488,7 +489,7 @@ mod tests {
             shared.push(prefix.clone());
             let p = Parameter {
                 arn: Some(split),
-                name: name.to_owned(),
+                name: name.into(),
                 ..parameter()
             };
             assert_eq!(p.arn().as_deref(), Some(arn));

@@ -176,7 +176,8 @@ impl PrefetchGate {
     fn covers(&self, key: &Key) -> bool {
         match key {
             Key::Parameter { name, .. } => {
-                self.names.contains(name) || self.paths.iter().any(|p| name.starts_with(p.as_str()))
+                self.names.contains(&**name)
+                    || self.paths.iter().any(|p| name.starts_with(p.as_str()))
             }
             Key::Path { path, .. } => self.paths.iter().any(|p| path.starts_with(p.as_str())),
             Key::Secret { id, .. } => self.secrets.contains(id),

@@ -73,7 +73,7 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
                 ..
             } => {
                 let name = ParameterName {
-                    name,
+                    name: name.to_string(),
                     selector: selector.map(|s| *s),
                 };
                 if decrypt {

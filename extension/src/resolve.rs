@@ -426,7 +426,7 @@ impl Fetch for CacheFetch<'_> {
                 .iter()
                 .filter_map(|entry| match &entry.item {
                     Item::Parameter(p) => Some(FetchedParameter {
-                        name: p.name.clone(),
+                        name: p.name.to_string(),
                         arn: p.arn().map(Into::into),
                         selector: p.selector().map(str::to_owned),
                         kind: p.kind.to_string(),

@@ -614,7 +614,7 @@ mod tests {
                     arn: Some(crate::model::ParameterArn::Whole(req.name.clone().into())),
                     data_type: None,
                     last_modified_date: None,
-                    name: req.name.clone(),
+                    name: req.name.as_str().into(),
                     extra: None,
                     kind: "SecureString".into(),
                     value: SecretText::new(format!("via {}", self.0)),
@@ -834,7 +834,7 @@ mod tests {
             }
             seen.push(Key::Parameter {
                 scope,
-                name: req.name.clone(),
+                name: req.name.as_str().into(),
                 selector: None,
                 decrypt: false,
             });

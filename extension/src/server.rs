@@ -207,7 +207,7 @@ async fn get_parameter(
     let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
     let key = Key::Parameter {
         scope: source.scope().clone(),
-        name: req.name.clone(),
+        name: req.name.as_str().into(),
         selector: req.selector.clone().map(Box::new),
         decrypt: req.with_decryption,
     };
@@ -297,7 +297,7 @@ async fn get_parameters(
     for name in &req.names {
         let key = Key::Parameter {
             scope: source.scope().clone(),
-            name: name.name.clone(),
+            name: name.name.as_str().into(),
             selector: name.selector.clone().map(Box::new),
             decrypt: req.with_decryption,
         };

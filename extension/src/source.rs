@@ -612,7 +612,7 @@ fn convert_parameter(
             p.data_type.as_deref().map(label)
         },
         last_modified_date: timestamp(p.last_modified_date.as_ref()),
-        name,
+        name: name.into(),
         extra: ParameterExtra::new(selector, source_result.map(SecretText::new)),
         kind: label(p.r#type.as_ref().map_or("", |t| t.as_str())),
         value: SecretText::new(p.value.take().unwrap_or_default()),
