@@ -252,7 +252,7 @@ pub async fn secrets(
     let force = purpose.force();
     let key = |id: &str| Key::Secret {
         scope: source.scope().clone(),
-        id: id.to_owned(),
+        id: id.into(),
         version: None,
     };
     let mut slots: Vec<Option<Arc<Entry>>> = vec![None; ids.len()];
@@ -368,7 +368,7 @@ pub async fn secret(
 ) -> Result<Lookup, SourceError> {
     let key = Key::Secret {
         scope: source.scope().clone(),
-        id: req.secret_id.clone(),
+        id: req.secret_id.as_str().into(),
         version: SecretVersion::boxed(req.version_id.clone(), req.version_stage.clone()),
     };
     cache

@@ -183,7 +183,7 @@ impl Serialize for Parameter {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
         let mut out = s.serialize_struct("Parameter", 9)?;
-        out.serialize_field("ARN", &self.arn())?;
+        out.serialize_field("ARN", &ArnField(self))?;
         out.serialize_field("DataType", &self.data_type)?;
         out.serialize_field("LastModifiedDate", &self.last_modified_date)?;
         out.serialize_field("Name", &*self.name)?;
@@ -193,6 +193,24 @@ impl Serialize for Parameter {
         out.serialize_field("Value", &self.value)?;
         out.serialize_field("Version", &self.version)?;
         out.end()
+    }
+}
+
+/// A parameter's `ARN` field, written into the response without building the string first
+/// (every cache hit on a parameter writes one).
+struct ArnField<'a>(&'a Parameter);
+
+impl Serialize for ArnField<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let name = &self.0.name;
+        match &self.0.arn {
+            None => s.serialize_none(),
+            Some(ParameterArn::Whole(arn)) => s.serialize_str(arn),
+            Some(ParameterArn::Prefix(prefix)) => {
+                let slash = if name.starts_with('/') { "" } else { "/" };
+                s.collect_str(&format_args!("{prefix}{slash}{name}"))
+            }
+        }
     }
 }
 
@@ -424,19 +442,44 @@ impl Timestamp {
         })
     }
 
-    /// RFC 3339 with milliseconds and `Z`, as the AWS layer writes it.
-    pub fn to_rfc3339(self) -> String {
-        let millis = self.flipped_millis.get() ^ i64::MIN;
-        let secs = millis.div_euclid(1000);
-        let nanos = (millis.rem_euclid(1000) * 1_000_000) as u32;
-        // `new` checked that this time formats.
-        format_timestamp(secs, nanos).unwrap_or_default()
+    fn millis(self) -> i64 {
+        self.flipped_millis.get() ^ i64::MIN
+    }
+}
+
+/// RFC 3339 with milliseconds and `Z`, as the AWS layer writes it. Digits are written into
+/// a stack buffer: this runs on every cache hit that returns a parameter or secret, where a
+/// format description and a `String` cost a measurable share of the request.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.millis();
+        let at = time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
+            .map_err(|_| fmt::Error)?;
+        let (year, month, day) = at.to_calendar_date();
+        let (hour, minute, second) = at.to_hms();
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let fields = [
+            (0..4, year.unsigned_abs()),
+            (5..7, u32::from(u8::from(month))),
+            (8..10, u32::from(day)),
+            (11..13, u32::from(hour)),
+            (14..16, u32::from(minute)),
+            (17..19, u32::from(second)),
+            (20..23, millis.rem_euclid(1000) as u32),
+        ];
+        for (range, mut n) in fields {
+            for digit in text[range].iter_mut().rev() {
+                *digit = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        }
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        s.collect_str(self)
     }
 }
 
@@ -466,7 +509,7 @@ mod tests {
         ];
         for (secs, nanos, text) in cases {
             let at = Timestamp::new(secs, nanos).expect(text);
-            assert_eq!(at.to_rfc3339(), text);
+            assert_eq!(at.to_string(), text);
         }
         assert_eq!(Timestamp::new(253_402_300_800, 0), None);
         assert_eq!(std::mem::size_of::<Option<Timestamp>>(), 8);

@@ -180,7 +180,7 @@ impl PrefetchGate {
                     || self.paths.iter().any(|p| name.starts_with(p.as_str()))
             }
             Key::Path { path, .. } => self.paths.iter().any(|p| path.starts_with(p.as_str())),
-            Key::Secret { id, .. } => self.secrets.contains(id),
+            Key::Secret { id, .. } => self.secrets.contains(&**id),
         }
     }
 

@@ -90,13 +90,13 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
             } => paths.push((path, recursive, decrypt)),
             Key::Secret {
                 id, version: None, ..
-            } => current_secrets.push(id),
+            } => current_secrets.push(String::from(id)),
             Key::Secret {
                 id,
                 version: Some(version),
                 ..
             } => other_secrets.push(SecretRequest {
-                secret_id: id,
+                secret_id: id.into(),
                 version_id: version.version_id,
                 version_stage: version.stage,
                 refresh_now: true,

@@ -247,7 +247,7 @@ async fn get_secret(
     let source = app.source_for(&req.scope, [req.secret_id.as_str()]).await?;
     let key = Key::Secret {
         scope: source.scope().clone(),
-        id: req.secret_id.clone(),
+        id: req.secret_id.as_str().into(),
         version: SecretVersion::boxed(req.version_id.clone(), req.version_stage.clone()),
     };
     app.inner.gate.wait_for(&key).await;
@@ -393,7 +393,7 @@ async fn get_secrets(
     for id in &req.ids {
         let key = Key::Secret {
             scope: source.scope().clone(),
-            id: id.clone(),
+            id: id.as_str().into(),
             version: None,
         };
         app.inner.gate.wait_for(&key).await;
