@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup, SecretVersion};
+use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
 use crate::model::Parameter;
 pub use crate::request::ParameterName;
 use crate::request::{Output, ParameterRequest, SecretRequest};
@@ -68,12 +68,12 @@ pub struct ManySecrets {
 }
 
 fn parameter_key(scope: &Scope, name: &ParameterName, decrypt: bool) -> Key {
-    Key::Parameter {
-        scope: scope.clone(),
-        name: name.name.as_str().into(),
-        selector: name.selector.clone().map(Box::new),
+    Key::parameter(
+        scope,
+        name.name.as_str().into(),
+        name.selector.as_ref(),
         decrypt,
-    }
+    )
 }
 
 fn full_name(name: &ParameterName) -> String {
@@ -92,13 +92,13 @@ pub(crate) async fn store_parameter(
     parameter: Parameter,
     read: bool,
 ) -> Arc<Entry> {
-    let mut key = parameter_key(scope, name, decrypt);
-    if let Key::Parameter { name: asked, .. } = &mut key {
-        // Asked by its name (not its ARN): the key and the parameter share one copy.
-        if *asked == parameter.name {
-            *asked = parameter.name.clone();
-        }
-    }
+    // Asked by its name (not its ARN): the key and the parameter share one copy.
+    let asked = if *parameter.name == *name.name {
+        parameter.name.clone()
+    } else {
+        name.name.as_str().into()
+    };
+    let key = Key::parameter(scope, asked, name.selector.as_ref(), decrypt);
     cache.insert(key, Item::Parameter(parameter), read).await
 }
 
@@ -250,11 +250,7 @@ pub async fn secrets(
     purpose: Purpose,
 ) -> Result<ManySecrets, SourceError> {
     let force = purpose.force();
-    let key = |id: &str| Key::Secret {
-        scope: source.scope().clone(),
-        id: id.into(),
-        version: None,
-    };
+    let key = |id: &str| Key::secret(source.scope(), id, None, None);
     let mut slots: Vec<Option<Arc<Entry>>> = vec![None; ids.len()];
     let mut hits = 0;
     let mut missing = Vec::new();
@@ -366,11 +362,12 @@ pub async fn secret(
     source: &dyn Source,
     req: &SecretRequest,
 ) -> Result<Lookup, SourceError> {
-    let key = Key::Secret {
-        scope: source.scope().clone(),
-        id: req.secret_id.as_str().into(),
-        version: SecretVersion::boxed(req.version_id.clone(), req.version_stage.clone()),
-    };
+    let key = Key::secret(
+        source.scope(),
+        &req.secret_id,
+        req.version_id.as_ref(),
+        req.version_stage.as_ref(),
+    );
     cache
         .get_or_fetch(key, req.refresh_now, || async {
             source.get_secret(req).await.map(Item::Secret)
@@ -437,28 +434,29 @@ mod tests {
             max_stale: Duration::ZERO,
         });
         let scope = Scope::default();
-        let by_name = ParameterName {
-            name: "/app/db".into(),
-            selector: None,
+        // How many hold the stored parameter's name: the entry, and the key when shared.
+        let holders_of_name = |asked: &str, name: &str| {
+            let (cache, scope) = (&cache, &scope);
+            let asked = ParameterName {
+                name: asked.into(),
+                selector: None,
+            };
+            let parameter = parameter(name);
+            async move {
+                let entry = store_parameter(cache, scope, &asked, true, parameter, false).await;
+                let Item::Parameter(stored) = &entry.item else {
+                    panic!("a parameter");
+                };
+                Arc::strong_count(&stored.name)
+            }
         };
-        let entry =
-            store_parameter(&cache, &scope, &by_name, true, parameter("/app/db"), false).await;
-        let Item::Parameter(stored) = &entry.item else {
-            panic!("a parameter");
-        };
-        // The entry's copy and the key's.
-        assert_eq!(Arc::strong_count(&stored.name), 2);
-
+        assert_eq!(holders_of_name("/app/db", "/app/db").await, 2);
+        let arn = "arn:aws:ssm:eu-west-1:1:parameter/app/x";
+        assert_eq!(holders_of_name(arn, "/app/x").await, 1);
         let by_arn = ParameterName {
-            name: "arn:aws:ssm:eu-west-1:1:parameter/app/x".into(),
+            name: arn.into(),
             selector: None,
         };
-        let entry =
-            store_parameter(&cache, &scope, &by_arn, true, parameter("/app/x"), false).await;
-        let Item::Parameter(stored) = &entry.item else {
-            panic!("a parameter");
-        };
-        assert_eq!(Arc::strong_count(&stored.name), 1);
         assert!(cache
             .peek_fresh(&parameter_key(&scope, &by_arn, true))
             .await

@@ -68,27 +68,56 @@ pub enum Key {
         id: Box<str>,
         /// An explicit version id or staging label; `None` is `AWSCURRENT`. Boxed, for the
         /// same reason as a parameter's selector.
-        version: Option<Box<SecretVersion>>,
+        version: Option<Box<AskedSecretVersion>>,
     },
 }
 
 /// The version of a secret a read asked for, when it asked for one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SecretVersion {
+pub struct AskedSecretVersion {
     /// Explicit version id.
     pub version_id: Option<String>,
     /// Staging label.
     pub stage: Option<String>,
 }
 
-impl SecretVersion {
-    /// The boxed version for a key; `None` when neither is given (the current version).
-    pub fn boxed(version_id: Option<String>, stage: Option<String>) -> Option<Box<Self>> {
-        (version_id.is_some() || stage.is_some()).then(|| Box::new(Self { version_id, stage }))
-    }
-}
-
 impl Key {
+    /// The key of a parameter read. The name is an `Arc` so that a cached parameter asked
+    /// by its own name can share it.
+    pub fn parameter(
+        scope: &Scope,
+        name: Arc<str>,
+        selector: Option<&Selector>,
+        decrypt: bool,
+    ) -> Self {
+        Key::Parameter {
+            scope: scope.clone(),
+            name,
+            selector: selector.cloned().map(Box::new),
+            decrypt,
+        }
+    }
+
+    /// The key of a secret read; the version is boxed only when one is asked for.
+    pub fn secret(
+        scope: &Scope,
+        id: &str,
+        version_id: Option<&String>,
+        stage: Option<&String>,
+    ) -> Self {
+        let version = (version_id.is_some() || stage.is_some()).then(|| {
+            Box::new(AskedSecretVersion {
+                version_id: version_id.cloned(),
+                stage: stage.cloned(),
+            })
+        });
+        Key::Secret {
+            scope: scope.clone(),
+            id: id.into(),
+            version,
+        }
+    }
+
     /// The role and region the entry was read with.
     pub fn scope(&self) -> &Scope {
         match self {

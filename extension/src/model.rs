@@ -206,11 +206,22 @@ impl Serialize for ArnField<'_> {
         match &self.0.arn {
             None => s.serialize_none(),
             Some(ParameterArn::Whole(arn)) => s.serialize_str(arn),
-            Some(ParameterArn::Prefix(prefix)) => {
-                let slash = if name.starts_with('/') { "" } else { "/" };
-                s.collect_str(&format_args!("{prefix}{slash}{name}"))
-            }
+            Some(ParameterArn::Prefix(prefix)) => s.collect_str(&JoinedArn { prefix, name }),
         }
+    }
+}
+
+/// A shared ARN prefix and a name joined as AWS writes a parameter's ARN: a name without a
+/// leading `/` gets one.
+struct JoinedArn<'a> {
+    prefix: &'a str,
+    name: &'a str,
+}
+
+impl fmt::Display for JoinedArn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slash = if self.name.starts_with('/') { "" } else { "/" };
+        write!(f, "{}{slash}{}", self.prefix, self.name)
     }
 }
 
@@ -290,10 +301,13 @@ impl Parameter {
         use std::borrow::Cow;
         Some(match self.arn.as_ref()? {
             ParameterArn::Whole(arn) => Cow::Borrowed(&**arn),
-            ParameterArn::Prefix(prefix) => {
-                let slash = if self.name.starts_with('/') { "" } else { "/" };
-                Cow::Owned(format!("{prefix}{slash}{}", self.name))
-            }
+            ParameterArn::Prefix(prefix) => Cow::Owned(
+                JoinedArn {
+                    prefix,
+                    name: &self.name,
+                }
+                .to_string(),
+            ),
         })
     }
 
@@ -433,9 +447,12 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// The time `secs` seconds and `nanos` nanoseconds after the Unix epoch, or `None` when
-    /// it cannot be formatted (outside years 0 to 9999).
+    /// it cannot be written in the AWS layer's four-digit year (outside years 0 to 9999).
     pub fn new(secs: i64, nanos: u32) -> Option<Self> {
-        format_timestamp(secs, nanos)?;
+        let year = time::OffsetDateTime::from_unix_timestamp(secs).ok()?.year();
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            return None;
+        }
         let millis = secs * 1000 + i64::from(nanos / 1_000_000);
         Some(Self {
             flipped_millis: std::num::NonZeroI64::new(millis ^ i64::MIN)?,
@@ -481,18 +498,6 @@ impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
-}
-
-/// Formats an AWS timestamp as the AWS layer does: RFC 3339, milliseconds, `Z`.
-pub fn format_timestamp(secs: i64, nanos: u32) -> Option<String> {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    let at = time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()?
-        .replace_nanosecond(nanos)
-        .ok()?;
-    at.format(&format).ok()
 }
 
 #[cfg(test)]

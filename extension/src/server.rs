@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::batch::{self, Purpose};
-use crate::cache::{Cache, Freshness, Item, Key, Lookup, SecretVersion};
+use crate::cache::{Cache, Freshness, Item, Key, Lookup};
 use crate::config::AuthToken;
 use crate::error::ApiError;
 use crate::model::{
@@ -205,12 +205,12 @@ async fn get_parameter(
 ) -> Result<Response, ApiError> {
     let req = request::parse_parameter(query.as_deref())?;
     let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
-    let key = Key::Parameter {
-        scope: source.scope().clone(),
-        name: req.name.as_str().into(),
-        selector: req.selector.clone().map(Box::new),
-        decrypt: req.with_decryption,
-    };
+    let key = Key::parameter(
+        source.scope(),
+        req.name.as_str().into(),
+        req.selector.as_ref(),
+        req.with_decryption,
+    );
     app.inner.gate.wait_for(&key).await;
     let lookup = batch::parameter(&app.inner.cache, source.as_ref(), &req)
         .await
@@ -245,11 +245,12 @@ async fn get_secret(
 ) -> Result<Response, ApiError> {
     let req = request::parse_secret(query.as_deref())?;
     let source = app.source_for(&req.scope, [req.secret_id.as_str()]).await?;
-    let key = Key::Secret {
-        scope: source.scope().clone(),
-        id: req.secret_id.as_str().into(),
-        version: SecretVersion::boxed(req.version_id.clone(), req.version_stage.clone()),
-    };
+    let key = Key::secret(
+        source.scope(),
+        &req.secret_id,
+        req.version_id.as_ref(),
+        req.version_stage.as_ref(),
+    );
     app.inner.gate.wait_for(&key).await;
     let lookup = batch::secret(&app.inner.cache, source.as_ref(), &req)
         .await
@@ -295,12 +296,12 @@ async fn get_parameters(
         .source_for(&req.scope, req.names.iter().map(|n| n.name.as_str()))
         .await?;
     for name in &req.names {
-        let key = Key::Parameter {
-            scope: source.scope().clone(),
-            name: name.name.as_str().into(),
-            selector: name.selector.clone().map(Box::new),
-            decrypt: req.with_decryption,
-        };
+        let key = Key::parameter(
+            source.scope(),
+            name.name.as_str().into(),
+            name.selector.as_ref(),
+            req.with_decryption,
+        );
         app.inner.gate.wait_for(&key).await;
     }
     let purpose = if req.refresh_now {
@@ -391,11 +392,7 @@ async fn get_secrets(
         .source_for(&req.scope, req.ids.iter().map(String::as_str))
         .await?;
     for id in &req.ids {
-        let key = Key::Secret {
-            scope: source.scope().clone(),
-            id: id.as_str().into(),
-            version: None,
-        };
+        let key = Key::secret(source.scope(), id, None, None);
         app.inner.gate.wait_for(&key).await;
     }
     let purpose = if req.refresh_now {

@@ -704,7 +704,7 @@ mod tests {
                 let n = self.assume_role_calls.fetch_add(1, Ordering::SeqCst) + 1;
                 let expires = self.clock.now() + Duration::from_secs(3600);
                 let secs = expires.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-                let expiration = crate::model::format_timestamp(secs, 0).unwrap();
+                let expiration = Timestamp::new(secs, 0).unwrap();
                 format!(
                     "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
                      <AssumeRoleResult><Credentials><AccessKeyId>ASIAROLE{n}</AccessKeyId>\
