@@ -50,7 +50,7 @@ build: ## Debug build of the workspace, all targets (the end-to-end tests run th
 # features for one package and rebuilds dozens of crates (minutes on 2 cores).
 test: setup build lint layer-x86_64 ## Everything: template lint, the x86_64 layer check, all tests
 	@echo "+ layer zip check: $(LAYER_ZIP_X86_64)"
-	LOCKBOX_LAYER_ZIP=$(LAYER_ZIP_X86_64) cargo test --workspace --test deploy -- --ignored
+	LOCKBOX_LAYER_ZIP=$(LAYER_ZIP_X86_64) cargo test --workspace --test e2e -- --ignored deploy::
 	cargo test --workspace --doc
 	@$(ROOT)/scripts/test.sh
 
@@ -84,8 +84,8 @@ layer-arm64: setup ## The arm64 layer zip only (fails when arm64 cannot be built
 layer-check: ## Check every layer zip in dist/: layout, mode 755, glibc <= 2.34, serves /ping
 	@zips=$$(ls $(DIST)/lockbox-layer-*.zip 2>/dev/null | paste -sd: -); \
 	  [ -n "$$zips" ] || { echo "layer-check: no zip in dist/; run make layer first"; exit 1; }; \
-	  echo "+ LOCKBOX_LAYER_ZIP=$$zips cargo test --workspace --test deploy -- --ignored"; \
-	  LOCKBOX_LAYER_ZIP=$$zips cargo test --workspace --test deploy -- --ignored
+	  echo "+ LOCKBOX_LAYER_ZIP=$$zips cargo test --workspace --test e2e -- --ignored deploy::"; \
+	  LOCKBOX_LAYER_ZIP=$$zips cargo test --workspace --test e2e -- --ignored deploy::
 
 sam-build: setup ## sam build, offline: the layer and the rotator for ARCH (two release builds)
 	sam build --template-file $(TEMPLATE) --parameter-overrides Architecture=$(ARCH)

@@ -613,7 +613,7 @@ mod tests {
     use super::*;
 
     /// A TTL cannot be seen from the other end of a TCP connection, so the end-to-end tests
-    /// (tests/tests/hardening_e2e.rs) show only that other addresses are refused; the TTL
+    /// (tests/tests/e2e/hardening.rs) show only that other addresses are refused; the TTL
     /// of 1 is checked here, on the listener and on a socket it accepted.
     #[tokio::test]
     async fn listener_binds_loopback_only_with_ip_ttl_one() {
