@@ -5,8 +5,8 @@
 //! - [`Partition`]: every current partition, the isolated ones and the European Sovereign
 //!   Cloud's included; nothing here assumes `arn:aws:`.
 //! - [`Arn`]: `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`, split and checked.
-//! - [`AccountId`], [`RegionName`], [`RoleArn`], [`SessionName`]: checked names, each with
-//!   a typed error that says what is wrong.
+//! - [`AccountId`], [`RegionName`], [`RoleArn`], [`SessionName`], [`ExternalId`]: checked
+//!   names, each with a typed error that says what is wrong.
 //! - [`ErrorClass`] and [`classify`]: transient, throttled or permanent, from an AWS error
 //!   code and HTTP status.
 //!
@@ -18,4 +18,4 @@ mod names;
 
 pub use arn::{Arn, ArnError, Partition};
 pub use classify::{classify, is_throttling_code, ErrorClass};
-pub use names::{AccountId, NameError, RegionName, RoleArn, SessionName};
+pub use names::{AccountId, ExternalId, NameError, RegionName, RoleArn, SessionName};

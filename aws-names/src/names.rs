@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::arn::{Arn, ArnError, Partition};
+use crate::arn::{is_account_id, Arn, ArnError, Partition};
 
 /// The longest role ARN IAM allows (a 64-character name under a 512-character path).
 pub const MAX_ROLE_ARN_LEN: usize = 2048;
@@ -42,15 +42,14 @@ pub enum NameError {
     /// Not 2-64 of STS's session name characters.
     #[error("a session name is 2-64 of letters, digits and + = , . @ _ -")]
     SessionName,
+    /// Not 2-1224 of STS's external id characters.
+    #[error("an external id is 2-1224 of letters, digits and + = , . @ : / _ -")]
+    ExternalId,
 }
 
 /// IAM's and STS's name characters: letters, digits and `+=,.@_-`.
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b)
-}
-
-pub(crate) fn is_account_id(text: &str) -> bool {
-    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A 12-digit AWS account id.
@@ -228,6 +227,37 @@ impl fmt::Display for SessionName {
     }
 }
 
+/// An STS `ExternalId`: 2-1224 characters of letters, digits and `+=,.@:/_-`. It is a
+/// shared secret of sorts between accounts, so its `Debug` shows its length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    /// Checks the shape.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let ok = (2..=1224).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(NameError::ExternalId)
+        }
+    }
+
+    /// The id, to pass to STS.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ExternalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<external id, {} characters>", self.0.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +373,16 @@ mod tests {
                 Err(NameError::SessionName),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn external_ids_follow_sts_and_stay_out_of_debug() {
+        let id = ExternalId::parse("tenant:42/prod").unwrap();
+        assert_eq!(id.as_str(), "tenant:42/prod");
+        assert!(!format!("{id:?}").contains("tenant"));
+        for bad in ["", "x", "has space", &"e".repeat(1225)] {
+            assert_eq!(ExternalId::parse(bad), Err(NameError::ExternalId), "{bad}");
         }
     }
 }
