@@ -11,6 +11,7 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use crate::mode::LambdaMode;
 use crate::prefetch::{PlanError, PrefetchPlan};
 use crate::render::{RenderPlan, RenderPlanError, DEFAULT_RENDER_ROOT};
 use crate::scope::{RoleArn, RolePolicy};
@@ -76,6 +77,7 @@ pub const VARIABLES: &[&str] = &[
     "LOCKBOX_RENDER_ROOT",
     "LOCKBOX_EXEC_WAIT_MS",
     "LOCKBOX_EXEC_ON_ERROR",
+    "LOCKBOX_EXEC_SNAPSTART",
     "AWS_LAMBDA_INITIALIZATION_TYPE",
     "AWS_LAMBDA_FUNCTION_NAME",
     "AWS_SESSION_TOKEN",
@@ -150,10 +152,10 @@ pub struct Config {
     pub max_client_connections: usize,
     /// Time a client has to send a request head.
     pub client_timeout: Duration,
-    /// SnapStart (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`): Init runs once for a
-    /// snapshot that is restored later, so nothing fetched during Init may be served after
-    /// a restore.
-    pub snap_start: bool,
+    /// The kind of environment (`AWS_LAMBDA_INITIALIZATION_TYPE`). Under SnapStart, Init
+    /// runs once for a snapshot that is restored later, so nothing fetched during Init may
+    /// be served after a restore; on Managed Instances only SHUTDOWN can be registered for.
+    pub mode: LambdaMode,
     /// Files to render from templates (`LOCKBOX_RENDER`), under `LOCKBOX_RENDER_ROOT`.
     pub render: RenderPlan,
     /// Which roles may be read through, the role for each other account, and how many.
@@ -183,7 +185,7 @@ impl fmt::Debug for Config {
             .field("max_stale", &self.max_stale)
             .field("max_client_connections", &self.max_client_connections)
             .field("client_timeout", &self.client_timeout)
-            .field("snap_start", &self.snap_start)
+            .field("mode", &self.mode)
             .field("render", &self.render)
             .field("roles", &self.roles)
             .field("role_session_name", &self.role_session_name)
@@ -192,24 +194,55 @@ impl fmt::Debug for Config {
 }
 
 /// The request token. It is a session credential, so it is never printed.
+///
+/// Under SnapStart Lambda may set both `AWS_SESSION_TOKEN` and
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN`, and function code sends whichever its SDK or its
+/// author picked: then either is accepted.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AuthToken(String);
+pub struct AuthToken {
+    token: String,
+    /// A second accepted value, or empty.
+    also: String,
+}
 
 impl AuthToken {
     /// Wraps a token value.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        Self {
+            token: token.into(),
+            also: String::new(),
+        }
     }
 
-    /// The raw bytes, for the constant-time comparison in the server.
+    /// This token, also accepting `other`.
+    pub fn or(mut self, other: impl Into<String>) -> Self {
+        self.also = other.into();
+        self
+    }
+
+    /// The raw bytes of the token to send (the exec wrapper's client).
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.token.as_bytes()
+    }
+
+    /// Whether `given` is an accepted token, compared in constant time: both values are
+    /// always compared, so the time says nothing about which one (if either) was close.
+    pub(crate) fn accepts(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let first = given.ct_eq(self.token.as_bytes());
+        let second = given.ct_eq(self.also.as_bytes())
+            & subtle::Choice::from(u8::from(!self.also.is_empty()));
+        bool::from(first | second)
     }
 }
 
 impl fmt::Debug for AuthToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted, {} bytes>", self.0.len())
+        write!(f, "<redacted, {} bytes>", self.token.len())?;
+        if !self.also.is_empty() {
+            write!(f, " or <redacted, {} bytes>", self.also.len())?;
+        }
+        Ok(())
     }
 }
 
@@ -347,10 +380,21 @@ impl RawConfig {
 
     fn token(&self) -> Result<AuthToken, ConfigError> {
         // SnapStart functions have no session token; Lambda sets the container token instead.
-        self.get("AWS_SESSION_TOKEN")
-            .or_else(|| self.get("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
-            .map(AuthToken::new)
-            .ok_or(ConfigError::MissingToken)
+        // When a SnapStart environment has both, function code may send either.
+        let session = self.get("AWS_SESSION_TOKEN");
+        let container = self.get("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+        match (session, container) {
+            (Some(session), Some(container)) if self.mode().is_snap_start() => {
+                Ok(AuthToken::new(session).or(container))
+            }
+            (Some(token), _) | (None, Some(token)) => Ok(AuthToken::new(token)),
+            (None, None) => Err(ConfigError::MissingToken),
+        }
+    }
+
+    /// The kind of environment, `AWS_LAMBDA_INITIALIZATION_TYPE`.
+    pub fn mode(&self) -> LambdaMode {
+        LambdaMode::from_initialization_type(self.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
     }
 
     /// Validates every variable. The first bad one is reported.
@@ -421,9 +465,7 @@ impl RawConfig {
                 100..=600_000,
                 "a whole number of milliseconds from 100 to 600000",
             )?),
-            snap_start: self
-                .get("AWS_LAMBDA_INITIALIZATION_TYPE")
-                .is_some_and(|t| t.eq_ignore_ascii_case("snap-start")),
+            mode: self.mode(),
             render: self.render()?,
             roles: RolePolicy::default(),
             role_session_name: self.role_session_name(),
@@ -609,12 +651,26 @@ pub struct ExecConfig {
     /// The files the extension renders, to wait for. Read leniently: a bad
     /// `LOCKBOX_RENDER` is the extension's to report, and leaves nothing to wait for here.
     pub render: RenderPlan,
+    /// The kind of environment: under SnapStart the environment the runtime gets is saved
+    /// in the snapshot, so references are resolved into it only when
+    /// [`ExecConfig::resolve_into_snapshot`] says so.
+    pub mode: LambdaMode,
+    /// `LOCKBOX_EXEC_SNAPSTART=resolve`: under SnapStart, resolve anyway, accepting values
+    /// fixed at snapshot time (`refuse`, the default, stops Init instead).
+    pub resolve_into_snapshot: bool,
 }
 
 impl RawConfig {
     /// Validates the exec wrapper's variables. The first bad one is reported.
     pub fn validate_exec(&self) -> Result<ExecConfig, ConfigError> {
         const ON_ERROR: &str = "LOCKBOX_EXEC_ON_ERROR";
+        const SNAPSTART: &str = "LOCKBOX_EXEC_SNAPSTART";
+        let resolve_into_snapshot = match self.get(SNAPSTART) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("refuse") => false,
+            Some(v) if v.eq_ignore_ascii_case("resolve") => true,
+            Some(v) => return Err(invalid(SNAPSTART, v, "refuse or resolve")),
+        };
         let on_error = match self.get(ON_ERROR) {
             None => OnError::Fail,
             Some(v) if v.eq_ignore_ascii_case("fail") => OnError::Fail,
@@ -637,6 +693,8 @@ impl RawConfig {
             )?),
             on_error,
             render: self.render().unwrap_or_default(),
+            mode: self.mode(),
+            resolve_into_snapshot,
         })
     }
 }
@@ -813,6 +871,51 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn under_snapstart_either_token_is_accepted_when_both_are_set() {
+        let both = [
+            ("AWS_SESSION_TOKEN", "session-tok"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-tok"),
+        ];
+        let snap = both
+            .iter()
+            .copied()
+            .chain([("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")]);
+        let token = RawConfig::from_pairs(snap).validate().unwrap().token;
+        assert!(token.accepts(b"session-tok") && token.accepts(b"container-tok"));
+        assert!(!token.accepts(b"") && !token.accepts(b"other"));
+        assert_eq!(
+            token.as_bytes(),
+            b"session-tok",
+            "the exec wrapper sends the session token"
+        );
+        // Elsewhere the session token alone, as the AWS layer does.
+        let token = RawConfig::from_pairs(both).validate().unwrap().token;
+        assert!(token.accepts(b"session-tok") && !token.accepts(b"container-tok"));
+        assert!(!format!("{token:?}").contains("tok\""));
+    }
+
+    #[test]
+    fn exec_snapstart_setting_is_refuse_or_resolve() {
+        let exec = |value: &str| {
+            RawConfig::from_pairs([("LOCKBOX_EXEC_SNAPSTART", value)]).validate_exec()
+        };
+        assert!(!exec("refuse").unwrap().resolve_into_snapshot);
+        assert!(exec("RESOLVE").unwrap().resolve_into_snapshot);
+        let none: [(&str, &str); 0] = [];
+        assert!(
+            !RawConfig::from_pairs(none)
+                .validate_exec()
+                .unwrap()
+                .resolve_into_snapshot
+        );
+        let err = exec("yes").unwrap_err().to_string();
+        assert!(
+            err.contains("LOCKBOX_EXEC_SNAPSTART") && err.contains("refuse or resolve"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! - [`lifecycle`] is the spine: register with Lambda, validate [`config`], start the
 //!   [`server`], [`prefetch`], run the event loop ([`refresh`] ahead of expiry on each
-//!   INVOKE), shut down.
+//!   INVOKE), shut down. [`mode`] says what the kind of Lambda environment allows: on
+//!   Managed Instances the refresh rounds run on a [`background`] timer; under SnapStart a
+//!   [`restore`] watch forgets the cache as soon as a request shows a restore.
 //! - [`server`] checks the request (relay, host, method, token), [`request`] parses its
 //!   query into a typed read, and [`cache`] answers it or asks the [`source`] (SSM or
 //!   Secrets Manager through the AWS SDK); [`batch`] does the same for many values at
@@ -26,6 +28,7 @@
 //! - [`render`] writes template files with their references resolved under `/tmp`, during
 //!   Init and again when a value changes.
 
+pub mod background;
 pub mod batch;
 pub mod cache;
 pub mod config;
@@ -34,6 +37,7 @@ pub mod exec;
 pub mod lifecycle;
 pub mod local_api;
 pub mod logging;
+pub mod mode;
 pub mod model;
 pub mod prefetch;
 pub mod reference;
@@ -41,6 +45,7 @@ pub mod refresh;
 pub mod render;
 pub mod request;
 pub mod resolve;
+pub mod restore;
 pub mod scope;
 pub mod server;
 pub mod source;

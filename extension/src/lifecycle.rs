@@ -12,6 +12,12 @@
 //!    expire, then renders again the files whose values changed) until SHUTDOWN;
 //! 7. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
 //!    inside Lambda's 2 s budget.
+//!
+//! What differs per [`LambdaMode`](crate::mode::LambdaMode): on Lambda Managed Instances lockbox registers for
+//! SHUTDOWN alone (INVOKE is refused there) and the refresh and render rounds run on a
+//! [`background`] timer instead; under SnapStart nothing is fetched or rendered during
+//! Init, a [`RestoreWatch`] forgets the cache as soon as a request shows a restore, and the
+//! first INVOKE after it loads the plan.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,12 +26,14 @@ use std::time::Duration;
 use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
 use tokio::sync::mpsc;
 
+use crate::background;
 use crate::cache::{Cache, CacheSettings};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
 use crate::prefetch::{self, PrefetchGate};
 use crate::refresh;
 use crate::render::Renderer;
 use crate::resolve::CacheFetch;
+use crate::restore::RestoreWatch;
 use crate::scope::{Scope, Scopes, SourceFactory};
 use crate::server::{self, App, ServerLimits};
 use crate::source::{AwsSource, Source};
@@ -111,21 +119,42 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
             }
         }
     });
+    //    The mode decides the events: Managed Instances refuse INVOKE (and fail Init).
+    let mode = raw.mode();
     let registered = Extension::new()
         .with_extension_name(EXTENSION_NAME)
-        .with_events(&["INVOKE", "SHUTDOWN"])
+        .with_events(mode.events())
         .with_events_processor(processor)
         .register()
         .await
         .map_err(|e| LifecycleError::Register(e.to_string()))?;
     let extension_id = registered.extension_id.clone();
-    tracing::info!(function = %registered.function_name, "registered");
+    tracing::info!(
+        function = %registered.function_name,
+        account = registered.account_id.as_deref().unwrap_or("not told"),
+        mode = mode.as_str(),
+        events = ?mode.events(),
+        "registered"
+    );
 
     // 2. Validate.
-    let config = match raw.validate() {
+    let mut config = match raw.validate() {
         Ok(config) => config,
         Err(err) => return Err(report_init_error(&extension_id, err.into()).await),
     };
+    // The function's own account, which Lambda tells extensions that ask for it (the
+    // extension crate does): an ARN there is read with the function's own role, so a
+    // LOCKBOX_ACCOUNT_ROLES entry for it, meant for other accounts, is set aside. Without
+    // the account id every entry applies, as before.
+    if let Some(account) = registered.account_id.as_deref() {
+        if config.roles.account_roles.remove(account).is_some() {
+            tracing::warn!(
+                account,
+                "LOCKBOX_ACCOUNT_ROLES names the function's own account: its ARNs are read \
+                 with the function's own role instead"
+            );
+        }
+    }
     if config.log_level == LogLevel::Debug {
         tracing::debug!(config = ?config, "effective configuration");
     }
@@ -141,6 +170,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
             return Err(report_init_error(&extension_id, err).await);
         }
     };
+    let ipv6 = listener.local_addr_v6().is_some();
     let (gate, gate_opener) = PrefetchGate::closed_for(&config.prefetch);
     let app = build_app(&config, gate).await;
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -152,13 +182,16 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     let server = tokio::spawn(server::serve(listener, app.clone(), limits, async move {
         let _ = serving_stopped.await;
     }));
-    tracing::info!(port = config.port, "serving on 127.0.0.1");
+    tracing::info!(port = config.port, ipv6 = ipv6, "serving on loopback");
+    if config.mode.is_snap_start() {
+        app.watch_restores(Arc::new(RestoreWatch::new()));
+    }
 
     // 4. Prefetch, within the budget. Whatever is not loaded by then is fetched on demand;
     //    requests waiting at the gate are let through either way. Under SnapStart, Init
     //    ends in a snapshot that may be restored days later: prefetch waits for the first
     //    INVOKE after the restore instead.
-    if config.snap_start {
+    if config.mode.is_snap_start() {
         gate_opener.open();
         tracing::info!("SnapStart: prefetch deferred to the first invoke after restore");
     } else if !config.prefetch.is_empty() {
@@ -209,7 +242,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     //    Under SnapStart a file written now would be part of the snapshot: rendering waits
     //    for the first INVOKE after the restore, as prefetch does.
     let mut renderer = (!config.render.is_empty()).then(|| Renderer::load(&config.render));
-    if let (Some(renderer), false) = (renderer.as_mut(), config.snap_start) {
+    if let (Some(renderer), false) = (renderer.as_mut(), config.mode.is_snap_start()) {
         let fetch = CacheFetch::new(app.cache(), app.source());
         let problem =
             match tokio::time::timeout(config.prefetch_timeout, renderer.render(&fetch)).await {
@@ -241,13 +274,31 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         app: app.clone(),
         refresh_ahead: config.refresh_ahead,
         refresh_bound: config.ssm_timeout.max(config.secrets_timeout),
-        restore_pending: AtomicBool::new(config.snap_start),
+        restore_pending: AtomicBool::new(config.mode.is_snap_start()),
         plan: config.prefetch.clone(),
         prefetch_budget: config.prefetch_timeout,
         renderer: renderer.map(tokio::sync::Mutex::new),
     });
 
-    // 6. Event loop: the first `next` ends our part of Init.
+    // 6. Event loop: the first `next` ends our part of Init. Where the environment is never
+    //    frozen, the rounds INVOKE would run are on a timer instead.
+    let timer = config.mode.runs_timers().then(|| {
+        let period =
+            background::period(&[config.ssm_ttl, config.secrets_ttl], config.refresh_ahead);
+        tracing::info!(
+            period_ms = period.as_millis() as u64,
+            "refresh and render on a timer (the environment is never frozen)"
+        );
+        let running = running.clone();
+        tokio::spawn(background::every(period, move || {
+            let running = running.clone();
+            async move {
+                if let Some(running) = running.get() {
+                    running.refresh_and_render().await;
+                }
+            }
+        }))
+    });
     let outcome = tokio::select! {
         result = registered.run() => Err(LifecycleError::EventLoop(match result {
             Ok(()) => "event stream ended".to_owned(),
@@ -265,6 +316,9 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
 
     // 7. Shutdown: in-flight requests get what is left of the budget; the cache's values
     //    are wiped as they are dropped.
+    if let Some(timer) = timer {
+        timer.abort();
+    }
     let _ = stop_serving.send(());
     if tokio::time::timeout(DRAIN_BUDGET, server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the shutdown budget");
@@ -306,8 +360,14 @@ impl Running {
             self.render().await;
             return;
         }
+        self.refresh_and_render().await;
+    }
+
+    /// One round: refreshes what is about to expire, then renders again the files whose
+    /// values changed. On each INVOKE, or on a timer where the environment is never frozen.
+    async fn refresh_and_render(&self) {
         if self.refresh_ahead > 0.0 {
-            let round = refresh::run(cache, scopes, self.refresh_ahead);
+            let round = refresh::run(self.app.cache(), self.app.scopes(), self.refresh_ahead);
             if tokio::time::timeout(self.refresh_bound, round)
                 .await
                 .is_err()

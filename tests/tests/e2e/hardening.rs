@@ -25,7 +25,7 @@ use lockbox_tests::client::{
     connect_and_write, parameter_path, secret_path, ExtClient, Response, CACHE_HEADER,
     TOKEN_HEADER, WITH_DECRYPTION,
 };
-use lockbox_tests::sandbox::Sandbox;
+use lockbox_tests::sandbox::{ClockShift, Sandbox};
 use lockbox_tests::{
     bins, spawn_lockbox, start_lockbox_behind, DownMode, Fault, Moto, Proxy, INIT_TIMEOUT,
 };
@@ -1616,10 +1616,11 @@ async fn slow_and_idle_clients_are_cut_off_and_their_slot_freed() -> anyhow::Res
 // Loopback only
 // ---------------------------------------------------------------------------------------
 
-/// This machine's IPv4 addresses outside 127.0.0.0/8, from `ip -o -4 addr show`.
-fn non_loopback_ipv4() -> Vec<Ipv4Addr> {
+/// This machine's addresses outside loopback (IPv6 link-local ones left out: they need a
+/// scope to connect to), from `ip -o addr show`.
+fn non_loopback_addresses() -> Vec<IpAddr> {
     let Ok(output) = std::process::Command::new("ip")
-        .args(["-o", "-4", "addr", "show"])
+        .args(["-o", "addr", "show"])
         .output()
     else {
         return Vec::new();
@@ -1628,15 +1629,57 @@ fn non_loopback_ipv4() -> Vec<Ipv4Addr> {
         .lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            words.find(|w| *w == "inet")?;
-            words.next()?.split('/').next()?.parse::<Ipv4Addr>().ok()
+            words.find(|w| *w == "inet" || *w == "inet6")?;
+            words.next()?.split('/').next()?.parse::<IpAddr>().ok()
         })
-        .filter(|ip| !ip.is_loopback())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_loopback(),
+            IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_api_is_reachable_on_127_0_0_1_only() -> anyhow::Result<()> {
+async fn the_api_answers_on_ipv4_and_ipv6_loopback_and_whatever_localhost_resolves_to(
+) -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    moto.put_param("/app/v6", "both-stacks", ParameterType::String, None)
+        .await?;
+    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let port = client.port();
+    let path = parameter_path("/app/v6", &[]);
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let read = |url: String| {
+        let http = http.clone();
+        let token = client.token().to_owned();
+        async move {
+            let response = http.get(&url).header(TOKEN_HEADER, token).send().await?;
+            let status = response.status().as_u16();
+            let body = response.text().await?;
+            anyhow::Ok((status, body))
+        }
+    };
+    // [::1] explicitly, and `localhost` as clients call it (the AWS docs' URL).
+    for host in ["[::1]", "localhost", "127.0.0.1"] {
+        let (status, body) = read(format!("http://{host}:{port}{path}")).await?;
+        assert_eq!(status, 200, "via {host}: {body}");
+        assert!(body.contains("both-stacks"), "via {host}: {body}");
+    }
+    // Every address `localhost` resolves to answers, so it works whichever one a runtime
+    // tries first (Node 17 and later: ::1).
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(("localhost", port))
+        .await?
+        .collect();
+    assert!(!resolved.is_empty());
+    for addr in resolved {
+        let (status, body) = read(format!("http://{addr}{path}")).await?;
+        assert_eq!(status, 200, "via {addr} (localhost): {body}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_reachable_on_loopback_only() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
     let (sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
     let pid = sandbox.pid().context("running")?;
@@ -1644,15 +1687,14 @@ async fn the_api_is_reachable_on_127_0_0_1_only() -> anyhow::Result<()> {
     assert_eq!(client.get_without_token("/ping").await?.status, 200);
 
     let mut elsewhere: Vec<IpAddr> = vec![
-        // Still loopback, but not the address it binds.
+        // Still loopback, but not an address it binds.
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
-        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
     ];
-    let outside = non_loopback_ipv4();
+    let outside = non_loopback_addresses();
     if outside.is_empty() {
-        eprintln!("this machine has no non-loopback IPv4 address; checked loopback aliases only");
+        eprintln!("this machine has no non-loopback address; checked a loopback alias only");
     }
-    elsewhere.extend(outside.into_iter().map(IpAddr::V4));
+    elsewhere.extend(outside);
     for ip in elsewhere {
         let addr = SocketAddr::new(ip, port);
         match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await {
@@ -2087,5 +2129,74 @@ async fn snapstart_fetches_nothing_during_init_and_everything_again_after_restor
     let planned = client.get_parameter("/snap/planned", &[]).await?;
     assert_eq!(value_of(&planned).as_deref(), Some("after-restore"));
     assert_eq!(cache_header(&planned), "hit");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapstart_restore_is_seen_by_the_first_request_so_an_after_restore_hook_reads_fresh_values(
+) -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    moto.put_param("/snap/hook", "before-snapshot", ParameterType::String, None)
+        .await?;
+    moto.create_secret("snap/hook-secret", "secret-before-snapshot")
+        .await?;
+    // The extension's wall clock, to move as a restore moves it.
+    let clock = ClockShift::build()?;
+    let mut env = vec![("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")];
+    let clock_env = clock.env();
+    env.extend(clock_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (sandbox, proxy, client) = spawn_lockbox(&moto, &env).await?;
+    let parameter = parameter_path("/snap/hook", &[]);
+    let secret = secret_path("snap/hook-secret", &[]);
+
+    // Function code reads during its Init: cached, and so part of the snapshot.
+    for (path, value) in [
+        (&parameter, "before-snapshot"),
+        (&secret, "secret-before-snapshot"),
+    ] {
+        assert_eq!(value_of(&client.get(path).await?).as_deref(), Some(value));
+        let again = client.get(path).await?;
+        assert_eq!(cache_header(&again), "hit");
+    }
+
+    // Frozen without a restore (the wall clock keeps pace): the cache stays.
+    sandbox.freeze()?;
+    sandbox.thaw()?;
+    assert_eq!(cache_header(&client.get(&parameter).await?), "hit");
+
+    // The snapshot: frozen, days pass, the values are rotated, then the restore sets the
+    // wall clock to the real time while the monotonic clock carries on.
+    sandbox.freeze()?;
+    moto.put_param("/snap/hook", "after-restore", ParameterType::String, None)
+        .await?;
+    moto.put_secret_value("snap/hook-secret", "secret-after-restore")
+        .await?;
+    clock.advance(Duration::from_secs(3 * 86_400))?;
+    sandbox.thaw()?;
+    proxy.reset_counts();
+
+    // An after-restore hook reads before any INVOKE: nothing from before the snapshot.
+    let hook = client.get(&parameter).await?;
+    assert_eq!(value_of(&hook).as_deref(), Some("after-restore"));
+    assert_eq!(
+        cache_header(&hook),
+        "miss",
+        "fetched again after the restore"
+    );
+    let hook = client.get(&secret).await?;
+    assert_eq!(value_of(&hook).as_deref(), Some("secret-after-restore"));
+    assert_eq!(cache_header(&hook), "miss");
+    assert_eq!(proxy.total(), 2, "{:?}", proxy.call_counts());
+    sandbox
+        .wait_log_line("restored from a snapshot", WAIT)
+        .await?;
+
+    // Forgotten once: what was fetched after the restore is cached as usual.
+    assert_eq!(cache_header(&client.get(&parameter).await?), "hit");
+    // The first INVOKE, after the hooks, serves the new values too.
+    let after_invoke = sandbox
+        .invoke_with(|| async { client.get(&parameter).await })
+        .await??;
+    assert_eq!(value_of(&after_invoke).as_deref(), Some("after-restore"));
     Ok(())
 }
