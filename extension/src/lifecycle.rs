@@ -173,6 +173,9 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     let ipv6 = listener.local_addr_v6().is_some();
     let (gate, gate_opener) = PrefetchGate::closed_for(&config.prefetch);
     let app = build_app(&config, gate).await;
+    if config.mode.is_snap_start() {
+        app.watch_restores(Arc::new(RestoreWatch::new()));
+    }
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = ServerLimits {
         max_connections: config.max_client_connections,
@@ -182,10 +185,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     let server = tokio::spawn(server::serve(listener, app.clone(), limits, async move {
         let _ = serving_stopped.await;
     }));
-    tracing::info!(port = config.port, ipv6 = ipv6, "serving on loopback");
-    if config.mode.is_snap_start() {
-        app.watch_restores(Arc::new(RestoreWatch::new()));
-    }
+    tracing::info!(port = config.port, ipv6, "serving on loopback");
 
     // 4. Prefetch, within the budget. Whatever is not loaded by then is fetched on demand;
     //    requests waiting at the gate are let through either way. Under SnapStart, Init
