@@ -115,7 +115,7 @@ impl RestoreWatch {
         if *cleared >= seen {
             return false;
         }
-        cache.clear().await;
+        cache.clear();
         *cleared = seen;
         true
     }
