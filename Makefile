@@ -43,7 +43,8 @@ help: ## List the verbs
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' \
 	  $(MAKEFILE_LIST)
 
-setup: $(STAMP) ## Prepare .venv (moto, cfn-lint, SAM CLI, cargo-lambda, zig) and arm64; instant when done
+setup: $(STAMP) ## Prepare .venv (moto, cfn-lint, SAM CLI, cargo-lambda, zig), arm64 and the Lambda emulator; instant when done
+	@[ -x $(ROOT)/.tools/bin/aws-lambda-rie ] || $(ROOT)/scripts/setup.sh rie
 
 $(STAMP): $(ROOT)/scripts/setup.sh $(ROOT)/scripts/requirements.txt
 	@$(ROOT)/scripts/setup.sh

@@ -3,15 +3,18 @@
 #   .venv/                    python3 -m venv, with the tools pinned in scripts/requirements.txt
 #   aarch64 standard library  rustup target add (optional: without it only x86_64 is built)
 #   cargo-nextest             only when missing and asked for (TEST_RUNNER=nextest)
+#   .tools/bin/aws-lambda-rie AWS's Lambda Runtime Interface Emulator, pinned, for the
+#                             emulator tests (go install)
 #
 #   scripts/setup.sh          all of the above (make setup: what make test needs)
 #   scripts/setup.sh moto     moto alone in .venv (make demo: the only tool the demo runs)
+#   scripts/setup.sh rie      the emulator alone (make setup, when it is missing)
 # Idempotent; the Makefile reruns it only when this file or the requirements change.
 set -euo pipefail
 what=${1:-all}
 case $what in
-  all | moto) ;;
-  *) echo "usage: $0 [moto]" >&2; exit 2 ;;
+  all | moto | rie) ;;
+  *) echo "usage: $0 [moto | rie]" >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +24,40 @@ python=${PYTHON:-python3}
 failed=()
 
 say() { echo "setup: $*"; }
+
+# --- AWS's Lambda Runtime Interface Emulator ----------------------------------------------
+# The emulator tests (tests/src/rie.rs) run the layer under it. The Go module proxy serves
+# pseudo-versions of it, not the v1.x tags; this one has the Managed Instances mode.
+rie_module=github.com/aws/aws-lambda-runtime-interface-emulator
+rie_version=v0.0.0-20261030222936-bef5c4ba774d
+rie_bin=$root/.tools/bin/aws-lambda-rie
+# Why the emulator is missing, for the tests to fail with; absent when it is installed.
+rie_missing=$root/.tools/aws-lambda-rie.missing
+install_rie() {
+  if [ -x "$rie_bin" ] && go version -m "$rie_bin" 2>/dev/null | grep -q "mod[[:space:]]*$rie_module[[:space:]]*$rie_version"; then
+    say "emulator: aws-lambda-rie $rie_version is installed"
+    rm -f "$rie_missing"
+    return
+  fi
+  mkdir -p "$root/.tools/bin"
+  local why
+  if ! command -v go >/dev/null 2>&1; then
+    why="go is not on PATH"
+  elif GOBIN=$root/.tools/bin go install "$rie_module/cmd/aws-lambda-rie@$rie_version"; then
+    say "emulator: installed aws-lambda-rie $rie_version into .tools/bin"
+    rm -f "$rie_missing"
+    return
+  else
+    why="go install $rie_module/cmd/aws-lambda-rie@$rie_version failed (see above)"
+  fi
+  echo "$why" >"$rie_missing"
+  say "the Lambda Runtime Interface Emulator CANNOT be installed: $why."
+  say "Everything else works; the emulator tests (rie::) will fail with this message."
+}
+if [ "$what" = rie ]; then
+  install_rie
+  exit 0
+fi
 
 # --- Python tools -------------------------------------------------------------------------
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
@@ -78,6 +115,8 @@ else
   say "arm64 CANNOT be built on this machine: 'rustup target add aarch64-unknown-linux-gnu'"
   say "failed. Everything else works; make layer builds the x86_64 layer only."
 fi
+
+install_rie
 
 # --- cargo-nextest (only if missing and needed) -------------------------------------------
 if [ "${TEST_RUNNER:-auto}" = nextest ] && ! cargo nextest --version >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::aws::SourceSettings;
 use crate::cache::CacheSettings;
+use crate::domain::mode::LambdaMode;
 use crate::domain::{AskedScope, ParameterName, RoleArn, RolePolicy};
 use crate::features::prefetch::{PlanError, Planned, PrefetchEntry, PrefetchPlan};
 use crate::features::render::{RenderPlan, RenderPlanError, DEFAULT_RENDER_ROOT};
@@ -80,6 +81,7 @@ pub const VARIABLES: &[&str] = &[
     "LOCKBOX_RENDER_ROOT",
     "LOCKBOX_EXEC_WAIT_MS",
     "LOCKBOX_EXEC_ON_ERROR",
+    "LOCKBOX_EXEC_SNAPSTART",
     "AWS_LAMBDA_INITIALIZATION_TYPE",
     "AWS_LAMBDA_FUNCTION_NAME",
     "AWS_SESSION_TOKEN",
@@ -154,10 +156,10 @@ pub struct Config {
     pub max_client_connections: usize,
     /// Time a client has to send a request head.
     pub client_timeout: Duration,
-    /// SnapStart (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`): Init runs once for a
-    /// snapshot that is restored later, so nothing fetched during Init may be served after
-    /// a restore.
-    pub snap_start: bool,
+    /// The kind of environment (`AWS_LAMBDA_INITIALIZATION_TYPE`). Under SnapStart, Init
+    /// runs once for a snapshot that is restored later, so nothing fetched during Init may
+    /// be served after a restore; on Managed Instances only SHUTDOWN can be registered for.
+    pub mode: LambdaMode,
     /// Files to render from templates (`LOCKBOX_RENDER`), under `LOCKBOX_RENDER_ROOT`.
     pub render: RenderPlan,
     /// Which roles may be read through, the role for each other account, and how many.
@@ -187,7 +189,7 @@ impl fmt::Debug for Config {
             .field("max_stale", &self.max_stale)
             .field("max_client_connections", &self.max_client_connections)
             .field("client_timeout", &self.client_timeout)
-            .field("snap_start", &self.snap_start)
+            .field("mode", &self.mode)
             .field("render", &self.render)
             .field("roles", &self.roles)
             .field("role_session_name", &self.role_session_name)
@@ -366,10 +368,21 @@ impl RawConfig {
 
     pub(crate) fn token(&self) -> Result<AuthToken, ConfigError> {
         // SnapStart functions have no session token; Lambda sets the container token instead.
-        self.get("AWS_SESSION_TOKEN")
-            .or_else(|| self.get("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
-            .map(AuthToken::new)
-            .ok_or(ConfigError::MissingToken)
+        // When a SnapStart environment has both, function code may send either.
+        let session = self.get("AWS_SESSION_TOKEN");
+        let container = self.get("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+        match (session, container) {
+            (Some(session), Some(container)) if self.mode().is_snap_start() => {
+                Ok(AuthToken::new(session).or(container))
+            }
+            (Some(token), _) | (None, Some(token)) => Ok(AuthToken::new(token)),
+            (None, None) => Err(ConfigError::MissingToken),
+        }
+    }
+
+    /// The kind of environment, `AWS_LAMBDA_INITIALIZATION_TYPE`.
+    pub fn mode(&self) -> LambdaMode {
+        LambdaMode::from_initialization_type(self.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
     }
 
     /// Validates every variable. The first bad one is reported.
@@ -440,9 +453,7 @@ impl RawConfig {
                 100..=600_000,
                 "a whole number of milliseconds from 100 to 600000",
             )?),
-            snap_start: self
-                .get("AWS_LAMBDA_INITIALIZATION_TYPE")
-                .is_some_and(|t| t.eq_ignore_ascii_case("snap-start")),
+            mode: self.mode(),
             render: self.render()?,
             roles: RolePolicy::default(),
             role_session_name: self.role_session_name(),
@@ -779,6 +790,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("LOCKBOX_RENDER_ROOT") && message.contains("\"tmp\""));
+    }
+
+    #[test]
+    fn under_snapstart_either_token_is_accepted_when_both_are_set() {
+        let both = [
+            ("AWS_SESSION_TOKEN", "session-tok"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-tok"),
+        ];
+        let snap = both
+            .iter()
+            .copied()
+            .chain([("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")]);
+        let token = RawConfig::from_pairs(snap).validate().unwrap().token;
+        assert!(token.accepts(b"session-tok") && token.accepts(b"container-tok"));
+        assert!(!token.accepts(b"") && !token.accepts(b"other"));
+        assert_eq!(
+            token.as_bytes(),
+            b"session-tok",
+            "the exec wrapper sends the session token"
+        );
+        // Elsewhere the session token alone, as the AWS layer does.
+        let token = RawConfig::from_pairs(both).validate().unwrap().token;
+        assert!(token.accepts(b"session-tok") && !token.accepts(b"container-tok"));
+        assert!(!format!("{token:?}").contains("tok\""));
     }
 
     #[test]

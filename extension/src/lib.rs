@@ -1,5 +1,6 @@
 //! lockbox's Lambda extension: SSM parameters and Secrets Manager secrets, cached and served
-//! on `127.0.0.1:2773` with the AWS Parameters and Secrets Lambda Extension's interface.
+//! on the loopback port 2773 (`127.0.0.1` and `[::1]`) with the AWS Parameters and Secrets
+//! Lambda Extension's interface.
 //!
 //! The modules are layers; each imports only the layers listed before it
 //! (`ARCHITECTURE.md` draws them):

@@ -16,6 +16,12 @@
 //!
 //! The lifecycle owns the [`Core`] (the cache and the per-scope sources): it builds it once
 //! and hands it to the server and to each feature.
+//!
+//! What differs per [`LambdaMode`]: on Lambda Managed Instances lockbox registers for
+//! SHUTDOWN alone (INVOKE is refused there) and the refresh and render rounds run on a
+//! [`background`] timer instead; under SnapStart nothing is fetched or rendered during
+//! Init, a [`RestoreWatch`] forgets the cache as soon as a request shows a restore, and the
+//! first INVOKE after it loads the plan.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,11 +38,15 @@ use tokio::time::Instant;
 use crate::aws::{AwsSource, Scopes, Source, SourceFactory};
 use crate::cache::{Cache, GateOpener};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
+use crate::domain::mode::LambdaMode;
 use crate::domain::Scope;
+use crate::features::background;
 use crate::features::prefetch::{self, PrefetchPlan};
 use crate::features::reference::resolve::CacheFetch;
 use crate::features::refresh;
 use crate::features::render::Renderer;
+use crate::features::restore::RestoreWatch;
+use crate::http::server::Listener;
 use crate::http::{self, App};
 use crate::read::Core;
 
@@ -129,20 +139,21 @@ enum Signal {
 /// Runs the extension from registration to exit.
 pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     let running: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
-    let (extension, signals) = register(running.clone()).await?;
+    let (extension, signals) = register(running.clone(), raw.mode()).await?;
     let init = InitReporter {
         extension_id: extension.extension_id.clone(),
     };
 
-    let config = init.check(validate(raw)).await?;
+    let mut config = init.check(validate(raw)).await?;
+    own_account_reads_as_itself(&mut config, extension.account_id.as_deref());
     let listener = init.check(bind(&config).await).await?;
     let core = build_core(&config).await;
     let (gate, gate_opener) = config.prefetch.gate();
-    let server = Server::start(
-        listener,
-        &config,
-        App::new(core.clone(), config.token.clone(), gate),
-    );
+    let app = App::new(core.clone(), config.token.clone(), gate);
+    if config.mode.is_snap_start() {
+        app.watch_restores(Arc::new(RestoreWatch::new()));
+    }
+    let server = Server::start(listener, &config, app);
 
     let deadline = InitDeadline::after(config.prefetch_timeout);
     let mut renderer = (!config.render.is_empty()).then(|| Renderer::load(&config.render));
@@ -155,18 +166,27 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         return Err(init.report(err).await);
     }
     let _ = running.set(Running::new(&config, core.clone(), renderer));
+    let timer = config
+        .mode
+        .runs_timers()
+        .then(|| start_timer(&config, running));
 
     let outcome = event_loop(extension, signals).await;
+    if let Some(timer) = timer {
+        timer.abort();
+    }
     shutdown(server, &core).await;
     outcome
 }
 
-/// Step 1: registers for INVOKE and SHUTDOWN. The event processor runs inside `next`'s
-/// loop: INVOKE does its work (see [`Running::on_invoke`]) before returning, as the
-/// environment may be frozen as soon as `next` is called again; SHUTDOWN is handed back
-/// through the returned channel so the shutdown sequence stays in [`run`].
+/// Step 1: registers for the events `mode` allows (INVOKE and SHUTDOWN; SHUTDOWN alone on
+/// Managed Instances, which refuse INVOKE and fail Init). The event processor runs inside
+/// `next`'s loop: INVOKE does its work (see [`Running::on_invoke`]) before returning, as
+/// the environment may be frozen as soon as `next` is called again; SHUTDOWN is handed
+/// back through the returned channel so the shutdown sequence stays in [`run`].
 async fn register(
     running: Arc<OnceLock<Running>>,
+    mode: LambdaMode,
 ) -> Result<
     (
         RegisteredExtension<
@@ -203,13 +223,36 @@ async fn register(
     });
     let registered = Extension::new()
         .with_extension_name(EXTENSION_NAME)
-        .with_events(&["INVOKE", "SHUTDOWN"])
+        .with_events(mode.events())
         .with_events_processor(processor)
         .register()
         .await
         .map_err(LifecycleError::Register)?;
-    tracing::info!(function = %registered.function_name, "registered");
+    tracing::info!(
+        function = %registered.function_name,
+        account = registered.account_id.as_deref().unwrap_or("not told"),
+        mode = mode.as_str(),
+        events = ?mode.events(),
+        "registered"
+    );
     Ok((registered, signal_rx))
+}
+
+/// The function's own account, which Lambda tells extensions that ask for it (the
+/// extension crate does): an ARN there is read with the function's own role, so a
+/// `LOCKBOX_ACCOUNT_ROLES` entry for it, meant for other accounts, is set aside. Without
+/// the account id every entry applies, as before.
+fn own_account_reads_as_itself(config: &mut Config, account: Option<&str>) {
+    let Some(account) = account else {
+        return;
+    };
+    if config.roles.account_roles.remove(account).is_some() {
+        tracing::warn!(
+            account,
+            "LOCKBOX_ACCOUNT_ROLES names the function's own account: its ARNs are read with \
+             the function's own role instead"
+        );
+    }
 }
 
 /// Step 2: the configuration, validated.
@@ -222,7 +265,7 @@ fn validate(raw: RawConfig) -> Result<Config, LifecycleError> {
 }
 
 /// Step 3, first half: the loopback listener.
-async fn bind(config: &Config) -> Result<tokio::net::TcpListener, LifecycleError> {
+async fn bind(config: &Config) -> Result<Listener, LifecycleError> {
     http::bind(config.port)
         .await
         .map_err(|source| LifecycleError::Bind {
@@ -267,7 +310,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(listener: tokio::net::TcpListener, config: &Config, app: App) -> Self {
+    fn start(listener: Listener, config: &Config, app: App) -> Self {
+        let ipv6 = listener.local_addr_v6().is_some();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(http::serve(
             listener,
@@ -277,7 +321,7 @@ impl Server {
                 let _ = stopped.await;
             },
         ));
-        tracing::info!(port = config.port, "serving on 127.0.0.1");
+        tracing::info!(port = config.port, ipv6, "serving on loopback");
         Self { task, stop }
     }
 
@@ -298,7 +342,7 @@ async fn prefetch(
     gate_opener: GateOpener,
     deadline: InitDeadline,
 ) -> Result<(), LifecycleError> {
-    if config.snap_start {
+    if config.mode.is_snap_start() {
         gate_opener.open();
         tracing::info!("SnapStart: prefetch deferred to the first invoke after restore");
         return Ok(());
@@ -348,7 +392,7 @@ async fn render(
     renderer: Option<&mut Renderer>,
     deadline: InitDeadline,
 ) -> Result<(), LifecycleError> {
-    let Some(renderer) = renderer.filter(|_| !config.snap_start) else {
+    let Some(renderer) = renderer.filter(|_| !config.mode.is_snap_start()) else {
         return Ok(());
     };
     let home = core.scopes.home();
@@ -374,6 +418,24 @@ async fn render(
         (true, Some(problem)) => Err(LifecycleError::Render(problem)),
         _ => Ok(()),
     }
+}
+
+/// Step 6, where the environment is never frozen (Managed Instances): the rounds INVOKE
+/// would run, on a timer instead, until aborted at shutdown.
+fn start_timer(config: &Config, running: Arc<OnceLock<Running>>) -> JoinHandle<()> {
+    let period = background::period(&[config.ssm_ttl, config.secrets_ttl], config.refresh_ahead);
+    tracing::info!(
+        period_ms = period.as_millis() as u64,
+        "refresh and render on a timer (the environment is never frozen)"
+    );
+    tokio::spawn(background::every(period, move || {
+        let running = running.clone();
+        async move {
+            if let Some(running) = running.get() {
+                running.refresh_and_render().await;
+            }
+        }
+    }))
 }
 
 /// Step 6: the first `next` ends our part of Init; INVOKE events are handled inside it
@@ -433,7 +495,7 @@ impl Running {
             core,
             refresh_ahead: config.refresh_ahead,
             refresh_bound: config.backend_bound(),
-            restore_pending: AtomicBool::new(config.snap_start),
+            restore_pending: AtomicBool::new(config.mode.is_snap_start()),
             plan: config.prefetch.clone(),
             prefetch_budget: config.prefetch_timeout,
             renderer: renderer.map(tokio::sync::Mutex::new),
@@ -458,6 +520,12 @@ impl Running {
             self.render().await;
             return;
         }
+        self.refresh_and_render().await;
+    }
+
+    /// One round: refreshes what is about to expire, then renders again the files whose
+    /// values changed. On each INVOKE, or on a timer where the environment is never frozen.
+    async fn refresh_and_render(&self) {
         if self.refresh_ahead > 0.0 {
             let round = refresh::run(&self.core, self.refresh_ahead);
             if tokio::time::timeout(self.refresh_bound, round)

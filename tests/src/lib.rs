@@ -6,6 +6,8 @@
 //!   injects latency, throttling, server errors, resets, stalls and outages.
 //! - [`sandbox`]: Lambda's side of the Extensions and Runtime APIs; starts a binary the way
 //!   Lambda does and records its lifecycle.
+//! - [`rie`]: AWS's Lambda Runtime Interface Emulator running the layer's binaries in a
+//!   private `/opt`, with a tiny function runtime (`src/bin/fn-runtime.rs`).
 //! - [`client`]: function code's HTTP client for the extension's port.
 //! - [`bins`]: where the built binaries are; free ports.
 //! - [`check`]: the assertions and small helpers the end-to-end tests share.
@@ -21,6 +23,7 @@ pub mod client;
 pub mod fixture;
 pub mod moto;
 pub mod proxy;
+pub mod rie;
 pub mod sandbox;
 
 use std::collections::hash_map::RandomState;
@@ -46,19 +49,31 @@ const SPAWN_ATTEMPTS: usize = 3;
 ///
 /// Tests that need to remove or break a variable start from this; most use [`Fixture`].
 pub fn lockbox_builder(aws_endpoint: &str) -> anyhow::Result<(SandboxBuilder, ExtClient)> {
+    let (env, client) = lambda_env(aws_endpoint, "sandbox-token")?;
+    let builder = Sandbox::builder().binary(bins::lockbox_bin()?).envs(env);
+    Ok((builder, client))
+}
+
+/// The environment Lambda gives the function and its extensions, pointed at
+/// `aws_endpoint` (moto's region and credentials), with a fresh session token starting with
+/// `token_prefix` and a free port for the extension; plus a client for that port and token.
+pub fn lambda_env(
+    aws_endpoint: &str,
+    token_prefix: &str,
+) -> anyhow::Result<(Vec<(&'static str, String)>, ExtClient)> {
     let port = bins::free_port()?;
-    let token = format!("sandbox-token-{}", random_hex(24));
-    let builder = Sandbox::builder()
-        .binary(bins::lockbox_bin()?)
-        .env("AWS_ENDPOINT_URL", aws_endpoint)
-        .env("AWS_REGION", moto::REGION)
-        .env("AWS_DEFAULT_REGION", moto::REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_SESSION_TOKEN", &token)
-        .env("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", port.to_string())
-        .env("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "debug");
-    Ok((builder, ExtClient::new(port, token)))
+    let token = format!("{token_prefix}-{}", random_hex(24));
+    let env = vec![
+        ("AWS_ENDPOINT_URL", aws_endpoint.to_owned()),
+        ("AWS_REGION", moto::REGION.to_owned()),
+        ("AWS_DEFAULT_REGION", moto::REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_SESSION_TOKEN", token.clone()),
+        ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", port.to_string()),
+        ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "debug".to_owned()),
+    ];
+    Ok((env, ExtClient::new(port, token)))
 }
 
 /// Starts the real extension under the sandbox, behind a counting proxy in front of `moto`,

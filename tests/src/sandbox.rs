@@ -6,6 +6,23 @@
 //! lifecycle step with its time. Tests then drive the lifecycle: wait for registration and
 //! the end of Init, deliver INVOKE events (optionally running "function code" meanwhile),
 //! deliver SHUTDOWN, and check what the process did and when.
+//!
+//! Where this sandbox and AWS's Runtime Interface Emulator ([`crate::rie`]) disagree, the
+//! emulator is right (it is Lambda's own code), and the sandbox follows it:
+//!
+//! - the register response carries `accountId` only when the extension asked for it with
+//!   `Lambda-Extension-Accept-Feature: accountId`;
+//! - events other than `INVOKE` and `SHUTDOWN` are refused with 403
+//!   `Extension.InvalidEventType`, and so is `INVOKE` when the environment is Lambda Managed
+//!   Instances (`AWS_LAMBDA_INITIALIZATION_TYPE=lambda-managed-instances`); a body with the
+//!   deprecated `configurationKeys` is refused with 403 `InvalidRequestFormat`;
+//! - a call without a valid identifier is refused with the emulator's error types
+//!   (`Extension.MissingExtensionIdentifier`, `Extension.InvalidExtensionIdentifier`,
+//!   `Extension.UnknownExtensionIdentifier`).
+//!
+//! What the emulator cannot do stays here: fault timing, SnapStart's snapshot and restore
+//! ([`Sandbox::freeze`], [`Sandbox::thaw`] and [`ClockShift`]), and a precise record of
+//! each lifecycle step.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -34,6 +51,8 @@ use crate::random_hex;
 
 /// The function name the sandbox reports at registration and in ARNs.
 pub const FUNCTION_NAME: &str = "sandbox-fn";
+/// The account the function belongs to, told to extensions that ask for it.
+pub const ACCOUNT_ID: &str = "123456789012";
 /// The function ARN sent with every INVOKE.
 pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:sandbox-fn";
 /// The X-Ray header value sent with every INVOKE.
@@ -47,6 +66,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const FUNCTION_CODE_TIMEOUT: Duration = Duration::from_secs(60);
 
 const EXTENSION_NAME_HEADER: &str = "lambda-extension-name";
+const ACCEPT_FEATURE_HEADER: &str = "lambda-extension-accept-feature";
 const EXTENSION_ID_HEADER: &str = "lambda-extension-identifier";
 const ERROR_TYPE_HEADER: &str = "lambda-extension-function-error-type";
 const RUNTIME_ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
@@ -170,8 +190,16 @@ impl SandboxBuilder {
         let addr = listener.local_addr()?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
+        let initialization_type = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "AWS_LAMBDA_INITIALIZATION_TYPE")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "on-demand".to_owned());
         let shared = Arc::new(Shared {
             extension_id: uuid_like(),
+            managed_instances: initialization_type == "lambda-managed-instances",
             record: Mutex::new(Record::default()),
             changed: watch::Sender::new(0),
             events_tx,
@@ -446,6 +474,32 @@ impl Sandbox {
             .await
     }
 
+    /// Freezes the process (SIGSTOP), as Lambda freezes an environment between invokes and
+    /// as SnapStart's snapshot holds it: it runs nothing, timers included, until
+    /// [`Sandbox::thaw`].
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("the process is not running\n{}", self.report()))?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// Kills the process and waits until it is gone.
     pub async fn kill(&self) -> anyhow::Result<ExitStatus> {
         if let Some(kill) = lock(&self.kill).take() {
@@ -655,6 +709,8 @@ impl Sandbox {
 #[derive(Debug)]
 struct Shared {
     extension_id: String,
+    /// Lambda Managed Instances: extensions may register for SHUTDOWN only.
+    managed_instances: bool,
     record: Mutex<Record>,
     /// Bumped on every change to the record, so waiters wake without polling.
     changed: watch::Sender<u64>,
@@ -774,45 +830,99 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 /// Lambda refuses calls that do not carry the identifier it handed out at registration:
 /// the refusal to send, if any.
 fn refuse_unknown_identifier(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    if header(headers, EXTENSION_ID_HEADER) == shared.extension_id {
+    let given = header(headers, EXTENSION_ID_HEADER);
+    if given == shared.extension_id {
         return None;
     }
-    Some(
+    // The emulator's three refusals (its rapi middleware and next handler).
+    let (error_type, message) = if given.is_empty() {
         (
-            StatusCode::FORBIDDEN,
-            Json(json!({
-                "errorMessage": "missing or unknown Lambda-Extension-Identifier",
-                "errorType": "Extension.Unknown",
-            })),
+            "Extension.MissingExtensionIdentifier",
+            "Missing Lambda-Extension-Identifier header",
         )
-            .into_response(),
+    } else if !is_uuid(&given) {
+        (
+            "Extension.InvalidExtensionIdentifier",
+            "Invalid Lambda-Extension-Identifier",
+        )
+    } else {
+        ("Extension.UnknownExtensionIdentifier", "Unknown extension")
+    };
+    Some(forbidden(error_type, message))
+}
+
+/// A 403 with the emulator's error body.
+fn forbidden(error_type: &str, message: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"errorMessage": message, "errorType": error_type})),
     )
+        .into_response()
+}
+
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    let events = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.get("events").and_then(Value::as_array).map(|events| {
-                events
-                    .iter()
-                    .filter_map(|e| e.as_str().map(str::to_owned))
-                    .collect()
-            })
+    let name = header(&headers, EXTENSION_NAME_HEADER);
+    if name.is_empty() {
+        return forbidden("Extension.InvalidExtensionName", "Empty extension name");
+    }
+    let Ok(request) = serde_json::from_str::<Value>(&body) else {
+        return forbidden("InvalidRequestFormat", "the body is not JSON");
+    };
+    if request
+        .get("configurationKeys")
+        .and_then(Value::as_array)
+        .is_some_and(|keys| !keys.is_empty())
+    {
+        return forbidden(
+            "InvalidRequestFormat",
+            "configurationKeys are deprecated; use environment variables instead",
+        );
+    }
+    let events: Vec<String> = request
+        .get("events")
+        .and_then(Value::as_array)
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
         })
         .unwrap_or_default();
-    shared.push(Lifecycle::Registered(Registration {
-        name: header(&headers, EXTENSION_NAME_HEADER),
-        events,
-    }));
+    for event in &events {
+        let allowed = match event.as_str() {
+            "SHUTDOWN" => true,
+            "INVOKE" => !shared.managed_instances,
+            _ => false,
+        };
+        if !allowed {
+            return forbidden(
+                "Extension.InvalidEventType",
+                &format!("{event}: ErrorInvalidEventType"),
+            );
+        }
+    }
+    shared.push(Lifecycle::Registered(Registration { name, events }));
+    let mut body = json!({
+        "functionName": FUNCTION_NAME,
+        "functionVersion": "$LATEST",
+        "handler": "handler",
+    });
+    // Lambda tells the account only to extensions that ask for it.
+    let features = header(&headers, ACCEPT_FEATURE_HEADER);
+    if features.split(',').any(|f| f.trim() == "accountId") {
+        body["accountId"] = json!(ACCOUNT_ID);
+    }
     (
         [(EXTENSION_ID_HEADER, shared.extension_id.clone())],
-        Json(json!({
-            "functionName": FUNCTION_NAME,
-            "functionVersion": "$LATEST",
-            "handler": "handler",
-            "accountId": "123456789012",
-        })),
+        Json(body),
     )
         .into_response()
 }
@@ -966,4 +1076,118 @@ fn epoch_ms_after(after: Duration) -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default()
+}
+
+/// The sandboxed process's wall clock, shifted at will: what a SnapStart restore does to an
+/// environment (the wall clock is set to the real time, the monotonic clock carries on from
+/// the snapshot). A tiny preloaded library (`LD_PRELOAD`) adds the offset in a file to every
+/// `CLOCK_REALTIME` reading of the process and leaves every other clock alone, so the binary
+/// under test is the one that ships. Built with the system's C compiler, as Rust's own
+/// linking needs one anyway.
+#[derive(Debug)]
+pub struct ClockShift {
+    dir: PathBuf,
+}
+
+/// The preloaded library's source. It reads the offset (whole seconds) on each call, so a
+/// shift takes effect at once, and uses raw `open`/`read`, which read no clock themselves.
+const CLOCK_SHIFT_C: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static int (*real_clock_gettime)(clockid_t, struct timespec *);
+
+static long offset_seconds(void) {
+    const char *path = getenv("SANDBOX_CLOCK_SHIFT_FILE");
+    if (!path) return 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return 0;
+    char text[32] = {0};
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    return n > 0 ? strtol(text, NULL, 10) : 0;
+}
+
+int clock_gettime(clockid_t clock, struct timespec *ts) {
+    if (!real_clock_gettime) real_clock_gettime = dlsym(RTLD_NEXT, "clock_gettime");
+    int rc = real_clock_gettime(clock, ts);
+    if (rc == 0 && (clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_COARSE)) {
+        ts->tv_sec += offset_seconds();
+    }
+    return rc;
+}
+"#;
+
+impl ClockShift {
+    /// Builds the library in a directory of its own under `target/lockbox-tests`.
+    pub fn build() -> anyhow::Result<ClockShift> {
+        let dir = crate::bins::target_dir()
+            .join("lockbox-tests")
+            .join(format!("clock-shift-{}", random_hex(12)));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let shift = ClockShift { dir };
+        let source = shift.dir.join("clock_shift.c");
+        std::fs::write(&source, CLOCK_SHIFT_C)?;
+        std::fs::write(shift.offset_file(), "0")?;
+        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+        let output = std::process::Command::new(&cc)
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(shift.library())
+            .arg(&source)
+            .arg("-ldl")
+            .output()
+            .with_context(|| format!("running {cc:?} to build the clock shift library"))?;
+        if !output.status.success() {
+            bail!(
+                "{cc:?} could not build the clock shift library: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(shift)
+    }
+
+    /// The variables that put the process under the shift: give them to the sandbox.
+    pub fn env(&self) -> [(String, String); 2] {
+        [
+            (
+                "LD_PRELOAD".to_owned(),
+                self.library().to_string_lossy().into_owned(),
+            ),
+            (
+                "SANDBOX_CLOCK_SHIFT_FILE".to_owned(),
+                self.offset_file().to_string_lossy().into_owned(),
+            ),
+        ]
+    }
+
+    /// Moves the process's wall clock `by` further ahead of the real one (whole seconds).
+    pub fn advance(&self, by: Duration) -> anyhow::Result<()> {
+        let now: u64 = std::fs::read_to_string(self.offset_file())?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        // Written aside and renamed into place: the library never reads half a number.
+        let next = self.dir.join("offset.next");
+        std::fs::write(&next, (now + by.as_secs()).to_string())?;
+        std::fs::rename(&next, self.offset_file())?;
+        Ok(())
+    }
+
+    fn library(&self) -> PathBuf {
+        self.dir.join("libclockshift.so")
+    }
+
+    fn offset_file(&self) -> PathBuf {
+        self.dir.join("offset")
+    }
+}
+
+impl Drop for ClockShift {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

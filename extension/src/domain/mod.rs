@@ -6,8 +6,11 @@
 //! - [`parameter`] and [`secret`]: the values as AWS returns them;
 //! - [`selector`]: how a read names a parameter (name or ARN, version or label);
 //! - [`scope`]: ARNs, role ARNs, region names, and the scope (role and region) a value is
-//!   read with, part of every cache key.
+//!   read with, part of every cache key;
+//! - [`mode`]: the kind of Lambda environment (`AWS_LAMBDA_INITIALIZATION_TYPE`) and what
+//!   it allows an extension.
 
+pub mod mode;
 pub mod parameter;
 pub mod scope;
 pub mod secret;

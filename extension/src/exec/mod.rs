@@ -14,6 +14,12 @@
 //! malformed or cannot be resolved stops the wrapper with a message naming the variable and
 //! the reference (never a value), reported to Lambda as the runtime's init error, unless
 //! `LOCKBOX_EXEC_ON_ERROR=keep`, which leaves such a variable as it was.
+//!
+//! Under SnapStart the runtime's environment is saved in the snapshot that Init ends in and
+//! is the same in every restored copy, days later, after any rotation. So there the wrapper
+//! refuses to resolve: Init fails, naming the variables, unless
+//! `LOCKBOX_EXEC_SNAPSTART=resolve` accepts values fixed at snapshot time (logged as a
+//! warning). Variables without references pass through either way.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -101,6 +107,16 @@ pub enum ExecError {
     /// Variables could not be resolved (all of them are listed).
     #[error("{}", Unresolved(.0))]
     Unresolved(Vec<VariableError>),
+    /// Under SnapStart, resolving would put values into the snapshot (the variables with
+    /// references are listed).
+    #[error(
+        "AWS_LAMBDA_INITIALIZATION_TYPE=snap-start: resolving {} would save the values in the \
+         SnapStart snapshot, and every restored copy would start with them as they were when the \
+         version was published, never refreshed. Read them from the extension in the handler \
+         instead, or set LOCKBOX_EXEC_SNAPSTART=resolve to accept values fixed at snapshot time",
+        .0.join(", ")
+    )]
+    SnapStart(Vec<String>),
     /// The runtime could not be started.
     #[error("could not start {program}: {source}")]
     Exec {
@@ -190,6 +206,20 @@ pub async fn run(args: Vec<OsString>, vars: Vec<(OsString, OsString)>) -> ExecEr
     let started = Instant::now();
     let deadline = started + config.wait;
     let (referencing, mut errors) = find_references(&vars);
+    if config.mode.is_snap_start() && !referencing.is_empty() {
+        let names = referencing
+            .iter()
+            .map(|r| r.name.to_string_lossy().into_owned())
+            .collect();
+        if !config.resolve_into_snapshot {
+            return ExecError::SnapStart(names);
+        }
+        tracing::warn!(
+            variables = ?names,
+            "LOCKBOX_EXEC_SNAPSTART=resolve: these values go into the SnapStart snapshot and \
+             stay as they are now in every restored copy"
+        );
+    }
     let mut replaced: Vec<(OsString, Zeroizing<String>)> = Vec::new();
     if !referencing.is_empty() {
         let (values, failed) = resolve_variables(&config, &referencing, deadline).await;
@@ -521,6 +551,58 @@ mod tests {
         assert_eq!(program, "/nonexistent/runtime");
         assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
         assert_eq!(err.exit_code(), 127);
+    }
+
+    #[tokio::test]
+    async fn under_snapstart_references_are_refused_before_any_read_unless_asked_for() {
+        let snap = |extra: &[(&str, &str)]| {
+            let mut all = vars(&[
+                ("AWS_SESSION_TOKEN", "tok"),
+                ("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start"),
+                ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", &closed_port()),
+                ("LOCKBOX_EXEC_WAIT_MS", "3000"),
+                ("PLAIN", "unchanged"),
+                ("DB_PASSWORD", "{{resolve:ssm:/db/pw}}"),
+            ]);
+            all.extend(vars(extra));
+            all
+        };
+        let started = Instant::now();
+        let err = run(args(&["lockbox-exec", "/nonexistent/runtime"]), snap(&[])).await;
+        let ExecError::SnapStart(names) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(names, &["DB_PASSWORD"]);
+        let message = err.to_string();
+        assert!(
+            message.contains("LOCKBOX_EXEC_SNAPSTART=resolve"),
+            "{message}"
+        );
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refused without waiting for the extension"
+        );
+        // Opted in: it resolves (here: fails to reach the extension, so it did try).
+        let err = run(
+            args(&["lockbox-exec", "/nonexistent/runtime"]),
+            snap(&[
+                ("LOCKBOX_EXEC_SNAPSTART", "resolve"),
+                ("LOCKBOX_EXEC_WAIT_MS", "0"),
+            ]),
+        )
+        .await;
+        assert!(matches!(err, ExecError::Unresolved(_)), "{err}");
+        // Nothing to resolve: the runtime starts under SnapStart too.
+        let err = run(
+            args(&["lockbox-exec", "/nonexistent/runtime"]),
+            vars(&[
+                ("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start"),
+                ("PLAIN", "x"),
+            ]),
+        )
+        .await;
+        assert!(matches!(err, ExecError::Exec { .. }), "{err}");
     }
 
     #[tokio::test]

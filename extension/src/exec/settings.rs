@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::config::{invalid, ConfigError, RawConfig, DEFAULT_PORT};
+use crate::domain::mode::LambdaMode;
 use crate::features::render::RenderPlan;
 use crate::http::AuthToken;
 
@@ -37,12 +38,26 @@ pub struct ExecConfig {
     /// The files the extension renders, to wait for. Read leniently: a bad
     /// `LOCKBOX_RENDER` is the extension's to report, and leaves nothing to wait for here.
     pub render: RenderPlan,
+    /// The kind of environment: under SnapStart the environment the runtime gets is saved
+    /// in the snapshot, so references are resolved into it only when
+    /// [`ExecConfig::resolve_into_snapshot`] says so.
+    pub mode: LambdaMode,
+    /// `LOCKBOX_EXEC_SNAPSTART=resolve`: under SnapStart, resolve anyway, accepting values
+    /// fixed at snapshot time (`refuse`, the default, stops Init instead).
+    pub resolve_into_snapshot: bool,
 }
 
 impl ExecConfig {
     /// Validates the exec wrapper's variables. The first bad one is reported.
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         const ON_ERROR: &str = "LOCKBOX_EXEC_ON_ERROR";
+        const SNAPSTART: &str = "LOCKBOX_EXEC_SNAPSTART";
+        let resolve_into_snapshot = match raw.get(SNAPSTART) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("refuse") => false,
+            Some(v) if v.eq_ignore_ascii_case("resolve") => true,
+            Some(v) => return Err(invalid(SNAPSTART, v, "refuse or resolve")),
+        };
         let on_error = match raw.get(ON_ERROR) {
             None => OnError::Fail,
             Some(v) if v.eq_ignore_ascii_case("fail") => OnError::Fail,
@@ -65,6 +80,8 @@ impl ExecConfig {
             )?),
             on_error,
             render: raw.render().unwrap_or_default(),
+            mode: raw.mode(),
+            resolve_into_snapshot,
         })
     }
 }
@@ -114,5 +131,22 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn exec_snapstart_setting_is_refuse_or_resolve() {
+        let exec = |value: &str| ExecConfig::from_raw(&raw(&[("LOCKBOX_EXEC_SNAPSTART", value)]));
+        assert!(!exec("refuse").unwrap().resolve_into_snapshot);
+        assert!(exec("RESOLVE").unwrap().resolve_into_snapshot);
+        assert!(
+            !ExecConfig::from_raw(&raw(&[]))
+                .unwrap()
+                .resolve_into_snapshot
+        );
+        let err = exec("yes").unwrap_err().to_string();
+        assert!(
+            err.contains("LOCKBOX_EXEC_SNAPSTART") && err.contains("refuse or resolve"),
+            "{err}"
+        );
     }
 }

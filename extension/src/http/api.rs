@@ -25,23 +25,54 @@ pub const SECRETS: &str = "/secretsmanager/get-many";
 pub const MAX_BATCH: usize = 100;
 
 /// The request token. It is a session credential, so it is never printed.
+///
+/// Under SnapStart Lambda may set both `AWS_SESSION_TOKEN` and
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN`, and function code sends whichever its SDK or its
+/// author picked: then either is accepted.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AuthToken(String);
+pub struct AuthToken {
+    token: String,
+    /// A second accepted value, or empty.
+    also: String,
+}
 
 impl AuthToken {
     /// Wraps a token value.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        Self {
+            token: token.into(),
+            also: String::new(),
+        }
     }
 
-    /// The raw bytes, for the constant-time comparison in the server.
+    /// This token, also accepting `other`.
+    pub fn or(mut self, other: impl Into<String>) -> Self {
+        self.also = other.into();
+        self
+    }
+
+    /// The raw bytes of the token to send (the exec wrapper's client).
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.token.as_bytes()
+    }
+
+    /// Whether `given` is an accepted token, compared in constant time: both values are
+    /// always compared, so the time says nothing about which one (if either) was close.
+    pub(crate) fn accepts(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let first = given.ct_eq(self.token.as_bytes());
+        let second = given.ct_eq(self.also.as_bytes())
+            & subtle::Choice::from(u8::from(!self.also.is_empty()));
+        bool::from(first | second)
     }
 }
 
 impl fmt::Debug for AuthToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted, {} bytes>", self.0.len())
+        write!(f, "<redacted, {} bytes>", self.token.len())?;
+        if !self.also.is_empty() {
+            write!(f, " or <redacted, {} bytes>", self.also.len())?;
+        }
+        Ok(())
     }
 }

@@ -6,8 +6,8 @@
 
 use std::future::Future;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,7 +21,6 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
@@ -37,6 +36,7 @@ use super::query::{self, Output};
 use crate::aws::{FailureKind, Source, SourceError};
 use crate::cache::{Freshness, Item, Key, Lookup, PrefetchGate};
 use crate::domain::{AskedScope, Parameter, Secret, SecretVersion};
+use crate::features::restore::RestoreWatch;
 use crate::read::{self, Core, Purpose};
 
 /// What the handlers share: cheap to clone.
@@ -49,6 +49,9 @@ struct AppInner {
     core: Core,
     token: AuthToken,
     gate: PrefetchGate,
+    /// Under SnapStart: looked at before each request, so that nothing cached before a
+    /// restore is served after it.
+    restore: OnceLock<Arc<RestoreWatch>>,
 }
 
 impl std::fmt::Debug for App {
@@ -64,8 +67,19 @@ impl App {
     /// `token`; requests for values being prefetched wait at `gate`.
     pub fn new(core: Core, token: AuthToken, gate: PrefetchGate) -> Self {
         Self {
-            inner: Arc::new(AppInner { core, token, gate }),
+            inner: Arc::new(AppInner {
+                core,
+                token,
+                gate,
+                restore: OnceLock::new(),
+            }),
         }
+    }
+
+    /// Under SnapStart: every request first lets `watch` look for a restore (and forget
+    /// the cache after one). Set once, before serving.
+    pub fn watch_restores(&self, watch: Arc<RestoreWatch>) {
+        let _ = self.inner.restore.set(watch);
     }
 
     /// The source for what a request asked for and the names it reads.
@@ -121,13 +135,16 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     if req.uri().path() != api::PING && !token_matches(headers, &app.inner.token) {
         return ApiError::Forbidden.into_response();
     }
+    if let Some(watch) = app.inner.restore.get() {
+        watch.before_serving(&app.inner.core.cache).await;
+    }
     next.run(req).await
 }
 
 fn token_matches(headers: &HeaderMap, expected: &AuthToken) -> bool {
     headers
         .get(TOKEN_HEADER)
-        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+        .is_some_and(|given| expected.accepts(given.as_bytes()))
 }
 
 /// A request from function code names this machine (or no host at all, as HTTP/1.0 may).
@@ -490,12 +507,64 @@ pub struct ServerLimits {
     pub max_header_bytes: usize,
 }
 
-/// Binds the loopback listener. Loopback only, and IP TTL 1 so that nothing it sends can
-/// cross a router even if a packet were misdirected.
-pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    listener.set_ttl(1)?;
-    Ok(listener)
+/// The loopback listeners: `127.0.0.1` always, `[::1]` on the same port where the machine
+/// has IPv6. Function code that calls `localhost` tries whichever address its resolver
+/// lists first (Node 17 and later: `::1`), so both must answer.
+#[derive(Debug)]
+pub struct Listener {
+    v4: TcpListener,
+    v6: Option<TcpListener>,
+}
+
+impl Listener {
+    /// The IPv4 address (and the port both listen on).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.v4.local_addr()
+    }
+
+    /// The IPv6 address, when `[::1]` is listened on too.
+    pub fn local_addr_v6(&self) -> Option<SocketAddr> {
+        self.v6.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        match &self.v6 {
+            Some(v6) => tokio::select! {
+                accepted = self.v4.accept() => accepted,
+                accepted = v6.accept() => accepted,
+            },
+            None => self.v4.accept().await,
+        }
+    }
+}
+
+/// Binds the loopback listeners. Loopback only, and a TTL (hop limit) of 1 so that nothing
+/// they send can cross a router even if a packet were misdirected. `127.0.0.1` must bind;
+/// `[::1]` is added when it can be (an environment without IPv6 keeps IPv4 alone).
+pub async fn bind(port: u16) -> std::io::Result<Listener> {
+    let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+    v4.set_ttl(1)?;
+    let port = v4.local_addr()?.port();
+    let v6 = match bind_v6(port) {
+        Ok(v6) => Some(v6),
+        Err(err) => {
+            tracing::warn!(error = %err, port, "not listening on [::1]; 127.0.0.1 only");
+            None
+        }
+    };
+    Ok(Listener { v4, v6 })
+}
+
+fn bind_v6(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_unicast_hops_v6(1)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)).into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Serves the API on a bound listener until `shutdown` resolves, then finishes in-flight
@@ -504,7 +573,7 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
 /// hyper directly rather than `axum::serve`, for what `axum::serve` does not expose: a
 /// header read timeout, a head size bound and a connection bound answered with 429.
 pub async fn serve<F>(
-    listener: TcpListener,
+    listener: Listener,
     app: App,
     limits: ServerLimits,
     shutdown: F,
@@ -536,7 +605,10 @@ where
         };
         // Accepted sockets inherit the listener's TTL on Linux; set it anyway so the
         // property does not depend on the platform.
-        let _ = stream.set_ttl(1);
+        // (IPv6 sockets inherit the hop limit.)
+        if stream.local_addr().is_ok_and(|a| a.is_ipv4()) {
+            let _ = stream.set_ttl(1);
+        }
         let _ = stream.set_nodelay(true);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tokio::spawn(refuse_busy(stream, limits.max_connections));
@@ -586,7 +658,16 @@ mod tests {
         let listener = bind(0).await.expect("bind a free loopback port");
         let addr = listener.local_addr().expect("bound address");
         assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
-        assert_eq!(listener.ttl().expect("listener TTL"), 1);
+        assert_eq!(listener.v4.ttl().expect("listener TTL"), 1);
+        if let Some(v6) = &listener.v6 {
+            let bound = v6.local_addr().expect("bound IPv6 address");
+            assert_eq!(
+                (bound.ip(), bound.port()),
+                (Ipv6Addr::LOCALHOST.into(), addr.port())
+            );
+            let socket = socket2::SockRef::from(v6);
+            assert_eq!(socket.unicast_hops_v6().expect("hop limit"), 1);
+        }
 
         let _client = tokio::net::TcpStream::connect(addr)
             .await

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterType;
 use lockbox_tests::bins::{lockbox_exec_bin, target_dir};
-use lockbox_tests::sandbox::ErrorReport;
+use lockbox_tests::sandbox::{ErrorReport, EventKind, Lifecycle};
 use lockbox_tests::{random_hex, start_lockbox_behind, Moto, Proxy, Sandbox, INIT_TIMEOUT};
 use tokio::time::Instant;
 
@@ -588,5 +588,70 @@ async fn a_destination_outside_the_render_root_is_a_config_error() -> anyhow::Re
         "{}",
         report.body
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_managed_instances_files_and_cached_values_follow_a_change_with_no_invoke(
+) -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    moto.put_param("/mi/db/host", "db-1.internal", ParameterType::String, None)
+        .await?;
+    let render = Render::new(
+        "render-mi",
+        "app.tmpl",
+        "host={{resolve:ssm:/mi/db/host}}\n",
+        "app.conf",
+    )?;
+    let root_text = render.root_text();
+    let proxy = Proxy::start(&moto.endpoint()).await?;
+    let (sandbox, client) = start_lockbox_behind(
+        &proxy,
+        &[
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "lambda-managed-instances"),
+            ("LOCKBOX_PREFETCH", "ssm:/mi/db/host"),
+            ("LOCKBOX_RENDER", &render.spec),
+            ("LOCKBOX_RENDER_ROOT", &root_text),
+            ("SSM_PARAMETER_STORE_TTL", "4"),
+            ("LOCKBOX_REFRESH_AHEAD", "0.5"),
+        ],
+    )
+    .await?;
+    // SHUTDOWN alone: the sandbox refuses INVOKE here, as Lambda does.
+    let registration = sandbox.wait_registered(INIT_TIMEOUT).await?;
+    assert_eq!(registration.events, ["SHUTDOWN"]);
+    sandbox.wait_init_done(INIT_TIMEOUT).await?;
+    assert_eq!(
+        std::fs::read_to_string(&render.dest)?,
+        "host=db-1.internal\n"
+    );
+    // Function code reads it, so it is worth refreshing.
+    let read = client.get_parameter("/mi/db/host", &[]).await?;
+    assert_eq!(read.header("x-lockbox-cache"), Some("hit"));
+
+    moto.put_param("/mi/db/host", "db-2.internal", ParameterType::String, None)
+        .await?;
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(&render.dest)? != "host=db-2.internal\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the file was not rendered again\n{}",
+            sandbox.report()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    // The background refresh put the new value in the cache: a hit, not a miss.
+    let read = client.get_parameter("/mi/db/host", &[]).await?;
+    assert!(read.body.contains("db-2.internal"), "{}", read.body);
+    assert_eq!(read.header("x-lockbox-cache"), Some("hit"));
+    assert!(
+        !sandbox
+            .timeline()
+            .iter()
+            .any(|(_, step)| *step == Lifecycle::EventDelivered(EventKind::Invoke)),
+        "an INVOKE was delivered"
+    );
+    let (status, _) = sandbox.shutdown(WAIT).await?;
+    assert!(status.success(), "{status}\n{}", sandbox.report());
     Ok(())
 }

@@ -813,6 +813,49 @@ async fn container_authorization_token_is_used_without_a_session_token() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn under_snapstart_either_token_is_accepted_when_both_are_set() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    moto.put_param("/app/snap", "started", ParameterType::String, None)
+        .await?;
+    let (builder, session_client) = lockbox_builder(&moto.endpoint())?;
+    let sandbox = builder
+        .env("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token-51e2")
+        .start()
+        .await?;
+    sandbox.wait_init_done(INIT_TIMEOUT).await?;
+
+    let container_client = ExtClient::new(session_client.port(), "container-token-51e2");
+    for client in [&session_client, &container_client] {
+        let ok = client.get_parameter("/app/snap", &[]).await?;
+        assert_eq!(value_of(&ok).as_deref(), Some("started"), "{}", ok.body);
+    }
+    let stranger = ExtClient::new(session_client.port(), "container-token-51e");
+    assert_any_error(&stranger.get_parameter("/app/snap", &[]).await?, 403);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outside_snapstart_only_the_session_token_is_accepted() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    moto.put_param("/app/p", "v", ParameterType::String, None)
+        .await?;
+    let (builder, session_client) = lockbox_builder(&moto.endpoint())?;
+    let sandbox = builder
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token-51e2")
+        .start()
+        .await?;
+    sandbox.wait_init_done(INIT_TIMEOUT).await?;
+    assert_eq!(
+        value_of(&session_client.get_parameter("/app/p", &[]).await?).as_deref(),
+        Some("v")
+    );
+    let container_client = ExtClient::new(session_client.port(), "container-token-51e2");
+    assert_any_error(&container_client.get_parameter("/app/p", &[]).await?, 403);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn malformed_requests_are_400_and_never_reach_aws() -> anyhow::Result<()> {
     let (_moto, _sandbox, proxy, client) = lockbox_with_p_and_s(&[]).await?;
 

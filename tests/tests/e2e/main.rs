@@ -11,5 +11,6 @@ mod extension;
 mod hardening;
 mod harness;
 mod prefetch;
+mod rie;
 mod roles;
 mod rotator;

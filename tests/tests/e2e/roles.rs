@@ -353,3 +353,40 @@ async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_arn_in_the_functions_own_account_is_read_with_its_own_role() -> anyhow::Result<()> {
+    use lockbox_tests::moto::{ACCOUNT_ID, REGION};
+    // Lambda tells the extension its account at registration (the sandbox's is moto's).
+    assert_eq!(lockbox_tests::sandbox::ACCOUNT_ID, ACCOUNT_ID);
+    let own_arn = format!("arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/own/db");
+    let account_roles =
+        format!("{ACCOUNT_ID}=arn:aws:iam::{ACCOUNT_ID}:role/reader,333333333333={ROLE_B}");
+    let lockbox = Fixture::new()
+        .await?
+        .secure("/own/db", "own-value")
+        .env("LOCKBOX_ACCOUNT_ROLES", &account_roles)
+        .start()
+        .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
+
+    assert_miss_then_hit(client, &own_arn, "own-value").await?;
+    assert_eq!(
+        assume_role_calls(proxy),
+        0,
+        "the own account's ARN went through a role"
+    );
+    sandbox
+        .wait_log_line("names the function's own account", Duration::from_secs(5))
+        .await?;
+    // Another account's entry still applies.
+    let other = client
+        .get(&parameter_path(
+            "arn:aws:ssm:us-east-1:333333333333:parameter/missing",
+            &[],
+        ))
+        .await?;
+    assert_error(&other, 404, "ParameterNotFound");
+    assert_eq!(assume_role_calls(proxy), 1);
+    Ok(())
+}

@@ -5,9 +5,10 @@
 //! - [`load`]: cache hits and mixed traffic on many keep-alive connections; the connection
 //!   bound.
 //! - [`hostile`]: hostile input on the localhost API, slow and idle clients.
-//! - [`loopback`]: the API listens on 127.0.0.1 only.
+//! - [`loopback`]: the API listens on loopback only (127.0.0.1 and [::1]).
 //! - [`secrecy`]: no value in logs or error bodies, the extension's or the rotator's.
-//! - [`snapstart`]: nothing fetched during a SnapStart Init, everything again after restore.
+//! - [`snapstart`]: nothing fetched during a SnapStart Init, everything again after restore,
+//!   and a restore seen by the first request after it.
 //! - [`raw`]: requests no client library would send, and answers read byte by byte.
 //!
 //! Each test says what function code sees and checks that nothing is lost: every request is
