@@ -9,6 +9,8 @@
 //! - [`client`]: function code's HTTP client for the extension's port.
 //! - [`bins`]: where the built binaries are; free ports.
 //! - [`check`]: the assertions and small helpers the end-to-end tests share.
+//! - [`fleet`]: many extensions started at once behind one quota-enforcing proxy, as a
+//!   function scaling out; used by `make bench` and the fleet tests.
 //!
 //! Data flows: test code -> [`client::ExtClient`] -> lockbox (under [`sandbox::Sandbox`])
 //! -> [`proxy::Proxy`] -> [`moto::Moto`]. [`spawn_lockbox`] wires all of it up.
@@ -16,6 +18,7 @@
 pub mod bins;
 pub mod check;
 pub mod client;
+pub mod fleet;
 pub mod moto;
 pub mod proxy;
 pub mod sandbox;
@@ -102,7 +105,8 @@ pub async fn lockbox_refusing(name: &str, value: &str) -> anyhow::Result<(Sandbo
     Ok((sandbox, status))
 }
 
-fn port_was_taken(sandbox: &Sandbox) -> bool {
+/// Whether the extension exited because another process took its port first.
+pub(crate) fn port_was_taken(sandbox: &Sandbox) -> bool {
     sandbox.exit_status().is_some()
         && sandbox
             .logs()
