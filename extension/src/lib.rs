@@ -10,6 +10,9 @@
 //!   query into a typed read, and [`cache`] answers it or asks the [`source`] (SSM or
 //!   Secrets Manager through the AWS SDK); [`batch`] does the same for many values at
 //!   once with the batch APIs.
+//! - [`coalesce`] sends concurrent misses of one scope to AWS as one batch call, and
+//!   [`pace`] keeps every AWS call of a service within one rate that backs off together
+//!   when AWS throttles (retries with full jitter, within the read's timeout).
 //! - [`scope`] says whose credentials and which region a read uses (another account's
 //!   role through STS, another region); each scope has its own clients and cache entries.
 //! - [`model`] holds the values (zeroized on drop) and the AWS layer's JSON shapes;
@@ -28,6 +31,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod exec;
@@ -35,6 +39,7 @@ pub mod lifecycle;
 pub mod local_api;
 pub mod logging;
 pub mod model;
+pub mod pace;
 pub mod prefetch;
 pub mod reference;
 pub mod refresh;

@@ -21,6 +21,7 @@ use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
 use tokio::sync::mpsc;
 
 use crate::cache::{Cache, CacheSettings};
+use crate::coalesce::Coalescing;
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
 use crate::prefetch::{self, PrefetchGate};
 use crate::refresh;
@@ -352,16 +353,23 @@ async fn build_app(config: &Config, gate: PrefetchGate) -> App {
         parameter_ttl: config.ssm_ttl,
         secret_ttl: config.secrets_ttl,
         max_stale: config.max_stale,
-    });
-    let home: Arc<dyn Source> = Arc::new(AwsSource::new(&sdk, config));
+    })
+    .with_ttl_jitter(config.ttl_jitter);
+    // Each scope's misses are coalesced into batch calls (crate::coalesce), as many in
+    // flight at once as the connection bound allows.
+    let calls = config.max_connections.get();
+    let home: Arc<dyn Source> = Arc::new(Coalescing::new(
+        Arc::new(AwsSource::new(&sdk, config)),
+        calls,
+    ));
     let factory: SourceFactory = {
         let (sdk, config) = (sdk.clone(), config.clone());
         Arc::new(move |scope: Scope| {
             let (sdk, config) = (sdk.clone(), config.clone());
             Box::pin(async move {
                 let session = config.role_session_name.clone();
-                Arc::new(AwsSource::for_scope(&sdk, &config, scope, &session).await)
-                    as Arc<dyn Source>
+                let source = AwsSource::for_scope(&sdk, &config, scope, &session).await;
+                Arc::new(Coalescing::new(Arc::new(source), calls)) as Arc<dyn Source>
             })
         })
     };

@@ -8,19 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
+use crate::model::{
+    label, ArnPrefixes, Parameter, ParameterExtra, Secret, SecretBytes, SecretText, Timestamp,
+};
+use crate::pace::Pace;
+use crate::request::{ParameterRequest, SecretRequest};
+use crate::scope::{RoleArn, Scope, HOME};
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::timeout::TimeoutConfig;
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
-
-use crate::config::Config;
-use crate::model::{
-    label, ArnPrefixes, Parameter, ParameterExtra, Secret, SecretBytes, SecretText, Timestamp,
-};
-use crate::request::{ParameterRequest, SecretRequest};
-use crate::scope::{RoleArn, Scope, HOME};
 
 /// Reads one parameter or one secret from wherever values live.
 pub trait Source: Send + Sync + 'static {
@@ -135,6 +134,9 @@ pub struct SourceError {
     pub message: String,
     /// AWS's HTTP status when AWS answered.
     pub aws_status: Option<u16>,
+    /// When AWS throttled past the timeout: how long the caller should wait before asking
+    /// again (the `Retry-After` header).
+    pub retry_after: Option<Duration>,
 }
 
 impl SourceError {
@@ -156,7 +158,29 @@ impl SourceError {
             code: code.to_owned(),
             message: message.into(),
             aws_status: None,
+            retry_after: None,
         }
+    }
+}
+
+/// The class of an AWS error code with its HTTP status (a batch call's per-value errors
+/// carry a code only; they are classified as the single call's answer would be).
+pub fn kind_of(code: &str, status: u16) -> FailureKind {
+    if code.contains("NotFound") {
+        FailureKind::NotFound
+    } else if code.contains("Throttl") || code == "TooManyRequestsException" {
+        FailureKind::Throttled
+    } else if code.contains("AccessDenied")
+        || code.starts_with("KMS")
+        || code == "UnrecognizedClientException"
+        || code == "InvalidSignatureException"
+        || code == "ExpiredTokenException"
+    {
+        FailureKind::Denied
+    } else if status >= 500 {
+        FailureKind::ServerError
+    } else {
+        FailureKind::Rejected
     }
 }
 
@@ -204,27 +228,13 @@ where
                 .message()
                 .unwrap_or("no message")
                 .to_owned();
-            let kind = if code.contains("NotFound") {
-                FailureKind::NotFound
-            } else if code.contains("Throttl") || code == "TooManyRequestsException" {
-                FailureKind::Throttled
-            } else if code.contains("AccessDenied")
-                || code.starts_with("KMS")
-                || code == "UnrecognizedClientException"
-                || code == "InvalidSignatureException"
-                || code == "ExpiredTokenException"
-            {
-                FailureKind::Denied
-            } else if status >= 500 {
-                FailureKind::ServerError
-            } else {
-                FailureKind::Rejected
-            };
+            let kind = kind_of(&code, status);
             SourceError {
                 kind,
                 code,
                 message,
                 aws_status: Some(status),
+                retry_after: None,
             }
         }
         _ => SourceError::new(
@@ -286,6 +296,7 @@ where
         code: "AssumeRoleFailed".to_owned(),
         message: format!("could not assume role {role}: {why}"),
         aws_status: Some(403),
+        retry_after: None,
     })
 }
 
@@ -300,11 +311,12 @@ pub struct AwsSource {
     scope: Scope,
     ssm: aws_sdk_ssm::Client,
     secrets: aws_sdk_secretsmanager::Client,
-    // PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS: a bound on concurrent requests per
-    // backend is a bound on its connections, and keeps a burst of misses from tripping
-    // the account's shared SSM rate limit.
-    ssm_slots: Arc<Semaphore>,
-    secrets_slots: Arc<Semaphore>,
+    // One rate, PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS slots and retries per
+    // service, taken by every call of this scope (single, batch, path): a bound on
+    // concurrent requests per backend is a bound on its connections, and the rate keeps
+    // the environment's share of the account's quotas when AWS throttles.
+    ssm_pace: Pace,
+    secrets_pace: Pace,
     arn_prefixes: Arc<ArnPrefixes>,
 }
 
@@ -380,18 +392,23 @@ impl AwsSource {
                 .connect_timeout(operation.min(Duration::from_secs(3)))
                 .build()
         };
+        // Retries are the pace's (crate::pace), so that every throttle slows the shared
+        // rate and retries are jittered over a window a fleet can share.
         let ssm = aws_sdk_ssm::config::Builder::from(sdk)
             .timeout_config(timeouts(config.ssm_timeout))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
         let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
             .timeout_config(timeouts(config.secrets_timeout))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
+        let connections = config.max_connections.get();
         Self {
             scope,
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
-            ssm_slots: Arc::new(Semaphore::new(config.max_connections.get())),
-            secrets_slots: Arc::new(Semaphore::new(config.max_connections.get())),
+            ssm_pace: Pace::new("SSM", connections, config.ssm_timeout),
+            secrets_pace: Pace::new("Secrets Manager", connections, config.secrets_timeout),
             arn_prefixes: Arc::default(),
         }
     }
@@ -422,15 +439,18 @@ impl Source for AwsSource {
         req: &'a ParameterRequest,
     ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
         Box::pin(async move {
-            let _slot = self.ssm_slots.acquire().await.map_err(|_| closed())?;
             let out = self
-                .ssm
-                .get_parameter()
-                .name(req.api_name())
-                .with_decryption(req.with_decryption)
-                .send()
-                .await
-                .map_err(|e| self.fail(e, "SSM"))?;
+                .ssm_pace
+                .call(|| async move {
+                    self.ssm
+                        .get_parameter()
+                        .name(req.api_name())
+                        .with_decryption(req.with_decryption)
+                        .send()
+                        .await
+                        .map_err(|e| self.fail(e, "SSM"))
+                })
+                .await?;
             let Some(p) = out.parameter else {
                 return Err(SourceError::new(
                     FailureKind::Rejected,
@@ -452,22 +472,26 @@ impl Source for AwsSource {
         req: &'a SecretRequest,
     ) -> BoxFuture<'a, Result<Secret, SourceError>> {
         Box::pin(async move {
-            let _slot = self.secrets_slots.acquire().await.map_err(|_| closed())?;
             // Without an id or stage ask for AWSCURRENT by name: it is the documented
             // default, and some endpoints answer a bare request from a stale version.
             let stage = match (&req.version_id, &req.version_stage) {
                 (None, None) => Some("AWSCURRENT".to_owned()),
                 (_, stage) => stage.clone(),
             };
+            let stage = &stage;
             let mut out = self
-                .secrets
-                .get_secret_value()
-                .secret_id(&req.secret_id)
-                .set_version_id(req.version_id.clone())
-                .set_version_stage(stage)
-                .send()
-                .await
-                .map_err(|e| self.fail(e, "Secrets Manager"))?;
+                .secrets_pace
+                .call(|| async move {
+                    self.secrets
+                        .get_secret_value()
+                        .secret_id(&req.secret_id)
+                        .set_version_id(req.version_id.clone())
+                        .set_version_stage(stage.clone())
+                        .send()
+                        .await
+                        .map_err(|e| self.fail(e, "Secrets Manager"))
+                })
+                .await?;
             Ok(Secret {
                 arn: out.arn.take(),
                 created_date: timestamp(out.created_date.as_ref()),
@@ -490,13 +514,17 @@ impl Source for AwsSource {
     ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>> {
         Box::pin(async move {
             let mut out = self
-                .ssm
-                .get_parameters()
-                .set_names(Some(names.to_vec()))
-                .with_decryption(decrypt)
-                .send()
-                .await
-                .map_err(|e| self.fail(e, "SSM"))?;
+                .ssm_pace
+                .call(|| async move {
+                    self.ssm
+                        .get_parameters()
+                        .set_names(Some(names.to_vec()))
+                        .with_decryption(decrypt)
+                        .send()
+                        .await
+                        .map_err(|e| self.fail(e, "SSM"))
+                })
+                .await?;
             let found = out
                 .parameters
                 .take()
@@ -521,16 +549,21 @@ impl Source for AwsSource {
             let mut all = Vec::new();
             let mut next_token = None;
             loop {
+                let token = &next_token;
                 let mut out = self
-                    .ssm
-                    .get_parameters_by_path()
-                    .path(path)
-                    .recursive(recursive)
-                    .with_decryption(decrypt)
-                    .set_next_token(next_token.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.fail(e, "SSM"))?;
+                    .ssm_pace
+                    .call(|| async move {
+                        self.ssm
+                            .get_parameters_by_path()
+                            .path(path)
+                            .recursive(recursive)
+                            .with_decryption(decrypt)
+                            .set_next_token(token.clone())
+                            .send()
+                            .await
+                            .map_err(|e| self.fail(e, "SSM"))
+                    })
+                    .await?;
                 let page = out.parameters.take().unwrap_or_default();
                 all.extend(
                     page.into_iter()
@@ -553,14 +586,19 @@ impl Source for AwsSource {
             let mut batch = SecretBatch::default();
             let mut next_token = None;
             loop {
+                let token = &next_token;
                 let mut out = self
-                    .secrets
-                    .batch_get_secret_value()
-                    .set_secret_id_list(Some(ids.to_vec()))
-                    .set_next_token(next_token.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.fail(e, "Secrets Manager"))?;
+                    .secrets_pace
+                    .call(|| async move {
+                        self.secrets
+                            .batch_get_secret_value()
+                            .set_secret_id_list(Some(ids.to_vec()))
+                            .set_next_token(token.clone())
+                            .send()
+                            .await
+                            .map_err(|e| self.fail(e, "Secrets Manager"))
+                    })
+                    .await?;
                 let values = out.secret_values.take().unwrap_or_default();
                 batch
                     .found
@@ -633,14 +671,6 @@ fn convert_secret_entry(mut e: aws_sdk_secretsmanager::types::SecretValueEntry) 
         version_id: e.version_id.take(),
         version_stages: e.version_stages.take().unwrap_or_default().into(),
     }
-}
-
-fn closed() -> SourceError {
-    SourceError::new(
-        FailureKind::Internal,
-        "ShuttingDown",
-        "the extension is shutting down",
-    )
 }
 
 #[cfg(test)]

@@ -420,7 +420,7 @@ async fn throttling_burst_is_retried_and_the_read_succeeds() -> anyhow::Result<(
     moto.create_secret("app/busy", "through-secret").await?;
     let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
 
-    // Two throttles, then AWS answers: the third of the SDK's three attempts succeeds.
+    // Two throttles, then AWS answers: the third attempt succeeds.
     proxy.fail_next(Some("GetParameter"), 2, Fault::Throttle);
     proxy.fail_next(Some("GetSecretValue"), 2, Fault::Throttle);
     let started = Instant::now();
@@ -1839,7 +1839,7 @@ async fn no_value_reaches_logs_or_error_bodies_on_any_path_at_debug_level() -> a
     // SSM's short bound turns the same faults into 504s.
     let refresh = [("refreshNow", "true"), WITH_DECRYPTION];
     for (fault, status) in [
-        (Fault::Throttle, 400),
+        (Fault::Throttle, 429),
         (Fault::ServerError, 500),
         (Fault::Reset, 502),
     ] {
