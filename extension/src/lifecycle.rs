@@ -84,6 +84,10 @@ enum Signal {
 
 /// Runs the extension from registration to exit.
 pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
+    // Prefetch's budget counts from here, not from when prefetch starts: Init is what the
+    // budget bounds, and registering and building the clients are part of it (seconds on
+    // a machine busy starting a fleet).
+    let init_started = tokio::time::Instant::now();
     // 1. Register. The event processor runs inside `next`'s loop; SHUTDOWN is handed to
     //    this function so the shutdown sequence stays here.
     //    INVOKE refreshes what is about to expire before returning: the environment may be
@@ -169,7 +173,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
             let plan = config.prefetch.clone();
             async move { prefetch::run(app.cache(), app.scopes(), &plan).await }
         });
-        let outcome = tokio::time::timeout(config.prefetch_timeout, task).await;
+        let outcome = tokio::time::timeout_at(init_started + config.prefetch_timeout, task).await;
         gate_opener.open();
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let problem = match outcome {

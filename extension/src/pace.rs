@@ -49,6 +49,10 @@ pub const FLOOR: f64 = 0.25;
 pub const DECREASE: f64 = 0.25;
 /// What each successful call adds to the rate, in calls a second.
 pub const INCREASE: f64 = 1.0;
+/// What each second adds to the rate, in calls a second: a rate cut by a burst of
+/// throttles comes back on its own once AWS stops throttling, even while calls fail for
+/// other reasons.
+pub const RECOVERY: f64 = 1.0;
 /// A throttled call is retried at a uniformly random moment within this window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(4);
 /// First window of the full-jitter backoff after a server error or a lost connection.
@@ -72,9 +76,10 @@ struct Inner {
     timeout: Duration,
 }
 
-/// A token bucket whose rate moves: tokens refill at `per_second` up to a second's worth.
-/// Tokens may go below zero: a caller takes its token at once and waits until the bucket
-/// would have had it, so callers are served in the order they came.
+/// A token bucket whose rate moves: tokens refill at `per_second` up to a second's worth,
+/// and the rate itself grows back by [`RECOVERY`] a second. Tokens may go below zero: a
+/// caller takes its token at once and waits until the bucket would have had it, so callers
+/// are served in the order they came.
 #[derive(Debug)]
 struct Rate {
     per_second: f64,
@@ -91,19 +96,25 @@ impl Rate {
         }
     }
 
-    /// Takes a token and says when it may be used.
-    fn reserve(&mut self, now: Instant) -> Instant {
+    /// Takes a token and says when it may be used; takes none when that would be at or
+    /// after `deadline`.
+    fn reserve(&mut self, now: Instant, deadline: Instant) -> Option<Instant> {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second.max(1.0));
+        self.per_second = (self.per_second + elapsed * RECOVERY).min(CEILING);
         self.refilled_at = now;
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
+        let at = if self.tokens >= 1.0 {
             now
         } else {
-            now + Duration::from_secs_f64(-self.tokens / self.per_second)
+            now + Duration::from_secs_f64((1.0 - self.tokens) / self.per_second)
+        };
+        if at >= deadline {
+            return None;
         }
+        self.tokens -= 1.0;
+        Some(at)
     }
 
     fn throttled(&mut self) {
@@ -153,10 +164,11 @@ impl Pace {
         let mut attempts = 0_u32;
         let mut throttled = false;
         loop {
-            let at = lock(&self.inner.rate).reserve(Instant::now());
-            if at >= deadline {
-                return Err(self.out_of_time(throttled));
-            }
+            let reserved = lock(&self.inner.rate).reserve(Instant::now(), deadline);
+            let Some(at) = reserved else {
+                // The rate is what a throttle left it at: this environment must slow down.
+                return Err(self.out_of_time(throttled || self.per_second() < CEILING));
+            };
             tokio::time::sleep_until(at).await;
             let Ok(slot) = tokio::time::timeout_at(deadline, self.inner.slots.acquire()).await
             else {
@@ -273,11 +285,20 @@ mod tests {
             rate.throttled();
         }
         let now = Instant::now();
+        let far = now + Duration::from_secs(60);
         // The bucket holds one token at 0.25 a second: the first call goes at once, the
         // next four seconds later, the one after eight.
-        assert_eq!(rate.reserve(now), now);
-        assert_eq!(rate.reserve(now), now + Duration::from_secs(4));
-        assert_eq!(rate.reserve(now), now + Duration::from_secs(8));
+        assert_eq!(rate.reserve(now, far), Some(now));
+        assert_eq!(rate.reserve(now, far), Some(now + Duration::from_secs(4)));
+        assert_eq!(rate.reserve(now, far), Some(now + Duration::from_secs(8)));
+        // A token beyond the deadline is not taken.
+        let soon = now + Duration::from_secs(10);
+        assert_eq!(rate.reserve(now, soon), None);
+        assert_eq!(rate.reserve(now, far), Some(now + Duration::from_secs(12)));
+        // Once AWS stops throttling, the rate comes back with time alone.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        rate.reserve(Instant::now(), Instant::now() + Duration::from_secs(60));
+        assert!(rate.per_second >= 30.0, "{}", rate.per_second);
     }
 
     #[tokio::test(start_paused = true)]
