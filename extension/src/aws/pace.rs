@@ -37,7 +37,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::source::{FailureKind, SourceError};
+use super::source::{FailureKind, SourceError};
 
 /// Calls a second one environment makes to one service at most, and the rate it starts at:
 /// above anything one environment needs (a prefetch of 100 parameters is 10 calls), so that

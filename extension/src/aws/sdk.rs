@@ -1,174 +1,46 @@
-//! Where values come from: SSM Parameter Store and Secrets Manager, behind the small
-//! [`Source`] trait so the cache and server can be unit-tested with a fake.
-//!
-//! Every AWS failure is classified here, once, into a [`SourceError`]: whether it is
-//! transient (may be retried, may serve a stale value) or permanent (never serves stale),
-//! and which HTTP status the localhost API answers with.
+//! The real [`Source`]: SSM Parameter Store and Secrets Manager through the AWS SDK, built
+//! from [`SourceSettings`]. Every SDK failure is classified here, once, into a
+//! [`SourceError`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::model::{
-    label, ArnPrefixes, Parameter, ParameterExtra, Secret, SecretBytes, SecretText, Timestamp,
-};
-use crate::pace::Pace;
-use crate::request::{ParameterRequest, SecretRequest};
-use crate::scope::{RoleArn, Scope, HOME};
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::timeout::TimeoutConfig;
 use futures::future::BoxFuture;
 
-/// Reads one parameter or one secret from wherever values live.
-pub trait Source: Send + Sync + 'static {
-    /// `GetParameter`, selector inline in the name.
-    fn get_parameter<'a>(
-        &'a self,
-        req: &'a ParameterRequest,
-    ) -> BoxFuture<'a, Result<Parameter, SourceError>>;
+use std::num::NonZeroUsize;
 
-    /// `GetSecretValue`.
-    fn get_secret<'a>(
-        &'a self,
-        req: &'a SecretRequest,
-    ) -> BoxFuture<'a, Result<Secret, SourceError>>;
+use lockbox_aws::ErrorClass;
 
-    /// `GetParameters`: at most [`GET_PARAMETERS_MAX`] names without selectors.
-    fn get_parameters<'a>(
-        &'a self,
-        names: &'a [String],
-        decrypt: bool,
-    ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>>;
+use super::pace::Pace;
+use super::source::{FailureKind, ParameterBatch, SecretBatch, Source, SourceError};
+use crate::domain::{
+    label, ArnPrefixes, Parameter, ParameterExtra, ParameterName, RoleArn, Scope, Secret,
+    SecretBatchError, SecretBytes, SecretText, SecretVersion, Timestamp, HOME,
+};
 
-    /// `GetParametersByPath`, every page.
-    fn get_parameters_by_path<'a>(
-        &'a self,
-        path: &'a str,
-        recursive: bool,
-        decrypt: bool,
-    ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>>;
-
-    /// `BatchGetSecretValue` (AWSCURRENT): at most [`BATCH_GET_SECRETS_MAX`] ids.
-    fn batch_get_secrets<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, Result<SecretBatch, SourceError>>;
-
-    /// Whose credentials and which region this source reads with. It is part of the key of
-    /// every cache entry filled from this source, so values read through different roles or
-    /// regions never share an entry.
-    fn scope(&self) -> &Scope {
-        &HOME
-    }
-}
-
-/// `GetParameters` takes at most this many names.
-pub const GET_PARAMETERS_MAX: usize = 10;
-/// `BatchGetSecretValue` takes at most this many ids.
-pub const BATCH_GET_SECRETS_MAX: usize = 20;
-
-/// What `GetParameters` found, and the names it did not.
-#[derive(Debug, Default)]
-pub struct ParameterBatch {
-    /// Found parameters, in no particular order.
-    pub found: Vec<Parameter>,
-    /// Requested names that do not exist (not an error in SSM's API).
-    pub invalid: Vec<String>,
-}
-
-/// What `BatchGetSecretValue` found, and per-secret failures.
-#[derive(Debug, Default)]
-pub struct SecretBatch {
-    /// Found secrets.
-    pub found: Vec<Secret>,
-    /// Per-secret failures, AWS's shape.
-    pub errors: Vec<SecretBatchError>,
-}
-
-/// One secret a batch could not read.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SecretBatchError {
-    /// The id as requested.
-    #[serde(rename = "SecretId")]
-    pub secret_id: String,
-    /// AWS's error code.
-    #[serde(rename = "ErrorCode")]
-    pub error_code: String,
-    /// AWS's message.
-    #[serde(rename = "Message")]
-    pub message: String,
-}
-
-/// What kind of failure a fetch had. Decides retries, stale serving and the HTTP status.
+/// What the AWS clients are built with: the per-service timeouts and the bound on
+/// concurrent requests per service (`PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The parameter, version, label, secret or stage does not exist.
-    NotFound,
-    /// AWS refused: credentials, IAM or the KMS key policy.
-    Denied,
-    /// AWS said slow down.
-    Throttled,
-    /// No answer within the backend timeout.
-    Timeout,
-    /// No connection: refused, reset, DNS.
-    Unreachable,
-    /// AWS failed on its side (5xx).
-    ServerError,
-    /// Any other answer from AWS (validation and the like): permanent.
-    Rejected,
-    /// lockbox could not even build the request.
-    Internal,
-}
-
-/// A failed fetch, classified. `code` and `message` are AWS's own where AWS answered.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct SourceError {
-    /// The failure's class.
-    pub kind: FailureKind,
-    /// The AWS error code (`ParameterNotFound`, `AccessDeniedException`, ...) or lockbox's.
-    pub code: String,
-    /// A human-readable explanation; AWS messages name resources, never values.
-    pub message: String,
-    /// AWS's HTTP status when AWS answered.
-    pub aws_status: Option<u16>,
-    /// When AWS throttled past the timeout: how long the caller should wait before asking
-    /// again (the `Retry-After` header).
-    pub retry_after: Option<Duration>,
-}
-
-impl SourceError {
-    /// Transient failures may succeed on retry and may be answered with a stale value.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self.kind,
-            FailureKind::Throttled
-                | FailureKind::Timeout
-                | FailureKind::Unreachable
-                | FailureKind::ServerError
-        )
-    }
-
-    /// Builds an error of a given kind with lockbox's own code.
-    pub fn new(kind: FailureKind, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            code: code.to_owned(),
-            message: message.into(),
-            aws_status: None,
-            retry_after: None,
-        }
-    }
+pub struct SourceSettings {
+    /// Bound on one SSM request, retries included.
+    pub ssm_timeout: Duration,
+    /// Bound on one Secrets Manager request, retries included.
+    pub secrets_timeout: Duration,
+    /// Concurrent AWS requests per service.
+    pub max_connections: NonZeroUsize,
 }
 
 /// The class of an AWS error code with its HTTP status (a batch call's per-value errors
 /// carry a code only; they are classified as the single call's answer would be).
 pub fn kind_of(code: &str, status: u16) -> FailureKind {
+    let class = lockbox_aws::classify(Some(code), Some(status));
     if code.contains("NotFound") {
         FailureKind::NotFound
-    } else if code.contains("Throttl") || code == "TooManyRequestsException" {
+    } else if class == ErrorClass::Throttled {
         FailureKind::Throttled
     } else if code.contains("AccessDenied")
         || code.starts_with("KMS")
@@ -177,7 +49,7 @@ pub fn kind_of(code: &str, status: u16) -> FailureKind {
         || code == "ExpiredTokenException"
     {
         FailureKind::Denied
-    } else if status >= 500 {
+    } else if class == ErrorClass::Transient {
         FailureKind::ServerError
     } else {
         FailureKind::Rejected
@@ -323,8 +195,8 @@ pub struct AwsSource {
 impl AwsSource {
     /// Builds both clients from the shared SDK configuration (region, credentials and
     /// `AWS_ENDPOINT_URL` come from there) with lockbox's timeouts.
-    pub fn new(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
-        Self::with_scope(sdk, config, HOME.clone())
+    pub fn new(sdk: &aws_config::SdkConfig, settings: &SourceSettings) -> Self {
+        Self::with_scope(sdk, settings, HOME.clone())
     }
 
     /// Builds the clients for another role or region. A role's credentials come from STS
@@ -335,7 +207,7 @@ impl AwsSource {
     /// the credentials, shared by both clients, and renews them [`RENEW_BEFORE_EXPIRY`].
     pub async fn for_scope(
         sdk: &aws_config::SdkConfig,
-        config: &Config,
+        settings: &SourceSettings,
         scope: Scope,
         session_name: &str,
     ) -> Self {
@@ -354,7 +226,7 @@ impl AwsSource {
             builder = builder.region(aws_config::Region::new(region.as_str().to_owned()));
         }
         if let Some(role) = &scope.role {
-            let bound = config.ssm_timeout.max(config.secrets_timeout);
+            let bound = settings.ssm_timeout.max(settings.secrets_timeout);
             let sts_base = sdk
                 .clone()
                 .into_builder()
@@ -382,33 +254,33 @@ impl AwsSource {
                         .build(),
                 );
         }
-        Self::with_scope(&builder.build(), config, scope)
+        Self::with_scope(&builder.build(), settings, scope)
     }
 
-    fn with_scope(sdk: &aws_config::SdkConfig, config: &Config, scope: Scope) -> Self {
+    fn with_scope(sdk: &aws_config::SdkConfig, settings: &SourceSettings, scope: Scope) -> Self {
         let timeouts = |operation: Duration| {
             TimeoutConfig::builder()
                 .operation_timeout(operation)
                 .connect_timeout(operation.min(Duration::from_secs(3)))
                 .build()
         };
-        // Retries are the pace's (crate::pace), so that every throttle slows the shared
+        // Retries are the pace's (super::pace), so that every throttle slows the shared
         // rate and retries are jittered over a window a fleet can share.
         let ssm = aws_sdk_ssm::config::Builder::from(sdk)
-            .timeout_config(timeouts(config.ssm_timeout))
+            .timeout_config(timeouts(settings.ssm_timeout))
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
         let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
-            .timeout_config(timeouts(config.secrets_timeout))
+            .timeout_config(timeouts(settings.secrets_timeout))
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
-        let connections = config.max_connections.get();
+        let connections = settings.max_connections.get();
         Self {
             scope,
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
-            ssm_pace: Pace::new("SSM", connections, config.ssm_timeout),
-            secrets_pace: Pace::new("Secrets Manager", connections, config.secrets_timeout),
+            ssm_pace: Pace::new("SSM", connections, settings.ssm_timeout),
+            secrets_pace: Pace::new("Secrets Manager", connections, settings.secrets_timeout),
             arn_prefixes: Arc::default(),
         }
     }
@@ -436,7 +308,8 @@ impl Source for AwsSource {
 
     fn get_parameter<'a>(
         &'a self,
-        req: &'a ParameterRequest,
+        name: &'a ParameterName,
+        decrypt: bool,
     ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
         Box::pin(async move {
             let out = self
@@ -444,8 +317,8 @@ impl Source for AwsSource {
                 .call(|| async move {
                     self.ssm
                         .get_parameter()
-                        .name(req.api_name())
-                        .with_decryption(req.with_decryption)
+                        .name(name.api_name())
+                        .with_decryption(decrypt)
                         .send()
                         .await
                         .map_err(|e| self.fail(e, "SSM"))
@@ -460,8 +333,8 @@ impl Source for AwsSource {
             };
             Ok(convert_parameter(
                 p,
-                &req.name,
-                req.selector.as_ref().map(ToString::to_string),
+                &name.name,
+                name.selector.as_ref().map(ToString::to_string),
                 &self.arn_prefixes,
             ))
         })
@@ -469,23 +342,24 @@ impl Source for AwsSource {
 
     fn get_secret<'a>(
         &'a self,
-        req: &'a SecretRequest,
+        id: &'a str,
+        version: Option<&'a SecretVersion>,
     ) -> BoxFuture<'a, Result<Secret, SourceError>> {
         Box::pin(async move {
             // Without an id or stage ask for AWSCURRENT by name: it is the documented
             // default, and some endpoints answer a bare request from a stale version.
-            let stage = match (&req.version_id, &req.version_stage) {
-                (None, None) => Some("AWSCURRENT".to_owned()),
-                (_, stage) => stage.clone(),
+            let (version_id, stage) = match version {
+                None => (None, Some("AWSCURRENT".to_owned())),
+                Some(version) => (version.version_id.clone(), version.stage.clone()),
             };
-            let stage = &stage;
+            let (version_id, stage) = (&version_id, &stage);
             let mut out = self
                 .secrets_pace
                 .call(|| async move {
                     self.secrets
                         .get_secret_value()
-                        .secret_id(&req.secret_id)
-                        .set_version_id(req.version_id.clone())
+                        .secret_id(id)
+                        .set_version_id(version_id.clone())
                         .set_version_stage(stage.clone())
                         .send()
                         .await
@@ -693,8 +567,7 @@ mod tests {
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
     use aws_smithy_types::body::SdkBody;
 
-    use crate::config::RawConfig;
-    use crate::scope::RoleArn;
+    use crate::domain::RoleArn;
 
     /// A clock that moves only when the test says so.
     #[derive(Debug, Clone)]
@@ -760,8 +633,19 @@ mod tests {
         }
     }
 
-    fn parameter_request() -> ParameterRequest {
-        crate::request::parse_parameter(Some("name=/p")).unwrap()
+    fn parameter_name() -> ParameterName {
+        ParameterName {
+            name: "/p".into(),
+            selector: None,
+        }
+    }
+
+    fn settings() -> SourceSettings {
+        SourceSettings {
+            ssm_timeout: Duration::from_secs(10),
+            secrets_timeout: Duration::from_secs(10),
+            max_connections: NonZeroUsize::new(3).unwrap(),
+        }
     }
 
     #[tokio::test]
@@ -788,16 +672,18 @@ mod tests {
             .time_source(clock.clone())
             .sleep_impl(TokioSleep::new())
             .build();
-        let config = RawConfig::from_pairs([("AWS_SESSION_TOKEN", "t")])
-            .validate()
-            .unwrap();
         let scope = Scope {
             role: Some(RoleArn::parse("arn:aws:iam::222222222222:role/r").unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &config, scope.clone(), "lockbox-test").await;
+        let source = AwsSource::for_scope(&sdk, &settings(), scope.clone(), "lockbox-test").await;
         assert_eq!(source.scope(), &scope);
-        let read = || async { source.get_parameter(&parameter_request()).await.unwrap() };
+        let read = || async {
+            source
+                .get_parameter(&parameter_name(), false)
+                .await
+                .unwrap()
+        };
 
         read().await;
         read().await;
@@ -859,17 +745,14 @@ mod tests {
             .http_client(Refusing)
             .sleep_impl(TokioSleep::new())
             .build();
-        let config = RawConfig::from_pairs([("AWS_SESSION_TOKEN", "t")])
-            .validate()
-            .unwrap();
         let role = "arn:aws-cn:iam::222222222222:role/r";
         let scope = Scope {
             role: Some(RoleArn::parse(role).unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &config, scope, "lockbox-test").await;
+        let source = AwsSource::for_scope(&sdk, &settings(), scope, "lockbox-test").await;
         let err = source
-            .get_parameter(&parameter_request())
+            .get_parameter(&parameter_name(), false)
             .await
             .unwrap_err();
         assert_eq!(err.code, "AssumeRoleFailed");

@@ -23,13 +23,12 @@ use std::time::Duration;
 use futures::future::{join_all, BoxFuture};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::model::{Parameter, Secret};
-use crate::request::{Output, ParameterRequest, SecretRequest};
-use crate::scope::Scope;
-use crate::source::{
-    kind_of, FailureKind, ParameterBatch, SecretBatch, SecretBatchError, Source, SourceError,
-    BATCH_GET_SECRETS_MAX, GET_PARAMETERS_MAX,
+use super::sdk::kind_of;
+use super::source::{
+    FailureKind, ParameterBatch, SecretBatch, Source, SourceError, BATCH_GET_SECRETS_MAX,
+    GET_PARAMETERS_MAX,
 };
+use crate::domain::{Parameter, ParameterName, Scope, Secret, SecretBatchError, SecretVersion};
 
 /// How long the first miss of a batch waits for others before its call is sent.
 pub const LINGER: Duration = Duration::from_millis(10);
@@ -79,24 +78,26 @@ impl Source for Coalescing {
 
     fn get_parameter<'a>(
         &'a self,
-        req: &'a ParameterRequest,
+        name: &'a ParameterName,
+        decrypt: bool,
     ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
-        if req.selector.is_some() || req.name.starts_with(REFERENCE_PREFIX) {
+        if name.selector.is_some() || name.name.starts_with(REFERENCE_PREFIX) {
             // A batch answer does not say which version or label it is.
-            return self.inner.get_parameter(req);
+            return self.inner.get_parameter(name, decrypt);
         }
-        Box::pin(self.parameters.one(req.with_decryption, &req.name))
+        Box::pin(self.parameters.one(decrypt, &name.name))
     }
 
     fn get_secret<'a>(
         &'a self,
-        req: &'a SecretRequest,
+        id: &'a str,
+        version: Option<&'a SecretVersion>,
     ) -> BoxFuture<'a, Result<Secret, SourceError>> {
-        if req.version_id.is_some() || req.version_stage.is_some() {
+        if version.is_some() {
             // BatchGetSecretValue reads AWSCURRENT only.
-            return self.inner.get_secret(req);
+            return self.inner.get_secret(id, version);
         }
-        Box::pin(self.secrets.one(false, &req.secret_id))
+        Box::pin(self.secrets.one(false, id))
     }
 
     fn get_parameters<'a>(
@@ -396,15 +397,11 @@ struct ParameterApi(Arc<dyn Source>);
 impl BatchApi<Parameter> for ParameterApi {
     fn one<'a>(&'a self, decrypt: bool, name: &'a str) -> BoxFuture<'a, Answer<Parameter>> {
         Box::pin(async move {
-            let req = ParameterRequest {
+            let name = ParameterName {
                 name: name.to_owned(),
                 selector: None,
-                with_decryption: decrypt,
-                refresh_now: false,
-                output: Output::Envelope,
-                scope: Default::default(),
             };
-            self.0.get_parameter(&req).await
+            self.0.get_parameter(&name, decrypt).await
         })
     }
 
@@ -455,17 +452,7 @@ struct SecretApi(Arc<dyn Source>);
 
 impl BatchApi<Secret> for SecretApi {
     fn one<'a>(&'a self, _: bool, id: &'a str) -> BoxFuture<'a, Answer<Secret>> {
-        Box::pin(async move {
-            let req = SecretRequest {
-                secret_id: id.to_owned(),
-                version_id: None,
-                version_stage: None,
-                refresh_now: false,
-                output: Output::Envelope,
-                scope: Default::default(),
-            };
-            self.0.get_secret(&req).await
-        })
+        self.0.get_secret(id, None)
     }
 
     fn many<'a>(
@@ -527,7 +514,7 @@ async fn each_on_its_own<V: 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SecretText;
+    use crate::domain::SecretText;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A source that records its calls; `/missing` does not exist, everything else does.
@@ -554,7 +541,8 @@ mod tests {
     impl Source for Recording {
         fn get_parameter<'a>(
             &'a self,
-            req: &'a ParameterRequest,
+            req: &'a ParameterName,
+            _: bool,
         ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
             self.calls
                 .lock()
@@ -575,7 +563,8 @@ mod tests {
 
         fn get_secret<'a>(
             &'a self,
-            _: &'a SecretRequest,
+            _: &'a str,
+            _: Option<&'a SecretVersion>,
         ) -> BoxFuture<'a, Result<Secret, SourceError>> {
             unimplemented!("not read in these tests")
         }
@@ -621,14 +610,10 @@ mod tests {
         }
     }
 
-    fn request(name: &str) -> ParameterRequest {
-        ParameterRequest {
+    fn request(name: &str) -> ParameterName {
+        ParameterName {
             name: name.into(),
             selector: None,
-            with_decryption: true,
-            refresh_now: false,
-            output: Output::Envelope,
-            scope: Default::default(),
         }
     }
 
@@ -642,7 +627,7 @@ mod tests {
         let reads = names.iter().map(|name| {
             let source = Arc::clone(source);
             let name = (*name).to_owned();
-            tokio::spawn(async move { source.get_parameter(&request(&name)).await })
+            tokio::spawn(async move { source.get_parameter(&request(&name), true).await })
         });
         join_all(reads)
             .await
