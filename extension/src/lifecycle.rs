@@ -323,11 +323,19 @@ async fn prefetch(
         return Ok(());
     }
     let started = Instant::now();
-    let outcome = deadline.run(prefetch::run(core, &config.prefetch)).await;
+    // A task of its own, so that at the deadline prefetch is not cancelled but goes on:
+    // its calls in flight (waiting out a throttle, say) still fill the cache, and a read
+    // of a value they carry waits for them instead of asking AWS again.
+    let task = tokio::spawn({
+        let (core, plan) = (core.clone(), config.prefetch.clone());
+        async move { prefetch::run(&core, &plan).await }
+    });
+    let outcome = deadline.run(task).await;
     gate_opener.open();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let problem = match outcome {
-        Some(report) => {
+        Some(Err(_)) => Some("the prefetch task failed".to_owned()),
+        Some(Ok(report)) => {
             tracing::info!(
                 loaded = report.loaded,
                 failed = report.failures.len(),
