@@ -31,9 +31,14 @@ LAMBDA_PROFILE=layer-test LAYER_DIST=$layer_dir "$root/scripts/layer.sh" zip x86
 layer_pid=$!
 # A failed step does not stop the others: every failure is reported, then the status.
 failed=()
+# Every cargo test run's output, so the last line can count them all (each run prints its
+# own "test result:" line; the layer check runs last and would otherwise close the output).
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+run() { "$@" 2>&1 | tee -a "$results"; return "${PIPESTATUS[0]}"; }
 
 echo "+ cargo test --workspace --doc"
-cargo test --workspace --doc || failed+=("doc tests")
+run cargo test --workspace --doc || failed+=("doc tests")
 
 case $runner in
   nextest)
@@ -46,7 +51,7 @@ case $runner in
   cargo)
     # Doc tests ran above; --lib --bins --tests leaves them out.
     echo "+ cargo test --workspace --lib --bins --tests"
-    cargo test --workspace --lib --bins --tests || failed+=("tests")
+    run cargo test --workspace --lib --bins --tests || failed+=("tests")
     ;;
 esac
 
@@ -54,7 +59,7 @@ if wait "$layer_pid"; then
   grep '^layer:' "$layer_log" || true
   zip=$layer_dir/lockbox-layer-x86_64.zip
   echo "+ layer zip check: LOCKBOX_LAYER_ZIP=${zip#"$root"/} cargo test --workspace --test e2e -- --ignored deploy::"
-  LOCKBOX_LAYER_ZIP=$zip cargo test --workspace --test e2e -- --ignored deploy:: \
+  LOCKBOX_LAYER_ZIP=$zip run cargo test --workspace --test e2e -- --ignored deploy:: \
     || failed+=("layer zip check")
 else
   cat "$layer_log"
@@ -63,5 +68,11 @@ fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "test: FAILED: ${failed[*]}"
-  exit 1
 fi
+# With cargo test, one closing line for all the runs above (nextest prints its own).
+if [ "$runner" = cargo ]; then
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) {
+         if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+       END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+fi
+[ ${#failed[@]} -eq 0 ]
