@@ -30,7 +30,7 @@ export ARCH
 # Test runner: auto (cargo-nextest when installed, else cargo test), nextest, or cargo.
 TEST_RUNNER ?= auto
 export TEST_RUNNER
-# Bench sections to run (prefetch hits init memory layer rotator); empty means all.
+# Bench sections to run (prefetch hits init memory layer rotator fleet); empty means all.
 ONLY ?=
 # nextest's ci profile (.config/nextest.toml) when CI=true: no fail-fast, hung tests killed.
 NEXTEST_PROFILE := $(if $(filter true,$(CI)),ci,default)

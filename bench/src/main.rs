@@ -15,7 +15,9 @@
 //! - **resident memory**: idle, and with 1,000 and 10,000 cached values of 1 KiB;
 //! - **layer zip size**, when `make layer` has built one;
 //! - **rotator**: wall time and AWS calls of one rotation of 100 SecureString parameters
-//!   (regenerate, under a customer-managed key), through the counting proxy.
+//!   (regenerate, under a customer-managed key), through the counting proxy;
+//! - **fleet**: 200 environments starting at once under the account's read quotas, with
+//!   and without prefetch ([`fleet`]; `bench-results/fleet.svg`).
 //!
 //! Prints a table and writes `bench-results/results.json` and `bench-results/latency.svg`.
 //! What is measured is what the layer ships: the `lambda` profile's build for this machine
@@ -51,6 +53,8 @@ use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+mod fleet;
 
 /// The cargo profile the layer is built with (Cargo.toml): the bench measures what ships.
 const SHIPPED_PROFILE: &str = "lambda";
@@ -171,6 +175,7 @@ async fn run() -> anyhow::Result<()> {
             "memory" => memory_figures(&moto).await?,
             "layer" => layer_figures(),
             "rotator" => rotator_figures(&moto).await?,
+            "fleet" => fleet::figures(&moto).await?,
             other => bail!("the bench has no figures for {other:?}"),
         };
         results.insert(key.to_owned(), figures);
@@ -201,7 +206,7 @@ async fn run() -> anyhow::Result<()> {
 
 /// The figures, in the order they are taken: the name that picks them on the command line,
 /// their heading, and their key in `results.json`.
-const SECTIONS: [(&str, &str, &str); 6] = [
+const SECTIONS: [(&str, &str, &str); 7] = [
     (
         "prefetch",
         "Prefetch: 100 parameters (10 by path) and 20 secrets, +25 ms per AWS call",
@@ -227,6 +232,11 @@ const SECTIONS: [(&str, &str, &str); 6] = [
         "rotator",
         "Rotator: one rotation of 100 SecureString parameters (regenerate)",
         "rotator",
+    ),
+    (
+        "fleet",
+        "Fleet: environments starting at once under the account's read quotas",
+        "fleet",
     ),
 ];
 

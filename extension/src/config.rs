@@ -40,6 +40,13 @@ pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Refresh entries in the last fifth of their TTL.
 pub const DEFAULT_REFRESH_AHEAD: f64 = 0.2;
+/// Each entry's TTL is drawn within 10 % of the configured TTL, either side: environments
+/// that started together (a scale-out) then expire and refresh their values over a fifth
+/// of the TTL instead of in the same second, and a value is never kept much longer than
+/// asked.
+pub const DEFAULT_TTL_JITTER: f64 = 0.1;
+/// Upper bound of `LOCKBOX_TTL_JITTER`: half the TTL either side.
+pub const MAX_TTL_JITTER: f64 = 0.5;
 /// Connections from function code served at once; more get 429.
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 128;
 /// Time a client has to send a request head (idle keep-alive included); hyper's default.
@@ -72,6 +79,7 @@ pub const VARIABLES: &[&str] = &[
     "LOCKBOX_PREFETCH_REQUIRED",
     "LOCKBOX_REFRESH_AHEAD",
     "LOCKBOX_MAX_STALE",
+    "LOCKBOX_TTL_JITTER",
     "LOCKBOX_MAX_CLIENT_CONNECTIONS",
     "LOCKBOX_CLIENT_TIMEOUT_MS",
     "LOCKBOX_ALLOWED_ROLES",
@@ -152,6 +160,8 @@ pub struct Config {
     pub refresh_ahead: f64,
     /// How long past its TTL an entry may be served while AWS fails transiently.
     pub max_stale: Duration,
+    /// Fraction of the TTL, either side, within which each entry's TTL is drawn.
+    pub ttl_jitter: f64,
     /// Connections from function code served at once.
     pub max_client_connections: usize,
     /// Time a client has to send a request head.
@@ -187,6 +197,7 @@ impl fmt::Debug for Config {
             .field("prefetch_required", &self.prefetch_required)
             .field("refresh_ahead", &self.refresh_ahead)
             .field("max_stale", &self.max_stale)
+            .field("ttl_jitter", &self.ttl_jitter)
             .field("max_client_connections", &self.max_client_connections)
             .field("client_timeout", &self.client_timeout)
             .field("mode", &self.mode)
@@ -441,6 +452,7 @@ impl RawConfig {
                 0..=MAX_TTL_SECS,
                 "a whole number of seconds from 0 to 86400 (0 never serves stale)",
             )?),
+            ttl_jitter: self.ttl_jitter()?,
             max_client_connections: self.number(
                 "LOCKBOX_MAX_CLIENT_CONNECTIONS",
                 DEFAULT_MAX_CLIENT_CONNECTIONS as u64,
@@ -590,6 +602,21 @@ impl RawConfig {
             self.get("LOCKBOX_RENDER").unwrap_or(""),
             root_path,
         )?)
+    }
+
+    fn ttl_jitter(&self) -> Result<f64, ConfigError> {
+        const NAME: &str = "LOCKBOX_TTL_JITTER";
+        let Some(value) = self.get(NAME) else {
+            return Ok(DEFAULT_TTL_JITTER);
+        };
+        match value.parse::<f64>() {
+            Ok(f) if (0.0..=MAX_TTL_JITTER).contains(&f) => Ok(f),
+            _ => Err(invalid(
+                NAME,
+                value,
+                "a fraction of the TTL from 0 to 0.5 (0 expires every value exactly at its TTL)",
+            )),
+        }
     }
 
     fn fraction(&self, name: &'static str, default: f64) -> Result<f64, ConfigError> {

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::aws::{AwsSource, Scopes, Source, SourceFactory};
+use crate::aws::{AwsSource, Coalescing, Scopes, Source, SourceFactory};
 use crate::cache::{Cache, GateOpener};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
 use crate::domain::mode::LambdaMode;
@@ -111,8 +111,13 @@ pub struct InitDeadline {
 impl InitDeadline {
     /// A deadline `budget` from now.
     pub fn after(budget: Duration) -> Self {
+        Self::since(Instant::now(), budget)
+    }
+
+    /// A deadline `budget` after `started`.
+    pub fn since(started: Instant, budget: Duration) -> Self {
         Self {
-            at: Instant::now() + budget,
+            at: started + budget,
             budget,
         }
     }
@@ -138,6 +143,10 @@ enum Signal {
 
 /// Runs the extension from registration to exit.
 pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
+    // The Init budget counts from here, not from when prefetch starts: Init is what it
+    // bounds, and registering and building the clients are part of it (seconds on a
+    // machine busy starting a fleet).
+    let init_started = Instant::now();
     let running: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
     let (extension, signals) = register(running.clone(), raw.mode()).await?;
     let init = InitReporter {
@@ -155,7 +164,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     }
     let server = Server::start(listener, &config, app);
 
-    let deadline = InitDeadline::after(config.prefetch_timeout);
+    let deadline = InitDeadline::since(init_started, config.prefetch_timeout);
     let mut renderer = (!config.render.is_empty()).then(|| Renderer::load(&config.render));
     let loaded = async {
         prefetch(&config, &core, gate_opener, deadline).await?;
@@ -280,14 +289,20 @@ async fn build_core(config: &Config) -> Core {
         .load()
         .await;
     let settings = config.source_settings();
-    let home: Arc<dyn Source> = Arc::new(AwsSource::new(&sdk, &settings));
+    // Each scope's concurrent misses are coalesced into batch calls, as many in flight at
+    // once as the connection bound allows.
+    let calls = settings.max_connections.get();
+    let home: Arc<dyn Source> = Arc::new(Coalescing::new(
+        Arc::new(AwsSource::new(&sdk, &settings)),
+        calls,
+    ));
     let factory: SourceFactory = {
         let (sdk, session) = (sdk.clone(), config.role_session_name.clone());
         Arc::new(move |scope: Scope| {
             let (sdk, session) = (sdk.clone(), session.clone());
             Box::pin(async move {
-                Arc::new(AwsSource::for_scope(&sdk, &settings, scope, &session).await)
-                    as Arc<dyn Source>
+                let source = AwsSource::for_scope(&sdk, &settings, scope, &session).await;
+                Arc::new(Coalescing::new(Arc::new(source), calls)) as Arc<dyn Source>
             })
         })
     };
@@ -298,7 +313,7 @@ async fn build_core(config: &Config) -> Core {
         factory,
     );
     Core {
-        cache: Cache::new(config.cache_settings()),
+        cache: Cache::new(config.cache_settings()).with_ttl_jitter(config.ttl_jitter),
         scopes: Arc::new(scopes),
     }
 }
@@ -352,11 +367,19 @@ async fn prefetch(
         return Ok(());
     }
     let started = Instant::now();
-    let outcome = deadline.run(prefetch::run(core, &config.prefetch)).await;
+    // A task of its own, so that at the deadline prefetch is not cancelled but goes on:
+    // its calls in flight (waiting out a throttle, say) still fill the cache, and a read
+    // of a value they carry waits for them instead of asking AWS again.
+    let task = tokio::spawn({
+        let (core, plan) = (core.clone(), config.prefetch.clone());
+        async move { prefetch::run(&core, &plan).await }
+    });
+    let outcome = deadline.run(task).await;
     gate_opener.open();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let problem = match outcome {
-        Some(report) => {
+        Some(Err(_)) => Some("the prefetch task failed".to_owned()),
+        Some(Ok(report)) => {
             tracing::info!(
                 loaded = report.loaded,
                 failed = report.failures.len(),

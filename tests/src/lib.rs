@@ -13,6 +13,8 @@
 //! - [`check`]: the assertions and small helpers the end-to-end tests share.
 //! - [`fixture`]: the opening most tests share: moto seeded with parameters and secrets,
 //!   the proxy, the extension started with the test's environment.
+//! - [`fleet`]: many extensions started at once behind one quota-enforcing proxy, as a
+//!   function scaling out; used by `make bench` and the fleet tests.
 //!
 //! Data flows: test code -> [`client::ExtClient`] -> lockbox (under [`sandbox::Sandbox`])
 //! -> [`proxy::Proxy`] -> [`moto::Moto`]. [`Fixture`] wires all of it up.
@@ -21,6 +23,7 @@ pub mod bins;
 pub mod check;
 pub mod client;
 pub mod fixture;
+pub mod fleet;
 pub mod moto;
 pub mod proxy;
 pub mod rie;
@@ -131,7 +134,8 @@ pub async fn lockbox_refusing(name: &str, value: &str) -> anyhow::Result<(Sandbo
     Ok((sandbox, status))
 }
 
-fn port_was_taken(sandbox: &Sandbox) -> bool {
+/// Whether the extension exited because another process took its port first.
+pub(crate) fn port_was_taken(sandbox: &Sandbox) -> bool {
     sandbox.exit_status().is_some()
         && sandbox
             .logs()

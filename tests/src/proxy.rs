@@ -4,6 +4,11 @@
 //! instead: it forwards every request unchanged (method, path, query, headers, body) and the
 //! answer back, counts requests per AWS operation, and injects faults on demand. Faults are
 //! armed through the [`Proxy`] handle while the extension runs.
+//!
+//! It can also enforce an account's request quotas ([`Proxy::enforce_quotas`]): one token
+//! bucket per quota group, shared by every client of the proxy (as an account's quota is
+//! shared by every execution environment), answering `ThrottlingException` past it exactly
+//! as AWS does.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -23,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 /// A fault to answer one request with instead of forwarding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,13 +86,80 @@ struct State {
     down: watch::Sender<DownMode>,
     faults: AtomicUsize,
     refused: AtomicUsize,
+    quotas: Mutex<Vec<Bucket>>,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     received: HashMap<String, usize>,
     forwarded: HashMap<String, usize>,
+    throttled: HashMap<String, usize>,
     total: usize,
+}
+
+/// One of an account's request quotas: the operations that share it, and its rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    /// The operations counted against it together.
+    pub operations: &'static [&'static str],
+    /// Requests per second, sustained.
+    pub per_second: f64,
+    /// Requests that may arrive at once after a quiet spell: the bucket's size.
+    pub burst: f64,
+}
+
+/// The default read quotas of one account and region (Service Quotas, standard
+/// throughput). The bucket holds one second's worth of requests: AWS does not publish the
+/// burst of these quotas, and a second's worth is the usual shape of its token buckets.
+pub const AWS_READ_QUOTAS: [Quota; 3] = [
+    Quota {
+        operations: &["GetParameter", "GetParameters", "GetParametersByPath"],
+        per_second: 40.0,
+        burst: 40.0,
+    },
+    Quota {
+        operations: &["BatchGetSecretValue"],
+        per_second: 100.0,
+        burst: 100.0,
+    },
+    Quota {
+        operations: &["GetSecretValue", "DescribeSecret"],
+        per_second: 10_000.0,
+        burst: 10_000.0,
+    },
+];
+
+/// A token bucket for one [`Quota`].
+#[derive(Debug)]
+struct Bucket {
+    quota: Quota,
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl Bucket {
+    fn new(quota: Quota) -> Self {
+        Self {
+            quota,
+            tokens: quota.burst,
+            refilled_at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn admit(&mut self, now: Instant) -> bool {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.quota.per_second).min(self.quota.burst);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// "Answer the next `remaining` requests for `op` (any op when `None`) with `fault`."
@@ -114,6 +187,7 @@ impl Proxy {
             down: watch::Sender::new(DownMode::Off),
             faults: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
+            quotas: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
         Ok(Proxy {
@@ -150,6 +224,28 @@ impl Proxy {
             .get(op)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Requests for an operation answered `ThrottlingException` by an enforced quota.
+    pub fn throttled(&self, op: &str) -> usize {
+        lock(&self.state.counts)
+            .throttled
+            .get(op)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every operation throttled by an enforced quota so far, with its count.
+    pub fn throttled_counts(&self) -> HashMap<String, usize> {
+        lock(&self.state.counts).throttled.clone()
+    }
+
+    /// Enforces `quotas` from now on, each with a full bucket, in place of any enforced
+    /// before; an empty list lifts them. A request over its quota is answered as AWS
+    /// answers it (HTTP 400 `ThrottlingException`, "Rate exceeded") and counted in
+    /// [`Proxy::throttled`], not in [`Proxy::faults_injected`].
+    pub fn enforce_quotas(&self, quotas: &[Quota]) {
+        *lock(&self.state.quotas) = quotas.iter().copied().map(Bucket::new).collect();
     }
 
     /// All requests received, of any operation.
@@ -306,10 +402,7 @@ async fn handle(request: Request<Incoming>, state: &State, kill: &Notify) -> Res
     if let Some(fault) = take_fault(state, &op) {
         state.faults.fetch_add(1, Ordering::SeqCst);
         return match fault {
-            Fault::Throttle => aws_error(
-                StatusCode::BAD_REQUEST,
-                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
-            ),
+            Fault::Throttle => throttling(),
             Fault::ServerError => aws_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"__type":"InternalServerError","message":"injected"}"#,
@@ -319,8 +412,31 @@ async fn handle(request: Request<Incoming>, state: &State, kill: &Notify) -> Res
         };
     }
 
+    if !within_quota(state, &op) {
+        *lock(&state.counts).throttled.entry(op).or_default() += 1;
+        return throttling();
+    }
+
     *lock(&state.counts).forwarded.entry(op).or_default() += 1;
     forward(request, state).await
+}
+
+/// Whether the operation's quota (if one is enforced) has a token for this request.
+fn within_quota(state: &State, op: &str) -> bool {
+    let mut quotas = lock(&state.quotas);
+    let now = Instant::now();
+    quotas
+        .iter_mut()
+        .find(|bucket| bucket.quota.operations.contains(&op))
+        .is_none_or(|bucket| bucket.admit(now))
+}
+
+/// AWS's answer past a rate limit.
+fn throttling() -> Response<ProxyBody> {
+    aws_error(
+        StatusCode::BAD_REQUEST,
+        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+    )
 }
 
 /// The AWS operation of a JSON-protocol request: the part of `X-Amz-Target` after the dot.

@@ -1,11 +1,17 @@
 //! The AWS side: the [`Source`] trait the layers above read through, its SDK implementation
 //! [`AwsSource`], the classification of every failure into a [`SourceError`], and
-//! [`Scopes`], the registry of one source per role and region.
+//! [`Scopes`], the registry of one source per role and region. [`Coalescing`] wraps a
+//! scope's source so that concurrent misses go to AWS as batch calls, and every SDK call
+//! goes through its service's [`pace::Pace`]: one rate that backs off together when AWS
+//! throttles, retries with full jitter, all within the read's timeout.
 
+pub mod coalesce;
+pub mod pace;
 pub mod scopes;
 pub mod sdk;
 pub mod source;
 
+pub use coalesce::Coalescing;
 pub use scopes::{ScopeError, Scopes, SourceFactory, MAX_REGIONS};
 pub use sdk::{AwsSource, SourceSettings, RENEW_BEFORE_EXPIRY};
 pub use source::{

@@ -10,12 +10,12 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::timeout::TimeoutConfig;
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
 
 use std::num::NonZeroUsize;
 
 use lockbox_aws::ErrorClass;
 
+use super::pace::Pace;
 use super::source::{FailureKind, ParameterBatch, SecretBatch, Source, SourceError};
 use crate::domain::{
     label, ArnPrefixes, Parameter, ParameterExtra, ParameterName, RoleArn, Scope, Secret,
@@ -32,6 +32,28 @@ pub struct SourceSettings {
     pub secrets_timeout: Duration,
     /// Concurrent AWS requests per service.
     pub max_connections: NonZeroUsize,
+}
+
+/// The class of an AWS error code with its HTTP status (a batch call's per-value errors
+/// carry a code only; they are classified as the single call's answer would be).
+pub fn kind_of(code: &str, status: u16) -> FailureKind {
+    let class = lockbox_aws::classify(Some(code), Some(status));
+    if code.contains("NotFound") {
+        FailureKind::NotFound
+    } else if class == ErrorClass::Throttled {
+        FailureKind::Throttled
+    } else if code.contains("AccessDenied")
+        || code.starts_with("KMS")
+        || code == "UnrecognizedClientException"
+        || code == "InvalidSignatureException"
+        || code == "ExpiredTokenException"
+    {
+        FailureKind::Denied
+    } else if class == ErrorClass::Transient {
+        FailureKind::ServerError
+    } else {
+        FailureKind::Rejected
+    }
 }
 
 /// Classifies any SDK error of either service. `role` is the role the request was made
@@ -78,28 +100,13 @@ where
                 .message()
                 .unwrap_or("no message")
                 .to_owned();
-            let class = lockbox_aws::classify(Some(&code), Some(status));
-            let kind = if code.contains("NotFound") {
-                FailureKind::NotFound
-            } else if class == ErrorClass::Throttled {
-                FailureKind::Throttled
-            } else if code.contains("AccessDenied")
-                || code.starts_with("KMS")
-                || code == "UnrecognizedClientException"
-                || code == "InvalidSignatureException"
-                || code == "ExpiredTokenException"
-            {
-                FailureKind::Denied
-            } else if class == ErrorClass::Transient {
-                FailureKind::ServerError
-            } else {
-                FailureKind::Rejected
-            };
+            let kind = kind_of(&code, status);
             SourceError {
                 kind,
                 code,
                 message,
                 aws_status: Some(status),
+                retry_after: None,
             }
         }
         _ => SourceError::new(
@@ -161,6 +168,7 @@ where
         code: "AssumeRoleFailed".to_owned(),
         message: format!("could not assume role {role}: {why}"),
         aws_status: Some(403),
+        retry_after: None,
     })
 }
 
@@ -175,11 +183,12 @@ pub struct AwsSource {
     scope: Scope,
     ssm: aws_sdk_ssm::Client,
     secrets: aws_sdk_secretsmanager::Client,
-    // PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS: a bound on concurrent requests per
-    // backend is a bound on its connections, and keeps a burst of misses from tripping
-    // the account's shared SSM rate limit.
-    ssm_slots: Arc<Semaphore>,
-    secrets_slots: Arc<Semaphore>,
+    // One rate, PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS slots and retries per
+    // service, taken by every call of this scope (single, batch, path): a bound on
+    // concurrent requests per backend is a bound on its connections, and the rate keeps
+    // the environment's share of the account's quotas when AWS throttles.
+    ssm_pace: Pace,
+    secrets_pace: Pace,
     arn_prefixes: Arc<ArnPrefixes>,
 }
 
@@ -255,18 +264,23 @@ impl AwsSource {
                 .connect_timeout(operation.min(Duration::from_secs(3)))
                 .build()
         };
+        // Retries are the pace's (super::pace), so that every throttle slows the shared
+        // rate and retries are jittered over a window a fleet can share.
         let ssm = aws_sdk_ssm::config::Builder::from(sdk)
             .timeout_config(timeouts(settings.ssm_timeout))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
         let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
             .timeout_config(timeouts(settings.secrets_timeout))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
+        let connections = settings.max_connections.get();
         Self {
             scope,
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
-            ssm_slots: Arc::new(Semaphore::new(settings.max_connections.get())),
-            secrets_slots: Arc::new(Semaphore::new(settings.max_connections.get())),
+            ssm_pace: Pace::new("SSM", connections, settings.ssm_timeout),
+            secrets_pace: Pace::new("Secrets Manager", connections, settings.secrets_timeout),
             arn_prefixes: Arc::default(),
         }
     }
@@ -298,15 +312,18 @@ impl Source for AwsSource {
         decrypt: bool,
     ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
         Box::pin(async move {
-            let _slot = self.ssm_slots.acquire().await.map_err(|_| closed())?;
             let out = self
-                .ssm
-                .get_parameter()
-                .name(name.api_name())
-                .with_decryption(decrypt)
-                .send()
-                .await
-                .map_err(|e| self.fail(e, "SSM"))?;
+                .ssm_pace
+                .call(|| async move {
+                    self.ssm
+                        .get_parameter()
+                        .name(name.api_name())
+                        .with_decryption(decrypt)
+                        .send()
+                        .await
+                        .map_err(|e| self.fail(e, "SSM"))
+                })
+                .await?;
             let Some(p) = out.parameter else {
                 return Err(SourceError::new(
                     FailureKind::Rejected,
@@ -329,22 +346,26 @@ impl Source for AwsSource {
         version: Option<&'a SecretVersion>,
     ) -> BoxFuture<'a, Result<Secret, SourceError>> {
         Box::pin(async move {
-            let _slot = self.secrets_slots.acquire().await.map_err(|_| closed())?;
             // Without an id or stage ask for AWSCURRENT by name: it is the documented
             // default, and some endpoints answer a bare request from a stale version.
             let (version_id, stage) = match version {
                 None => (None, Some("AWSCURRENT".to_owned())),
                 Some(version) => (version.version_id.clone(), version.stage.clone()),
             };
+            let (version_id, stage) = (&version_id, &stage);
             let mut out = self
-                .secrets
-                .get_secret_value()
-                .secret_id(id)
-                .set_version_id(version_id)
-                .set_version_stage(stage)
-                .send()
-                .await
-                .map_err(|e| self.fail(e, "Secrets Manager"))?;
+                .secrets_pace
+                .call(|| async move {
+                    self.secrets
+                        .get_secret_value()
+                        .secret_id(id)
+                        .set_version_id(version_id.clone())
+                        .set_version_stage(stage.clone())
+                        .send()
+                        .await
+                        .map_err(|e| self.fail(e, "Secrets Manager"))
+                })
+                .await?;
             Ok(Secret {
                 arn: out.arn.take(),
                 created_date: timestamp(out.created_date.as_ref()),
@@ -367,13 +388,17 @@ impl Source for AwsSource {
     ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>> {
         Box::pin(async move {
             let mut out = self
-                .ssm
-                .get_parameters()
-                .set_names(Some(names.to_vec()))
-                .with_decryption(decrypt)
-                .send()
-                .await
-                .map_err(|e| self.fail(e, "SSM"))?;
+                .ssm_pace
+                .call(|| async move {
+                    self.ssm
+                        .get_parameters()
+                        .set_names(Some(names.to_vec()))
+                        .with_decryption(decrypt)
+                        .send()
+                        .await
+                        .map_err(|e| self.fail(e, "SSM"))
+                })
+                .await?;
             let found = out
                 .parameters
                 .take()
@@ -398,16 +423,21 @@ impl Source for AwsSource {
             let mut all = Vec::new();
             let mut next_token = None;
             loop {
+                let token = &next_token;
                 let mut out = self
-                    .ssm
-                    .get_parameters_by_path()
-                    .path(path)
-                    .recursive(recursive)
-                    .with_decryption(decrypt)
-                    .set_next_token(next_token.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.fail(e, "SSM"))?;
+                    .ssm_pace
+                    .call(|| async move {
+                        self.ssm
+                            .get_parameters_by_path()
+                            .path(path)
+                            .recursive(recursive)
+                            .with_decryption(decrypt)
+                            .set_next_token(token.clone())
+                            .send()
+                            .await
+                            .map_err(|e| self.fail(e, "SSM"))
+                    })
+                    .await?;
                 let page = out.parameters.take().unwrap_or_default();
                 all.extend(
                     page.into_iter()
@@ -430,14 +460,19 @@ impl Source for AwsSource {
             let mut batch = SecretBatch::default();
             let mut next_token = None;
             loop {
+                let token = &next_token;
                 let mut out = self
-                    .secrets
-                    .batch_get_secret_value()
-                    .set_secret_id_list(Some(ids.to_vec()))
-                    .set_next_token(next_token.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.fail(e, "Secrets Manager"))?;
+                    .secrets_pace
+                    .call(|| async move {
+                        self.secrets
+                            .batch_get_secret_value()
+                            .set_secret_id_list(Some(ids.to_vec()))
+                            .set_next_token(token.clone())
+                            .send()
+                            .await
+                            .map_err(|e| self.fail(e, "Secrets Manager"))
+                    })
+                    .await?;
                 let values = out.secret_values.take().unwrap_or_default();
                 batch
                     .found
@@ -510,14 +545,6 @@ fn convert_secret_entry(mut e: aws_sdk_secretsmanager::types::SecretValueEntry) 
         version_id: e.version_id.take(),
         version_stages: e.version_stages.take().unwrap_or_default().into(),
     }
-}
-
-fn closed() -> SourceError {
-    SourceError::new(
-        FailureKind::Internal,
-        "ShuttingDown",
-        "the extension is shutting down",
-    )
 }
 
 #[cfg(test)]

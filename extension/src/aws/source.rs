@@ -3,6 +3,8 @@
 //! [`SourceError`] every failure becomes, once: transient (may be retried, may serve a
 //! stale value) or permanent (never serves stale).
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 use crate::domain::{
@@ -109,6 +111,9 @@ pub struct SourceError {
     pub message: String,
     /// AWS's HTTP status when AWS answered.
     pub aws_status: Option<u16>,
+    /// When AWS throttled past the timeout: how long the caller should wait before asking
+    /// again (the `Retry-After` header).
+    pub retry_after: Option<Duration>,
 }
 
 impl SourceError {
@@ -130,6 +135,7 @@ impl SourceError {
             code: code.to_owned(),
             message: message.into(),
             aws_status: None,
+            retry_after: None,
         }
     }
 }

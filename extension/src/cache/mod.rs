@@ -10,10 +10,16 @@
 //! pause and advance the clock: an entry is forgotten once it is past its TTL *and* past
 //! the stale window.
 //!
-//! One fetch per key at a time: a caller that misses takes the key's turn (a
-//! `tokio::sync::Mutex` that exists only while someone is fetching that key), looks again,
-//! and fetches only if the entry is still not fresh. Callers queued behind it then find
-//! the fresh entry: one AWS call in all.
+//! One fetch per key at a time, and one outcome for everyone who waits on it: a caller that
+//! misses either leads the key's flight (an entry in a map that exists only while the key
+//! is being fetched) or follows it. The leader looks again, fetches only if the entry is
+//! still not fresh, and hands its outcome, value or error, to every follower: one AWS call
+//! in all, also when AWS fails. Only a leader that is cancelled before it has an outcome
+//! lets a follower lead a new fetch.
+//!
+//! Expiry is jittered: each entry's TTL is drawn within `±ttl_jitter` of the configured
+//! one, so values fetched together (in one environment, or in a fleet of environments that
+//! started together) expire, and are refreshed ahead of expiry, at different times.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use lru::LruCache;
+use rand::Rng;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::aws::SourceError;
@@ -261,14 +269,20 @@ pub struct CacheSettings {
 pub struct Cache {
     store: Option<Arc<Store>>,
     settings: CacheSettings,
+    /// Each entry's TTL is drawn uniformly within this fraction of the configured TTL,
+    /// either side.
+    ttl_jitter: f64,
 }
+
+/// The outcome of one fetch, as every caller waiting on it receives it.
+type Outcome = Result<Lookup, SourceError>;
 
 /// Entries in least-recently-used order, and the keys being fetched now.
 struct Store {
     entries: Mutex<LruCache<Key, Arc<Entry>>>,
-    /// One turn per key being fetched; removed when its last holder is done, so the map
-    /// holds only keys in flight.
-    turns: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// One flight per key being fetched: followers watch it for the leader's outcome. The
+    /// leader removes it when done (or cancelled), so the map holds only keys in flight.
+    flights: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
     capacity: NonZeroUsize,
 }
 
@@ -284,7 +298,7 @@ impl Store {
             // Unbounded, with the bound enforced in `put`: `LruCache::new` would size its
             // table for the full capacity up front, memory an idle function does not need.
             entries: Mutex::new(LruCache::unbounded()),
-            turns: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
             capacity,
         }
     }
@@ -320,37 +334,47 @@ impl Store {
         drop(removed);
     }
 
-    /// Waits for the key's turn to fetch: at most one holder per key at a time.
-    async fn turn(&self, key: &Key) -> Turn<'_> {
-        let gate = lock(&self.turns).entry(key.clone()).or_default().clone();
-        let guard = gate.clone().lock_owned().await;
-        Turn {
+    /// Leads the key's flight, or follows the one in progress.
+    fn join(&self, key: &Key) -> Flight<'_> {
+        let mut flights = lock(&self.flights);
+        if let Some(flight) = flights.get(key) {
+            return Flight::Follow(flight.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(key.clone(), rx);
+        Flight::Lead(Leader {
             store: self,
             key: key.clone(),
-            gate,
-            guard: Some(guard),
-        }
+            outcome: tx,
+        })
     }
 }
 
-/// A key's turn to fetch. Dropping it (also when the request is cancelled) lets the next
-/// caller in, and forgets the turn once nobody else waits for it.
-struct Turn<'a> {
-    store: &'a Store,
-    key: Key,
-    gate: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+/// A caller's part in a key's fetch.
+enum Flight<'a> {
+    /// Fetch, then hand the outcome over.
+    Lead(Leader<'a>),
+    /// Wait for the leader's outcome.
+    Follow(watch::Receiver<Option<Outcome>>),
 }
 
-impl Drop for Turn<'_> {
+/// The leader of a key's flight. Dropping it (done, or cancelled with its request) ends
+/// the flight: followers then have the outcome, or find no leader and lead a new fetch.
+struct Leader<'a> {
+    store: &'a Store,
+    key: Key,
+    outcome: watch::Sender<Option<Outcome>>,
+}
+
+impl Leader<'_> {
+    fn finish(self, outcome: &Outcome) {
+        self.outcome.send_replace(Some(outcome.clone()));
+    }
+}
+
+impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut turns = lock(&self.store.turns);
-        // Two holders left (the map and this turn) means no one else has it: clones are
-        // only made under this same lock, so the count cannot rise behind our back.
-        if Arc::strong_count(&self.gate) == 2 {
-            turns.remove(&self.key);
-        }
+        lock(&self.store.flights).remove(&self.key);
     }
 }
 
@@ -372,7 +396,29 @@ impl Cache {
         let store = NonZeroUsize::new(settings.capacity)
             .filter(|_| settings.enabled)
             .map(|capacity| Arc::new(Store::new(capacity)));
-        Self { store, settings }
+        Self {
+            store,
+            settings,
+            ttl_jitter: 0.0,
+        }
+    }
+
+    /// Draws each entry's TTL uniformly within `fraction` of the configured TTL, either
+    /// side (0 to 0.5; 0 expires every entry exactly at its TTL).
+    pub fn with_ttl_jitter(mut self, fraction: f64) -> Self {
+        self.ttl_jitter = fraction.clamp(0.0, 0.5);
+        self
+    }
+
+    /// A new entry, its TTL jittered.
+    fn entry(&self, item: Item, ttl: Duration) -> Entry {
+        let ttl = if self.ttl_jitter > 0.0 && !ttl.is_zero() {
+            let factor = rand::rng().random_range(-self.ttl_jitter..=self.ttl_jitter);
+            ttl.mul_f64(1.0 + factor)
+        } else {
+            ttl
+        };
+        Entry::new(item, ttl)
     }
 
     /// The TTL that applies to a key.
@@ -434,10 +480,47 @@ impl Cache {
             }
         }
 
-        // Slow path: one fetch per key at a time. Whoever held the turn before us may have
-        // just stored a fresh entry, so look again once it is ours.
-        let turn = store.turn(&key).await;
-        let current = store.get(&key);
+        // Slow path: one fetch per key at a time, its outcome shared by everyone waiting.
+        loop {
+            let leader = match store.join(&key) {
+                Flight::Lead(leader) => leader,
+                Flight::Follow(mut flight) => {
+                    let outcome = match flight.wait_for(Option::is_some).await {
+                        Ok(outcome) => outcome.clone(),
+                        // The leader was cancelled before it had an outcome.
+                        Err(_) => continue,
+                    };
+                    match outcome {
+                        // A forced read wants AWS's answer, not the cache's.
+                        Some(Ok(lookup)) if force && lookup.freshness != Freshness::Miss => {
+                            continue
+                        }
+                        Some(outcome) => return outcome,
+                        None => continue,
+                    }
+                }
+            };
+            let outcome = self.lead(store, &key, force, ttl, fetch).await;
+            leader.finish(&outcome);
+            return outcome;
+        }
+    }
+
+    /// The leader's part: look again (the previous flight may have just stored a fresh
+    /// entry), fetch, store, or fall back to a stale entry.
+    async fn lead<F, Fut>(
+        &self,
+        store: &Store,
+        key: &Key,
+        force: bool,
+        ttl: Duration,
+        fetch: F,
+    ) -> Outcome
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Item, SourceError>>,
+    {
+        let current = store.get(key);
         if let Some(entry) = current
             .as_ref()
             .filter(|e| !force && e.is_fresh(Instant::now()))
@@ -448,11 +531,11 @@ impl Cache {
                 freshness: Freshness::Hit,
             });
         }
-        let outcome = match fetch().await {
+        match fetch().await {
             Ok(item) => {
-                let entry = Arc::new(Entry::new(item, ttl));
+                let entry = Arc::new(self.entry(item, ttl));
                 entry.mark_read();
-                store.put(key, entry.clone());
+                store.put(key.clone(), entry.clone());
                 Ok(Lookup {
                     entry,
                     freshness: Freshness::Miss,
@@ -473,15 +556,13 @@ impl Cache {
                     // A permanent failure means the old value is gone or no longer ours
                     // to read: forget it rather than serve it later.
                     Some(entry) if !err.is_transient() => {
-                        store.remove_if_same(&key, &entry);
+                        store.remove_if_same(key, &entry);
                         Err(err)
                     }
                     _ => Err(err),
                 }
             }
-        };
-        drop(turn);
-        outcome
+        }
     }
 
     /// The fresh entry for a key, if there is one (counts as a read).
@@ -502,7 +583,7 @@ impl Cache {
     /// Stores a value fetched outside [`Cache::get_or_fetch`] (batch reads, prefetch,
     /// refresh) and returns the entry. `read` says whether a caller is reading it now.
     pub fn insert(&self, key: Key, item: Item, read: bool) -> Arc<Entry> {
-        let entry = Arc::new(Entry::new(item, self.ttl(&key)));
+        let entry = Arc::new(self.entry(item, self.ttl(&key)));
         if read {
             entry.mark_read();
         }
@@ -718,6 +799,62 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_misses_share_one_fetchs_failure() {
+        let cache = Cache::new(settings());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let cache = cache.clone();
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch(key("down"), false, || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Err(SourceError::new(
+                                FailureKind::Timeout,
+                                "Timeout",
+                                "no answer",
+                            ))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap_err().code, "Timeout");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(lock(&cache.store.as_ref().unwrap().flights).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_fetched_together_expire_apart_with_jitter() {
+        let cache = Cache::new(CacheSettings {
+            capacity: 100,
+            ..settings()
+        })
+        .with_ttl_jitter(0.1);
+        for i in 0..50 {
+            cache.insert(key(&format!("k{i}")), item("v"), true);
+        }
+        let ttls: Vec<Duration> = (0..50)
+            .map(|i| {
+                let store = cache.store.as_ref().unwrap();
+                store.get(&key(&format!("k{i}"))).unwrap().ttl()
+            })
+            .collect();
+        let (min, max) = (ttls.iter().min().unwrap(), ttls.iter().max().unwrap());
+        // 300 s +-10 %: within 270..330 s, and 50 draws are not all within a few seconds.
+        assert!(*min >= Duration::from_secs(270) && *max <= Duration::from_secs(330));
+        assert!(*max - *min > Duration::from_secs(20), "{min:?}..{max:?}");
+        // Refresh-ahead follows each entry's own TTL: some are due before others.
+        tokio::time::advance(Duration::from_secs(230)).await;
+        let due = cache.due_for_refresh(0.2).len();
+        assert!(0 < due && due < 50, "{due} of 50 due at 230 s");
+    }
+
     #[tokio::test]
     async fn evicts_least_recently_used_at_capacity() {
         let cache = Cache::new(CacheSettings {
@@ -786,7 +923,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cancelled_fetch_lets_the_next_caller_fetch_and_turns_are_not_kept() {
+    async fn a_cancelled_fetch_lets_the_next_caller_fetch_and_flights_are_not_kept() {
         let cache = Cache::new(settings());
         let started = Arc::new(tokio::sync::Notify::new());
         let leader = {
@@ -811,7 +948,7 @@ mod tests {
         .expect("the cancelled fetch still holds the key")
         .unwrap();
         assert_eq!(l.freshness, Freshness::Miss);
-        assert!(lock(&cache.store.as_ref().unwrap().turns).is_empty());
+        assert!(lock(&cache.store.as_ref().unwrap().flights).is_empty());
     }
 
     #[tokio::test]

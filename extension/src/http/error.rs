@@ -3,7 +3,8 @@
 //!
 //! The AWS layer answers every failure with a bare 400; function code then cannot tell a
 //! typo from an outage. lockbox keeps AWS's error code and status where AWS answered, and
-//! uses 502/504 for AWS being unreachable or slow. Messages never contain a value.
+//! uses 502/504 for AWS being unreachable or slow, and 429 with `Retry-After` when AWS
+//! kept throttling for the whole timeout. Messages never contain a value.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -85,6 +86,9 @@ impl ApiError {
                     FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                     FailureKind::Unreachable => StatusCode::BAD_GATEWAY,
                     FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                    // AWS answers throttling with a bare 400; function code that retries
+                    // on 429 and honours Retry-After is what a throttled fleet needs.
+                    FailureKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
                     // AWS answered: keep its status, as function code may already branch on it.
                     _ => err
                         .aws_status
@@ -109,11 +113,23 @@ impl IntoResponse for ApiError {
             message,
         })
         .unwrap_or_else(|_| b"{\"__type\":\"InternalError\",\"message\":\"\"}".to_vec());
+        let retry_after = match &self {
+            ApiError::Source(err) if err.kind == FailureKind::Throttled => Some(
+                err.retry_after
+                    .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64),
+            ),
+            _ => None,
+        };
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

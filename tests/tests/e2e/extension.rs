@@ -1046,13 +1046,16 @@ async fn aws_timeout_is_504() -> anyhow::Result<()> {
 async fn aws_errors_keep_the_aws_status_and_code() -> anyhow::Result<()> {
     let (_moto, _sandbox, proxy, client) = lockbox_with_p_and_s(&[]).await?;
 
-    // More faults than any retry policy makes attempts, so the error reaches the caller.
+    // Throttled for the whole timeout: 429 with a hint of when to come back (AWS's own
+    // answer is a bare 400, which function code cannot tell from a bad request).
     proxy.fail_next(Some("GetParameter"), 100, Fault::Throttle);
-    assert_error(
-        &client.get_parameter("/app/p", &[]).await?,
-        400,
-        "ThrottlingException",
-    );
+    let throttled = client.get_parameter("/app/p", &[]).await?;
+    assert_error(&throttled, 429, "ThrottlingException");
+    let retry_after: u64 = throttled
+        .header("retry-after")
+        .expect("a Retry-After header")
+        .parse()?;
+    assert!(retry_after >= 1);
     proxy.fail_next(Some("GetSecretValue"), 100, Fault::ServerError);
     assert_error(
         &client.get_secret("app/s", &[]).await?,

@@ -8,6 +8,7 @@
 mod deploy;
 mod exec;
 mod extension;
+mod fleet;
 mod hardening;
 mod harness;
 mod prefetch;

@@ -23,7 +23,7 @@ async fn throttling_burst_is_retried_and_the_read_succeeds() -> anyhow::Result<(
         .await?;
     let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
-    // Two throttles, then AWS answers: the third of the SDK's three attempts succeeds.
+    // Two throttles, then AWS answers: the third attempt succeeds.
     proxy.fail_next(Some("GetParameter"), 2, Fault::Throttle);
     proxy.fail_next(Some("GetSecretValue"), 2, Fault::Throttle);
     let started = Instant::now();

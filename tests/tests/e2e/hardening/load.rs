@@ -394,10 +394,12 @@ async fn mixed_load_of_hits_misses_errors_and_a_hot_new_key_has_no_surprises() -
         1,
         "fifty first reads, one AWS call"
     );
-    // Exactly one AWS call per unknown name (errors are not cached), none for anything else.
+    // Unknown names are asked each time (errors are not cached), misses arriving together
+    // in one call; nothing else reaches AWS.
     let misses = total.div_ceil(MISS_EVERY);
-    assert_eq!(proxy.calls("GetParameter"), misses);
-    assert_eq!(proxy.total(), misses + 1, "{:?}", proxy.call_counts());
+    let ssm = proxy.calls("GetParameter") + proxy.calls("GetParameters");
+    assert!((1..=misses).contains(&ssm), "{:?}", proxy.call_counts());
+    assert_eq!(proxy.total(), ssm + 1, "{:?}", proxy.call_counts());
     assert_memory_bounded(before, after);
     drop(senders);
     assert_still_serving(sandbox, pid, client).await;

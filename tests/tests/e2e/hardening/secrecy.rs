@@ -171,7 +171,7 @@ async fn no_value_reaches_logs_or_error_bodies_on_any_path_at_debug_level() -> a
     // SSM's short bound turns the same faults into 504s.
     let refresh = [("refreshNow", "true"), WITH_DECRYPTION];
     for (fault, status) in [
-        (Fault::Throttle, 400),
+        (Fault::Throttle, 429),
         (Fault::ServerError, 500),
         (Fault::Reset, 502),
     ] {
