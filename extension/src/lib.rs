@@ -15,6 +15,8 @@
 //! - [`model`] holds the values (zeroized on drop) and the AWS layer's JSON shapes;
 //!   [`error`] turns every failure into one HTTP status and JSON body.
 //! - [`logging`] writes one JSON object per line, never a value.
+//! - [`metrics`] counts what the cache saves (hits, misses, AWS calls, latency) and writes
+//!   it as CloudWatch Embedded Metric Format lines when `LOCKBOX_METRICS=emf`.
 //!
 //! References (`{{resolve:ssm:...}}`, CloudFormation's syntax) for programs that cannot
 //! call the API:
@@ -26,6 +28,7 @@
 //! - [`render`] writes template files with their references resolved under `/tmp`, during
 //!   Init and again when a value changes.
 
+pub mod aws_calls;
 pub mod batch;
 pub mod cache;
 pub mod config;
@@ -34,6 +37,7 @@ pub mod exec;
 pub mod lifecycle;
 pub mod local_api;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod prefetch;
 pub mod reference;

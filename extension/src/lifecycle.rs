@@ -8,13 +8,14 @@
 //! 4. **prefetch** what `LOCKBOX_PREFETCH` names, concurrently with the function's Init,
 //!    for at most `LOCKBOX_PREFETCH_TIMEOUT_MS`;
 //! 5. **render** the files `LOCKBOX_RENDER` names from the cache prefetch filled;
-//! 6. **event loop**: `next` returns INVOKE events (each one refreshes what is about to
-//!    expire, then renders again the files whose values changed) until SHUTDOWN;
-//! 7. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
-//!    inside Lambda's 2 s budget.
+//! 6. **event loop**: `next` returns INVOKE events (each one writes the metrics line for
+//!    the interval before it, refreshes what is about to expire, then renders again the
+//!    files whose values changed) until SHUTDOWN;
+//! 7. **shutdown**: stop accepting, finish in-flight requests, write the last metrics line,
+//!    wipe the cache, exit, all inside Lambda's 2 s budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::{Cache, CacheSettings};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
+use crate::metrics::{self, Cadence, Metrics, MetricsMode, Reporter};
 use crate::prefetch::{self, PrefetchGate};
 use crate::refresh;
 use crate::render::Renderer;
@@ -142,7 +144,18 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         }
     };
     let (gate, gate_opener) = PrefetchGate::closed_for(&config.prefetch);
-    let app = build_app(&config, gate).await;
+    let metrics = Metrics::new();
+    let app = build_app(&config, gate, &metrics).await;
+    let reporter = (config.metrics.mode == MetricsMode::Emf).then(|| {
+        Arc::new(MetricsLines {
+            reporter: Mutex::new(Reporter::new(
+                metrics.clone(),
+                config.metrics.namespace.clone(),
+                &registered.function_name,
+            )),
+            cache: app.cache().clone(),
+        })
+    });
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = ServerLimits {
         max_connections: config.max_client_connections,
@@ -173,6 +186,9 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let problem = match outcome {
             Ok(Ok(report)) => {
+                metrics
+                    .counters()
+                    .prefetched(started.elapsed(), report.loaded as u64);
                 tracing::info!(
                     loaded = report.loaded,
                     failed = report.failures.len(),
@@ -245,7 +261,19 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         plan: config.prefetch.clone(),
         prefetch_budget: config.prefetch_timeout,
         renderer: renderer.map(tokio::sync::Mutex::new),
+        metrics: metrics.clone(),
+        lines_per_invoke: reporter
+            .clone()
+            .filter(|_| config.metrics.cadence == Cadence::PerInvoke),
     });
+    // Where Lambda sends no INVOKE events, the environment is never frozen: a timer works.
+    let timer = match (&reporter, config.metrics.cadence) {
+        (Some(lines), Cadence::Every(period)) => {
+            let lines = lines.clone();
+            Some(tokio::spawn(metrics::every(period, move || lines.write())))
+        }
+        _ => None,
+    };
 
     // 6. Event loop: the first `next` ends our part of Init.
     let outcome = tokio::select! {
@@ -269,8 +297,31 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     if tokio::time::timeout(DRAIN_BUDGET, server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the shutdown budget");
     }
+    if let Some(timer) = timer {
+        timer.abort();
+    }
+    if let Some(lines) = &reporter {
+        lines.write();
+    }
     app.cache().clear().await;
     outcome
+}
+
+/// The EMF line writer and the cache whose size each line reports.
+struct MetricsLines {
+    reporter: Mutex<Reporter>,
+    cache: Cache,
+}
+
+impl MetricsLines {
+    /// Writes the line for the interval that ends now to stdout, which Lambda sends to
+    /// CloudWatch Logs. The lock is held only to write one line, never across an await.
+    fn write(&self) {
+        let mut reporter = self.reporter.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = reporter.report(self.cache.gauges(), &mut std::io::stdout().lock()) {
+            tracing::warn!(error = %err, "could not write the metrics line");
+        }
+    }
 }
 
 /// What INVOKE events work with, set once Init is done.
@@ -284,23 +335,37 @@ struct Running {
     prefetch_budget: Duration,
     /// The `LOCKBOX_RENDER` files, rendered again after each refresh.
     renderer: Option<tokio::sync::Mutex<Renderer>>,
+    /// Prefetch after a restore and refreshes are counted here.
+    metrics: Metrics,
+    /// With `LOCKBOX_METRICS=emf` in standard Lambda: a line at each INVOKE.
+    lines_per_invoke: Option<Arc<MetricsLines>>,
 }
 
 impl Running {
     /// Work done while an invoke is in flight (the only time an extension can work).
     async fn on_invoke(&self) {
+        // First, before this invoke's own work: the line covers the interval before it.
+        if let Some(lines) = &self.lines_per_invoke {
+            lines.write();
+        }
         let (cache, scopes) = (self.app.cache(), self.app.scopes());
         if self.restore_pending.swap(false, Ordering::SeqCst) {
             // Whatever the snapshot holds was fetched before it was taken: forget it and
             // load the plan afresh.
             cache.clear().await;
+            let started = tokio::time::Instant::now();
             let round = prefetch::run(cache, scopes, &self.plan);
             match tokio::time::timeout(self.prefetch_budget, round).await {
-                Ok(report) => tracing::info!(
-                    loaded = report.loaded,
-                    failed = report.failures.len(),
-                    "restored: cache cleared and prefetched"
-                ),
+                Ok(report) => {
+                    self.metrics
+                        .counters()
+                        .prefetched(started.elapsed(), report.loaded as u64);
+                    tracing::info!(
+                        loaded = report.loaded,
+                        failed = report.failures.len(),
+                        "restored: cache cleared and prefetched"
+                    )
+                }
                 Err(_) => tracing::warn!("restored: prefetch did not finish in time"),
             }
             self.render().await;
@@ -308,11 +373,9 @@ impl Running {
         }
         if self.refresh_ahead > 0.0 {
             let round = refresh::run(cache, scopes, self.refresh_ahead);
-            if tokio::time::timeout(self.refresh_bound, round)
-                .await
-                .is_err()
-            {
-                tracing::warn!("refresh ahead did not finish in time");
+            match tokio::time::timeout(self.refresh_bound, round).await {
+                Ok(report) => self.metrics.counters().refreshed(report.due as u64),
+                Err(_) => tracing::warn!("refresh ahead did not finish in time"),
             }
         }
         self.render().await;
@@ -341,8 +404,9 @@ impl Running {
     }
 }
 
-/// Builds the cache and the AWS clients from the validated configuration.
-async fn build_app(config: &Config, gate: PrefetchGate) -> App {
+/// Builds the cache and the AWS clients from the validated configuration; both count into
+/// `metrics`.
+async fn build_app(config: &Config, gate: PrefetchGate, metrics: &Metrics) -> App {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
@@ -352,15 +416,16 @@ async fn build_app(config: &Config, gate: PrefetchGate) -> App {
         parameter_ttl: config.ssm_ttl,
         secret_ttl: config.secrets_ttl,
         max_stale: config.max_stale,
-    });
-    let home: Arc<dyn Source> = Arc::new(AwsSource::new(&sdk, config));
+    })
+    .with_metrics(metrics.clone());
+    let home: Arc<dyn Source> = Arc::new(AwsSource::new(&sdk, config, metrics));
     let factory: SourceFactory = {
-        let (sdk, config) = (sdk.clone(), config.clone());
+        let (sdk, config, metrics) = (sdk.clone(), config.clone(), metrics.clone());
         Arc::new(move |scope: Scope| {
-            let (sdk, config) = (sdk.clone(), config.clone());
+            let (sdk, config, metrics) = (sdk.clone(), config.clone(), metrics.clone());
             Box::pin(async move {
                 let session = config.role_session_name.clone();
-                Arc::new(AwsSource::for_scope(&sdk, &config, scope, &session).await)
+                Arc::new(AwsSource::for_scope(&sdk, &config, scope, &session, &metrics).await)
                     as Arc<dyn Source>
             })
         })

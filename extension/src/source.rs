@@ -15,7 +15,9 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
+use crate::aws_calls::CallCounter;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::model::{
     label, ArnPrefixes, Parameter, ParameterExtra, Secret, SecretBytes, SecretText, Timestamp,
 };
@@ -206,7 +208,7 @@ where
                 .to_owned();
             let kind = if code.contains("NotFound") {
                 FailureKind::NotFound
-            } else if code.contains("Throttl") || code == "TooManyRequestsException" {
+            } else if is_throttling(&code) {
                 FailureKind::Throttled
             } else if code.contains("AccessDenied")
                 || code.starts_with("KMS")
@@ -233,6 +235,12 @@ where
             format!("the {service} request could not be built"),
         ),
     }
+}
+
+/// Whether an AWS error code says slow down (SSM's and Secrets Manager's
+/// `ThrottlingException`, STS's `Throttling`, API Gateway-style `TooManyRequestsException`).
+pub(crate) fn is_throttling(code: &str) -> bool {
+    code.contains("Throttl") || code == "TooManyRequestsException"
 }
 
 /// Looks through an SDK error for a credentials provider's failure (the SDK reports it as a
@@ -311,8 +319,9 @@ pub struct AwsSource {
 impl AwsSource {
     /// Builds both clients from the shared SDK configuration (region, credentials and
     /// `AWS_ENDPOINT_URL` come from there) with lockbox's timeouts.
-    pub fn new(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
-        Self::with_scope(sdk, config, HOME.clone())
+    /// Every request either client sends is counted into `metrics`.
+    pub fn new(sdk: &aws_config::SdkConfig, config: &Config, metrics: &Metrics) -> Self {
+        Self::with_scope(sdk, config, HOME.clone(), metrics)
     }
 
     /// Builds the clients for another role or region. A role's credentials come from STS
@@ -326,6 +335,7 @@ impl AwsSource {
         config: &Config,
         scope: Scope,
         session_name: &str,
+        metrics: &Metrics,
     ) -> Self {
         // AssumeRoleProvider needs a clock; `aws_config::defaults` always sets one, a
         // hand-built configuration may not.
@@ -370,10 +380,15 @@ impl AwsSource {
                         .build(),
                 );
         }
-        Self::with_scope(&builder.build(), config, scope)
+        Self::with_scope(&builder.build(), config, scope, metrics)
     }
 
-    fn with_scope(sdk: &aws_config::SdkConfig, config: &Config, scope: Scope) -> Self {
+    fn with_scope(
+        sdk: &aws_config::SdkConfig,
+        config: &Config,
+        scope: Scope,
+        metrics: &Metrics,
+    ) -> Self {
         let timeouts = |operation: Duration| {
             TimeoutConfig::builder()
                 .operation_timeout(operation)
@@ -382,9 +397,11 @@ impl AwsSource {
         };
         let ssm = aws_sdk_ssm::config::Builder::from(sdk)
             .timeout_config(timeouts(config.ssm_timeout))
+            .interceptor(CallCounter::new(metrics.clone()))
             .build();
         let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
             .timeout_config(timeouts(config.secrets_timeout))
+            .interceptor(CallCounter::new(metrics.clone()))
             .build();
         Self {
             scope,
@@ -765,7 +782,14 @@ mod tests {
             role: Some(RoleArn::parse("arn:aws:iam::222222222222:role/r").unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &config, scope.clone(), "lockbox-test").await;
+        let source = AwsSource::for_scope(
+            &sdk,
+            &config,
+            scope.clone(),
+            "lockbox-test",
+            &Metrics::default(),
+        )
+        .await;
         assert_eq!(source.scope(), &scope);
         let read = || async { source.get_parameter(&parameter_request()).await.unwrap() };
 
@@ -837,7 +861,8 @@ mod tests {
             role: Some(RoleArn::parse(role).unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &config, scope, "lockbox-test").await;
+        let source =
+            AwsSource::for_scope(&sdk, &config, scope, "lockbox-test", &Metrics::default()).await;
         let err = source
             .get_parameter(&parameter_request())
             .await

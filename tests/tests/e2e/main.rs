@@ -10,6 +10,7 @@ mod exec;
 mod extension;
 mod hardening;
 mod harness;
+mod metrics;
 mod prefetch;
 mod roles;
 mod rotator;
