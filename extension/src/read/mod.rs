@@ -1,20 +1,30 @@
-//! Reading many values at once, through the cache: hits come from the cache, the misses go
-//! to AWS in as few calls as the batch APIs allow (`GetParameters`: 10 names,
-//! `BatchGetSecretValue`: 20 ids), concurrently. Prefetch, refresh-ahead and the batch
+//! Reads through the cache, for the server and the features alike: one parameter, one
+//! secret, everything under a path, and many values at once (hits from the cache, the
+//! misses from AWS in as few calls as the batch APIs allow: `GetParameters` 10 names,
+//! `BatchGetSecretValue` 20 ids, concurrently). Prefetch, refresh-ahead, render and the
 //! routes all read this way, so a value loaded by one is a hit for the others.
+//!
+//! [`Core`] is what every read works with: the cache and the per-scope sources.
 
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
-use crate::model::Parameter;
-pub use crate::request::ParameterName;
-use crate::request::{Output, ParameterRequest, SecretRequest};
-use crate::scope::Scope;
-use crate::source::{
-    SecretBatchError, Source, SourceError, BATCH_GET_SECRETS_MAX, GET_PARAMETERS_MAX,
+use crate::aws::{
+    FailureKind, Scopes, Source, SourceError, BATCH_GET_SECRETS_MAX, GET_PARAMETERS_MAX,
 };
+use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
+use crate::domain::{Parameter, ParameterName, Scope, SecretBatchError, SecretVersion};
+
+/// What every read works with: the cache, and the sources for every role and region. The
+/// lifecycle builds it once and hands it to the server and the features; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Core {
+    /// The cache every read goes through.
+    pub cache: Cache,
+    /// One source per role and region.
+    pub scopes: Arc<Scopes>,
+}
 
 /// AWS calls in flight at once for one batch read. Above the on-demand bound
 /// (`PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`) because a batch is one burst during
@@ -76,15 +86,8 @@ fn parameter_key(scope: &Scope, name: &ParameterName, decrypt: bool) -> Key {
     )
 }
 
-fn full_name(name: &ParameterName) -> String {
-    match &name.selector {
-        Some(selector) => format!("{}{selector}", name.name),
-        None => name.name.clone(),
-    }
-}
-
 /// Caches a parameter under its key.
-pub(crate) async fn store_parameter(
+pub(crate) fn store_parameter(
     cache: &Cache,
     scope: &Scope,
     name: &ParameterName,
@@ -99,28 +102,26 @@ pub(crate) async fn store_parameter(
         name.name.as_str().into()
     };
     let key = Key::parameter(scope, asked, name.selector.as_ref(), decrypt);
-    cache.insert(key, Item::Parameter(parameter), read).await
+    cache.insert(key, Item::Parameter(parameter), read)
 }
 
 /// The fresh cached parameter for a read, also found under the other decryption setting
 /// when decryption changes nothing (String, StringList): a String prefetched decrypted is
 /// then a hit whether or not the caller passes `withDecryption=true`, without taking two
 /// places in the cache.
-async fn fresh_parameter(
+fn fresh_parameter(
     cache: &Cache,
     scope: &Scope,
     name: &ParameterName,
     decrypt: bool,
 ) -> Option<Arc<Entry>> {
-    if let Some(entry) = cache.fresh(&parameter_key(scope, name, decrypt)).await {
+    if let Some(entry) = cache.fresh(&parameter_key(scope, name, decrypt)) {
         return Some(entry);
     }
-    let other = cache
-        .peek_fresh(&parameter_key(scope, name, !decrypt))
-        .await?;
+    let other = cache.peek_fresh(&parameter_key(scope, name, !decrypt))?;
     match &other.item {
         Item::Parameter(p) if p.kind != "SecureString" => {
-            cache.fresh(&parameter_key(scope, name, !decrypt)).await
+            cache.fresh(&parameter_key(scope, name, !decrypt))
         }
         _ => None,
     }
@@ -144,7 +145,7 @@ pub async fn parameters(
     let mut single = Vec::new();
     for (i, name) in names.iter().enumerate() {
         if !force {
-            if let Some(entry) = fresh_parameter(cache, scope, name, decrypt).await {
+            if let Some(entry) = fresh_parameter(cache, scope, name, decrypt) {
                 slots[i] = Some(entry);
                 hits += 1;
                 continue;
@@ -182,17 +183,14 @@ pub async fn parameters(
             match position {
                 Some(at) => {
                     let parameter = found.swap_remove(at);
-                    slots[i] = Some(
-                        store_parameter(
-                            cache,
-                            scope,
-                            &names[i],
-                            decrypt,
-                            parameter,
-                            purpose.read(),
-                        )
-                        .await,
-                    );
+                    slots[i] = Some(store_parameter(
+                        cache,
+                        scope,
+                        &names[i],
+                        decrypt,
+                        parameter,
+                        purpose.read(),
+                    ));
                 }
                 None => invalid.push(asked.clone()),
             }
@@ -201,17 +199,12 @@ pub async fn parameters(
 
     let singles: Vec<_> = stream::iter(single)
         .map(|i| async move {
-            let req = ParameterRequest {
-                name: names[i].name.clone(),
-                selector: names[i].selector.clone(),
-                with_decryption: decrypt,
-                refresh_now: force,
-                output: Output::Envelope,
-                scope: Default::default(),
-            };
             let result = cache
                 .get_or_fetch(parameter_key(scope, &names[i], decrypt), force, || async {
-                    source.get_parameter(&req).await.map(Item::Parameter)
+                    source
+                        .get_parameter(&names[i], decrypt)
+                        .await
+                        .map(Item::Parameter)
                 })
                 .await;
             (i, result)
@@ -227,8 +220,8 @@ pub async fn parameters(
                 }
                 slots[i] = Some(lookup.entry);
             }
-            Err(err) if err.kind == crate::source::FailureKind::NotFound => {
-                invalid.push(full_name(&names[i]));
+            Err(err) if err.kind == FailureKind::NotFound => {
+                invalid.push(names[i].api_name());
             }
             Err(err) => return Err(err),
         }
@@ -250,12 +243,12 @@ pub async fn secrets(
     purpose: Purpose,
 ) -> Result<ManySecrets, SourceError> {
     let force = purpose.force();
-    let key = |id: &str| Key::secret(source.scope(), id, None, None);
+    let key = |id: &str| Key::secret(source.scope(), id, None);
     let mut slots: Vec<Option<Arc<Entry>>> = vec![None; ids.len()];
     let mut hits = 0;
     let mut missing = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        match cache.fresh(&key(id)).await.filter(|_| !force) {
+        match cache.fresh(&key(id)).filter(|_| !force) {
             Some(entry) => {
                 slots[i] = Some(entry);
                 hits += 1;
@@ -286,11 +279,7 @@ pub async fn secrets(
                 .position(|s| s.name.as_deref() == Some(asked) || s.arn.as_deref() == Some(asked));
             if let Some(at) = position {
                 let secret = found.swap_remove(at);
-                slots[i] = Some(
-                    cache
-                        .insert(key(asked), Item::Secret(secret), purpose.read())
-                        .await,
-                );
+                slots[i] = Some(cache.insert(key(asked), Item::Secret(secret), purpose.read()));
             } else if let Some(err) = batch.errors.iter().find(|e| e.secret_id == asked) {
                 errors.push(err.clone());
             } else {
@@ -348,47 +337,40 @@ pub async fn path(
                     decrypt,
                     parameter.clone(),
                     false,
-                )
-                .await;
+                );
             }
         }
     }
     Ok((lookup.entry, lookup.freshness))
 }
 
-/// A single secret read as the `/secretsmanager/get` route does it.
+/// One secret, `AWSCURRENT` unless a version is asked for. With `force` the cache is not
+/// read (but is updated).
 pub async fn secret(
     cache: &Cache,
     source: &dyn Source,
-    req: &SecretRequest,
+    id: &str,
+    version: Option<&SecretVersion>,
+    force: bool,
 ) -> Result<Lookup, SourceError> {
-    let key = Key::secret(
-        source.scope(),
-        &req.secret_id,
-        req.version_id.as_ref(),
-        req.version_stage.as_ref(),
-    );
+    let key = Key::secret(source.scope(), id, version);
     cache
-        .get_or_fetch(key, req.refresh_now, || async {
-            source.get_secret(req).await.map(Item::Secret)
+        .get_or_fetch(key, force, || async {
+            source.get_secret(id, version).await.map(Item::Secret)
         })
         .await
 }
 
-/// A single parameter read as the `/systemsmanager/parameters/get` route does it.
+/// One parameter. With `force` the cache is not read (but is updated).
 pub async fn parameter(
     cache: &Cache,
     source: &dyn Source,
-    req: &ParameterRequest,
+    name: &ParameterName,
+    decrypt: bool,
+    force: bool,
 ) -> Result<Lookup, SourceError> {
-    let name = ParameterName {
-        name: req.name.clone(),
-        selector: req.selector.clone(),
-    };
-    if !req.refresh_now {
-        if let Some(entry) =
-            fresh_parameter(cache, source.scope(), &name, req.with_decryption).await
-        {
+    if !force {
+        if let Some(entry) = fresh_parameter(cache, source.scope(), name, decrypt) {
             return Ok(Lookup {
                 entry,
                 freshness: Freshness::Hit,
@@ -397,9 +379,14 @@ pub async fn parameter(
     }
     cache
         .get_or_fetch(
-            parameter_key(source.scope(), &name, req.with_decryption),
-            req.refresh_now,
-            || async { source.get_parameter(req).await.map(Item::Parameter) },
+            parameter_key(source.scope(), name, decrypt),
+            force,
+            || async {
+                source
+                    .get_parameter(name, decrypt)
+                    .await
+                    .map(Item::Parameter)
+            },
         )
         .await
 }
@@ -408,7 +395,7 @@ pub async fn parameter(
 mod tests {
     use super::*;
     use crate::cache::CacheSettings;
-    use crate::model::SecretText;
+    use crate::domain::SecretText;
     use std::time::Duration;
 
     fn parameter(name: &str) -> Parameter {
@@ -424,8 +411,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_parameter_asked_by_name_shares_its_name_with_its_key() {
+    #[test]
+    fn a_parameter_asked_by_name_shares_its_name_with_its_key() {
         let cache = Cache::new(CacheSettings {
             enabled: true,
             capacity: 10,
@@ -441,25 +428,21 @@ mod tests {
                 name: asked.into(),
                 selector: None,
             };
-            let parameter = parameter(name);
-            async move {
-                let entry = store_parameter(cache, scope, &asked, true, parameter, false).await;
-                let Item::Parameter(stored) = &entry.item else {
-                    panic!("a parameter");
-                };
-                Arc::strong_count(&stored.name)
-            }
+            let entry = store_parameter(cache, scope, &asked, true, parameter(name), false);
+            let Item::Parameter(stored) = &entry.item else {
+                panic!("a parameter");
+            };
+            Arc::strong_count(&stored.name)
         };
-        assert_eq!(holders_of_name("/app/db", "/app/db").await, 2);
+        assert_eq!(holders_of_name("/app/db", "/app/db"), 2);
         let arn = "arn:aws:ssm:eu-west-1:1:parameter/app/x";
-        assert_eq!(holders_of_name(arn, "/app/x").await, 1);
+        assert_eq!(holders_of_name(arn, "/app/x"), 1);
         let by_arn = ParameterName {
             name: arn.into(),
             selector: None,
         };
         assert!(cache
             .peek_fresh(&parameter_key(&scope, &by_arn, true))
-            .await
             .is_some());
     }
 }

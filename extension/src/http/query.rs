@@ -3,38 +3,120 @@
 //! Strict on purpose: an unknown, repeated or malformed query parameter is a 400 naming it,
 //! because a typo such as `withdecryption=true` would otherwise silently return ciphertext.
 
-use std::fmt;
-
 use percent_encoding::percent_decode_str;
 
-use crate::scope::{AskedScope, RegionName, RoleArn};
+use super::api::MAX_BATCH;
+use crate::domain::{AskedScope, NameError, ParameterName, RegionName, RoleArn, Selector};
 
 /// Longest query value accepted; SSM names and ARNs are at most 2048 characters.
 const MAX_VALUE_LEN: usize = 2048;
 /// How much of a bad value an error message repeats back.
 const MAX_ECHO: usize = 64;
 
-/// A request the client got wrong. The message says what and how to fix it.
+/// A request the client got wrong. The message says what and how to fix it; a value it
+/// quotes is cut to its first 64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct RequestError(pub String);
-
-/// Which version of a parameter: `name:3` or `name:label`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Selector {
-    /// A version number.
-    Version(u64),
-    /// A label attached to one version.
-    Label(String),
-}
-
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Selector::Version(v) => write!(f, ":{v}"),
-            Selector::Label(l) => write!(f, ":{l}"),
-        }
-    }
+pub enum RequestError {
+    /// A query parameter this route does not take.
+    #[error("unknown query parameter {key:?}; allowed: {allowed}")]
+    UnknownParameter {
+        /// The parameter as given.
+        key: String,
+        /// The route's parameters, comma-separated.
+        allowed: String,
+    },
+    /// A query parameter given twice.
+    #[error("query parameter {0:?} is given more than once")]
+    Repeated(String),
+    /// A value longer than [`MAX_VALUE_LEN`].
+    #[error("query parameter {0:?} is longer than {MAX_VALUE_LEN} characters")]
+    TooLong(String),
+    /// The query string does not decode to UTF-8.
+    #[error("the query string is not valid UTF-8 once decoded")]
+    NotUtf8,
+    /// A flag that is neither `true` nor `false`.
+    #[error("{key} must be true or false, not {value:?}")]
+    NotAFlag {
+        /// The flag.
+        key: String,
+        /// What was given.
+        value: String,
+    },
+    /// `jsonKey=` with nothing after it.
+    #[error("jsonKey is empty")]
+    EmptyJsonKey,
+    /// `roleArn=` is not a role's ARN.
+    #[error("roleArn {value:?} is {why}")]
+    RoleArn {
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        why: NameError,
+    },
+    /// `region=` is not a region's name.
+    #[error("region {value:?} is {why}")]
+    Region {
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        why: NameError,
+    },
+    /// A required query parameter is missing or empty.
+    #[error("the query parameter {0:?} is required")]
+    Required(String),
+    /// A list (`names=`, `secretIds=`) with no item in it.
+    #[error("{0} names nothing")]
+    EmptyList(String),
+    /// A list with more than [`MAX_BATCH`] items.
+    #[error("{key} names {count} items; at most {MAX_BATCH} per request")]
+    TooMany {
+        /// The list.
+        key: String,
+        /// How many it named.
+        count: usize,
+    },
+    /// A name in a list that is only a selector.
+    #[error("{0:?} has no name")]
+    NoName(String),
+    /// `version=`, `label=` or an inline selector that is empty.
+    #[error("{0} is empty")]
+    EmptySelector(&'static str),
+    /// A version that is zero or too large.
+    #[error("{origin} {value:?} is not a version number from 1 upwards")]
+    BadVersion {
+        /// Where it was given.
+        origin: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// A label with characters SSM does not allow, or too long.
+    #[error(
+        "{origin} {value:?} is not a valid label (letters, digits, '.', '-', '_'; at most 100)"
+    )]
+    BadLabel {
+        /// Where it was given.
+        origin: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// `version=` that is a label.
+    #[error("version {0:?} is not a whole number")]
+    VersionNotANumber(String),
+    /// `label=` that is all digits.
+    #[error("label {0:?} cannot be all digits (use version=)")]
+    LabelAllDigits(String),
+    /// Both `version=` and `label=`.
+    #[error("give either version or label, not both")]
+    VersionAndLabel,
+    /// `version=` or `label=` with a name that has a selector already.
+    #[error(
+        "the name already carries a selector (name:version or name:label); \
+         do not also pass version or label"
+    )]
+    SelectorTwice,
+    /// A path that does not start with `/`.
+    #[error("path {0:?} must start with '/'")]
+    RelativePath(String),
 }
 
 /// What a single read answers with.
@@ -47,15 +129,6 @@ pub enum Output {
     Value,
     /// One key of a JSON value, as `text/plain` (`jsonKey=a.b` or `jsonKey=/a/b`).
     JsonKey(String),
-}
-
-/// One parameter of a batch: name (or ARN) and an optional selector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParameterName {
-    /// Name or ARN without selector.
-    pub name: String,
-    /// Version or label.
-    pub selector: Option<Selector>,
 }
 
 /// A read of many parameters (`/systemsmanager/parameters/get-many`).
@@ -97,9 +170,6 @@ pub struct SecretsRequest {
     pub scope: AskedScope,
 }
 
-/// Most names or ids one batch request may ask for.
-pub const MAX_BATCH: usize = 100;
-
 /// A read of one parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParameterRequest {
@@ -118,11 +188,11 @@ pub struct ParameterRequest {
 }
 
 impl ParameterRequest {
-    /// The name as SSM's `GetParameter` takes it, selector inline.
-    pub fn api_name(&self) -> String {
-        match &self.selector {
-            Some(selector) => format!("{}{selector}", self.name),
-            None => self.name.clone(),
+    /// The parameter asked for, as the reads below the API name it.
+    pub fn parameter_name(&self) -> ParameterName {
+        ParameterName {
+            name: self.name.clone(),
+            selector: self.selector.clone(),
         }
     }
 }
@@ -156,22 +226,17 @@ impl Query {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
             let key = decode(key)?;
             if !allowed.contains(&key.as_str()) {
-                return Err(RequestError(format!(
-                    "unknown query parameter {:?}; allowed: {}",
-                    echo(&key),
-                    allowed.join(", ")
-                )));
+                return Err(RequestError::UnknownParameter {
+                    key: echo(&key),
+                    allowed: allowed.join(", "),
+                });
             }
             if pairs.iter().any(|(k, _)| *k == key) {
-                return Err(RequestError(format!(
-                    "query parameter {key:?} is given more than once"
-                )));
+                return Err(RequestError::Repeated(key));
             }
             let value = decode(value)?;
             if value.len() > MAX_VALUE_LEN {
-                return Err(RequestError(format!(
-                    "query parameter {key:?} is longer than {MAX_VALUE_LEN} characters"
-                )));
+                return Err(RequestError::TooLong(key));
             }
             pairs.push((key, value));
         }
@@ -188,10 +253,10 @@ impl Query {
             None => Ok(false),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-            Some(v) => Err(RequestError(format!(
-                "{key} must be true or false, not {:?}",
-                echo(&v)
-            ))),
+            Some(v) => Err(RequestError::NotAFlag {
+                key: key.to_owned(),
+                value: echo(&v),
+            }),
         }
     }
 
@@ -199,7 +264,7 @@ impl Query {
     fn output(&mut self) -> Result<Output, RequestError> {
         let value_only = self.flag("valueOnly")?;
         match self.take("jsonKey") {
-            Some(key) if key.is_empty() => Err(RequestError("jsonKey is empty".into())),
+            Some(key) if key.is_empty() => Err(RequestError::EmptyJsonKey),
             Some(key) => Ok(Output::JsonKey(key)),
             None if value_only => Ok(Output::Value),
             None => Ok(Output::Envelope),
@@ -211,18 +276,18 @@ impl Query {
         let role = match self.take("roleArn") {
             None => None,
             Some(v) if v.is_empty() => None,
-            Some(v) => Some(
-                RoleArn::parse(&v)
-                    .map_err(|why| RequestError(format!("roleArn {:?} is {why}", echo(&v))))?,
-            ),
+            Some(v) => Some(RoleArn::parse(&v).map_err(|why| RequestError::RoleArn {
+                value: echo(&v),
+                why,
+            })?),
         };
         let region = match self.take("region") {
             None => None,
             Some(v) if v.is_empty() => None,
-            Some(v) => Some(
-                RegionName::parse(&v)
-                    .map_err(|why| RequestError(format!("region {:?} is {why}", echo(&v))))?,
-            ),
+            Some(v) => Some(RegionName::parse(&v).map_err(|why| RequestError::Region {
+                value: echo(&v),
+                why,
+            })?),
         };
         Ok(AskedScope { role, region })
     }
@@ -236,13 +301,13 @@ impl Query {
             .map(str::to_owned)
             .collect();
         if items.is_empty() {
-            return Err(RequestError(format!("{key} names nothing")));
+            return Err(RequestError::EmptyList(key.to_owned()));
         }
         if items.len() > MAX_BATCH {
-            return Err(RequestError(format!(
-                "{key} names {} items; at most {MAX_BATCH} per request",
-                items.len()
-            )));
+            return Err(RequestError::TooMany {
+                key: key.to_owned(),
+                count: items.len(),
+            });
         }
         Ok(items)
     }
@@ -250,7 +315,7 @@ impl Query {
     fn required(&mut self, key: &str) -> Result<String, RequestError> {
         self.take(key)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| RequestError(format!("the query parameter {key:?} is required")))
+            .ok_or_else(|| RequestError::Required(key.to_owned()))
     }
 }
 
@@ -265,7 +330,7 @@ fn decode(s: &str) -> Result<String, RequestError> {
     percent_decode_str(&plus_as_space)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| RequestError("the query string is not valid UTF-8 once decoded".into()))
+        .map_err(|_| RequestError::NotUtf8)
 }
 
 fn echo(s: &str) -> String {
@@ -285,17 +350,17 @@ fn split_selector(name: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn parse_selector(text: &str, origin: &str) -> Result<Selector, RequestError> {
+fn parse_selector(text: &str, origin: &'static str) -> Result<Selector, RequestError> {
     if text.is_empty() {
-        return Err(RequestError(format!("{origin} is empty")));
+        return Err(RequestError::EmptySelector(origin));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return match text.parse::<u64>() {
             Ok(v) if v > 0 => Ok(Selector::Version(v)),
-            _ => Err(RequestError(format!(
-                "{origin} {:?} is not a version number from 1 upwards",
-                echo(text)
-            ))),
+            _ => Err(RequestError::BadVersion {
+                origin,
+                value: echo(text),
+            }),
         };
     }
     let valid = text.len() <= 100
@@ -303,10 +368,10 @@ fn parse_selector(text: &str, origin: &str) -> Result<Selector, RequestError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if !valid {
-        return Err(RequestError(format!(
-            "{origin} {:?} is not a valid label (letters, digits, '.', '-', '_'; at most 100)",
-            echo(text)
-        )));
+        return Err(RequestError::BadLabel {
+            origin,
+            value: echo(text),
+        });
     }
     Ok(Selector::Label(text.to_owned()))
 }
@@ -315,7 +380,7 @@ fn parse_selector(text: &str, origin: &str) -> Result<Selector, RequestError> {
 fn parse_name(full: &str) -> Result<ParameterName, RequestError> {
     let (name, inline) = split_selector(full);
     if name.is_empty() {
-        return Err(RequestError(format!("{:?} has no name", echo(full))));
+        return Err(RequestError::NoName(echo(full)));
     }
     Ok(ParameterName {
         name: name.to_owned(),
@@ -360,10 +425,7 @@ pub fn parse_path(raw: Option<&str>) -> Result<PathRequest, RequestError> {
     let mut q = Query::parse(raw, ALLOWED)?;
     let path = q.required("path")?;
     if !path.starts_with('/') {
-        return Err(RequestError(format!(
-            "path {:?} must start with '/'",
-            echo(&path)
-        )));
+        return Err(RequestError::RelativePath(echo(&path)));
     }
     Ok(PathRequest {
         path,
@@ -411,41 +473,21 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
     let label = q.take("label");
     let (name, inline) = split_selector(&full);
     if name.is_empty() {
-        return Err(RequestError(
-            "the query parameter \"name\" is required".into(),
-        ));
+        return Err(RequestError::Required("name".to_owned()));
     }
     let selector = match (version, label, inline) {
-        (Some(_), Some(_), _) => {
-            return Err(RequestError(
-                "give either version or label, not both".into(),
-            ))
-        }
+        (Some(_), Some(_), _) => return Err(RequestError::VersionAndLabel),
         (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
-            return Err(RequestError(
-                "the name already carries a selector (name:version or name:label); \
-                 do not also pass version or label"
-                    .into(),
-            ))
+            return Err(RequestError::SelectorTwice)
         }
         (Some(v), None, None) => match parse_selector(&v, "version")? {
             s @ Selector::Version(_) => Some(s),
-            Selector::Label(_) => {
-                return Err(RequestError(format!(
-                    "version {:?} is not a whole number",
-                    echo(&v)
-                )))
-            }
+            Selector::Label(_) => return Err(RequestError::VersionNotANumber(echo(&v))),
         },
         (None, Some(l), None) => match parse_selector(&l, "label")? {
             s @ Selector::Label(_) => Some(s),
             // SSM labels may not start with a digit, so an all-digit label cannot exist.
-            Selector::Version(_) => {
-                return Err(RequestError(format!(
-                    "label {:?} cannot be all digits (use version=)",
-                    echo(&l)
-                )))
-            }
+            Selector::Version(_) => return Err(RequestError::LabelAllDigits(echo(&l))),
         },
         (None, None, Some(s)) => Some(parse_selector(s, "the selector in the name")?),
         (None, None, None) => None,
@@ -497,7 +539,7 @@ mod tests {
         assert_eq!(r.name, "/app/db");
         assert_eq!(r.selector, Some(Selector::Version(3)));
         assert!(r.with_decryption);
-        assert_eq!(r.api_name(), "/app/db:3");
+        assert_eq!(r.parameter_name().api_name(), "/app/db:3");
 
         let r = parse_parameter(Some("name=/app/db:Dev")).unwrap();
         assert_eq!(r.selector, Some(Selector::Label("Dev".into())));
@@ -535,11 +577,14 @@ mod tests {
             ("name=a:bad%20label", "not a valid label"),
         ] {
             let err = parse_parameter(Some(query)).unwrap_err();
-            assert!(err.0.contains(expect), "{query}: {}", err.0);
+            assert!(err.to_string().contains(expect), "{query}: {err}");
         }
         let err = parse_secret(Some("secretId=a&stage=x")).unwrap_err();
-        assert!(err.0.contains("\"stage\""));
-        assert!(parse_secret(None).unwrap_err().0.contains("secretId"));
+        assert!(err.to_string().contains("\"stage\""));
+        assert!(parse_secret(None)
+            .unwrap_err()
+            .to_string()
+            .contains("secretId"));
     }
 
     #[test]
@@ -564,7 +609,7 @@ mod tests {
             .join(",");
         assert!(parse_parameters(Some(&format!("names={many}")))
             .unwrap_err()
-            .0
+            .to_string()
             .contains("at most 100"));
         let p = parse_path(Some("path=/app/&recursive=true")).unwrap();
         assert!(p.recursive && !p.with_decryption);
@@ -589,7 +634,7 @@ mod tests {
         #[test]
         fn a_parsed_selector_round_trips(name in "/[a-z]{1,8}(/[a-z0-9_.-]{1,8}){0,3}", v in 1u64..100_000) {
             let r = parse_parameter(Some(&format!("name={name}&version={v}"))).unwrap();
-            let again = parse_parameter(Some(&format!("name={}", r.api_name()))).unwrap();
+            let again = parse_parameter(Some(&format!("name={}", r.parameter_name().api_name()))).unwrap();
             prop_assert_eq!(r.selector, again.selector);
             prop_assert_eq!(r.name, again.name);
         }

@@ -9,9 +9,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::request::RequestError;
-use crate::scope::ScopeError;
-use crate::source::{FailureKind, SourceError};
+use super::query::RequestError;
+use crate::aws::{FailureKind, ScopeError, SourceError};
 
 /// A failed request to the localhost API.
 #[derive(Debug, thiserror::Error)]

@@ -1,258 +1,23 @@
-//! Whose credentials and which region a value is read with: the function's own role in its
-//! own region (the home [`Scope`]), or a role in another account (STS `AssumeRole`), or
-//! another region, or both.
-//!
-//! - [`Arn`] parses ARNs with their partition (`aws`, `aws-cn`, `aws-us-gov`, ...); nothing
-//!   here or elsewhere assumes `arn:aws:`.
-//! - A request asks for a scope ([`AskedScope`]: `roleArn=` and `region=`), and names that
-//!   are ARNs imply one (their region, and the role configured for their account);
-//!   [`Scopes::resolve`] merges the two under the [`RolePolicy`].
-//! - [`Scopes::source`] hands out one [`Source`] per scope, made on first use and reused, so
-//!   each role's credentials are assumed once and renewed by the SDK before they expire.
-//!
-//! A scope is part of every cache key (through [`Source::scope`]), so a value read through
-//! one role is never served to a request that names another role, or none.
+//! The per-scope registry: [`Scopes::resolve`] decides the scope a read uses from what it
+//! asked and the names it reads, under the [`RolePolicy`]; [`Scopes::source`] hands out one
+//! [`Source`] per scope, made on first use and reused, so each role's credentials are
+//! assumed once and renewed by the SDK before they expire.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
 
-use crate::source::Source;
+use super::source::Source;
+use crate::domain::{Arn, AskedScope, RegionName, RoleArn, RolePolicy, Scope};
 
 /// Regions other than the home region that one environment may read from. Region names
 /// come from requests, and each region costs a pair of clients; AWS has fewer regions per
 /// partition than this.
 pub const MAX_REGIONS: usize = 32;
-
-/// The longest role ARN IAM allows (a 64-character name under a 512-character path).
-const MAX_ROLE_ARN_LEN: usize = 2048;
-
-/// The parts of an ARN: `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arn<'a> {
-    /// `aws`, `aws-cn`, `aws-us-gov`, ...
-    pub partition: &'a str,
-    /// `ssm`, `secretsmanager`, `iam`, ...
-    pub service: &'a str,
-    /// Empty for global services such as IAM.
-    pub region: &'a str,
-    /// The 12-digit account id.
-    pub account: &'a str,
-    /// Everything after the account, colons included (`secret:NAME-AbCdEf`).
-    pub resource: &'a str,
-}
-
-impl<'a> Arn<'a> {
-    /// Splits an ARN; `None` when the text is not one (too few fields, a partition that is
-    /// not `aws` or `aws-...`, an account that is not 12 digits).
-    pub fn parse(text: &'a str) -> Option<Self> {
-        let mut fields = text.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some(service), Some(region), Some(account)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            return None;
-        };
-        let resource = fields.next()?;
-        let partition_ok = partition == "aws"
-            || partition
-                .strip_prefix("aws-")
-                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(is_name_byte));
-        let account_ok = account.is_empty()
-            || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
-        let region_ok = region.bytes().all(is_name_byte);
-        (partition_ok && account_ok && region_ok && !service.is_empty() && !resource.is_empty())
-            .then_some(Self {
-                partition,
-                service,
-                region,
-                account,
-                resource,
-            })
-    }
-}
-
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
-}
-
-/// An IAM role's ARN, checked: `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoleArn(Arc<str>);
-
-impl RoleArn {
-    /// Checks the shape; the error says what is wrong, for the 400 or the config error.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let shape = "arn:PARTITION:iam::ACCOUNT:role/NAME";
-        if text.len() > MAX_ROLE_ARN_LEN {
-            return Err(format!(
-                "a role ARN is at most {MAX_ROLE_ARN_LEN} characters"
-            ));
-        }
-        let arn = Arn::parse(text).ok_or_else(|| format!("not an ARN; expected {shape}"))?;
-        let name_ok = arn.resource.strip_prefix("role/").is_some_and(|name| {
-            !name.is_empty()
-                && !name.ends_with('/')
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
-        });
-        if arn.service != "iam" || !arn.region.is_empty() || arn.account.is_empty() || !name_ok {
-            return Err(format!("not a role ARN; expected {shape}"));
-        }
-        Ok(Self(text.into()))
-    }
-
-    /// The ARN as given.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The account that owns the role.
-    pub fn account(&self) -> &str {
-        Arn::parse(&self.0).map_or("", |arn| arn.account)
-    }
-}
-
-impl fmt::Debug for RoleArn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for RoleArn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A region name, checked for shape only (`eu-west-1`, `cn-north-1`, `us-gov-west-1`): the
-/// SDK resolves its endpoint, and with it the partition.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegionName(Arc<str>);
-
-impl RegionName {
-    /// Checks the shape: lower-case letters, digits and dashes, starting with a letter,
-    /// ending with a digit, at most 32 characters.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let ok = (4..=32).contains(&text.len())
-            && text.bytes().all(is_name_byte)
-            && text.as_bytes()[0].is_ascii_lowercase()
-            && text.as_bytes()[text.len() - 1].is_ascii_digit()
-            && text.contains('-');
-        if ok {
-            Ok(Self(text.into()))
-        } else {
-            Err("not a region name such as eu-west-1".to_owned())
-        }
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for RegionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for RegionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Whose credentials and which region a value is read with. Part of every cache key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Scope {
-    /// The role assumed; `None` is the function's own role.
-    pub role: Option<RoleArn>,
-    /// The region read from; `None` is the function's own region.
-    pub region: Option<RegionName>,
-}
-
-/// The function's own role in its own region: what every read used before roles existed.
-pub static HOME: Scope = Scope {
-    role: None,
-    region: None,
-};
-
-impl Scope {
-    /// Whether this is the home scope.
-    pub fn is_home(&self) -> bool {
-        self.role.is_none() && self.region.is_none()
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.role, &self.region) {
-            (None, None) => f.write_str("home"),
-            (Some(role), None) => write!(f, "{role}"),
-            (None, Some(region)) => write!(f, "{region}"),
-            (Some(role), Some(region)) => write!(f, "{role} in {region}"),
-        }
-    }
-}
-
-/// What a request (`roleArn=`, `region=`) or a prefetch entry (`?roleArn=...&region=...`)
-/// asked for, before names and policy are considered.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct AskedScope {
-    /// `roleArn=`.
-    pub role: Option<RoleArn>,
-    /// `region=`.
-    pub region: Option<RegionName>,
-}
-
-impl AskedScope {
-    /// Whether nothing was asked for (the common case, kept cheap).
-    pub fn is_empty(&self) -> bool {
-        self.role.is_none() && self.region.is_none()
-    }
-}
-
-/// Which roles may be assumed, the role to use for each other account, and how many roles
-/// one environment may hold credentials for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RolePolicy {
-    /// `LOCKBOX_ALLOWED_ROLES`: full role ARNs, or prefixes ending in `*` (`*` alone allows
-    /// any role). Empty: only the roles configured below can be used.
-    pub allowed: Vec<String>,
-    /// `LOCKBOX_ACCOUNT_ROLES`: the role read through for an ARN in each account.
-    pub account_roles: BTreeMap<String, RoleArn>,
-    /// Roles named by `LOCKBOX_PREFETCH` entries: configured, so allowed.
-    pub prefetch_roles: Vec<RoleArn>,
-    /// `LOCKBOX_MAX_ROLES`: distinct roles at most.
-    pub max_roles: usize,
-}
-
-impl RolePolicy {
-    /// Whether a role named in a request may be assumed.
-    pub fn allows(&self, role: &RoleArn) -> bool {
-        let arn = role.as_str();
-        self.account_roles.values().any(|r| r == role)
-            || self.prefetch_roles.contains(role)
-            || self
-                .allowed
-                .iter()
-                .any(|pattern| match pattern.strip_suffix('*') {
-                    Some(prefix) => arn.starts_with(prefix),
-                    None => pattern == arn,
-                })
-    }
-}
-
 /// A scope that cannot be used. Each becomes its own status and `__type` in
-/// [`crate::error::ApiError`].
+/// [`crate::http::ApiError`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     /// The role is not in `LOCKBOX_ALLOWED_ROLES` (nor configured otherwise).
@@ -375,7 +140,7 @@ impl Scopes {
             if !name.starts_with("arn:") {
                 continue;
             }
-            let Some(arn) = Arn::parse(name) else {
+            let Ok(arn) = Arn::parse(name) else {
                 continue;
             };
             match implied {
@@ -451,11 +216,6 @@ impl Scopes {
         Ok(built)
     }
 
-    /// The sources made so far for scopes other than home (for refresh and prefetch).
-    pub fn made(&self) -> usize {
-        lock(&self.made).len()
-    }
-
     fn check_bounds(
         &self,
         made: &HashMap<Scope, Arc<dyn Source>>,
@@ -466,7 +226,7 @@ impl Scopes {
             let roles = made
                 .keys()
                 .filter_map(|s| s.role.as_ref())
-                .collect::<std::collections::HashSet<_>>()
+                .collect::<HashSet<_>>()
                 .len();
             if !known && roles >= self.policy.max_roles {
                 return Err(ScopeError::TooManyRoles {
@@ -480,7 +240,7 @@ impl Scopes {
             let regions = made
                 .keys()
                 .filter_map(|s| s.region.as_ref())
-                .collect::<std::collections::HashSet<_>>()
+                .collect::<HashSet<_>>()
                 .len();
             if !known && regions >= MAX_REGIONS {
                 return Err(ScopeError::TooManyRegions {
@@ -494,15 +254,13 @@ impl Scopes {
 }
 
 #[cfg(test)]
-mod tests {
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
-    use crate::cache::{Cache, CacheSettings, Item, Key};
-    use crate::model::Secret;
-    use crate::model::{Parameter, SecretText};
-    use crate::request::parse_parameter;
-    use crate::request::{ParameterRequest, SecretRequest};
-    use crate::source::{ParameterBatch, SecretBatch, SourceError};
-    use std::time::Duration;
+    use crate::aws::{ParameterBatch, SecretBatch, SourceError};
+    use crate::domain::{
+        Parameter, ParameterArn, ParameterName, Secret, SecretText, SecretVersion,
+    };
 
     fn role(arn: &str) -> RoleArn {
         RoleArn::parse(arn).unwrap()
@@ -511,79 +269,6 @@ mod tests {
     fn region(name: &str) -> RegionName {
         RegionName::parse(name).unwrap()
     }
-
-    #[test]
-    fn arns_keep_their_partition() {
-        for (text, partition, region, account) in [
-            (
-                "arn:aws:ssm:us-east-1:123456789012:parameter/a",
-                "aws",
-                "us-east-1",
-                "123456789012",
-            ),
-            (
-                "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/a",
-                "aws-cn",
-                "cn-north-1",
-                "123456789012",
-            ),
-            (
-                "arn:aws-us-gov:secretsmanager:us-gov-west-1:444444444444:secret:db-AbCdEf",
-                "aws-us-gov",
-                "us-gov-west-1",
-                "444444444444",
-            ),
-            (
-                "arn:aws-iso-b:iam::222222222222:role/r",
-                "aws-iso-b",
-                "",
-                "222222222222",
-            ),
-        ] {
-            let arn = Arn::parse(text).unwrap();
-            assert_eq!(
-                (arn.partition, arn.region, arn.account),
-                (partition, region, account)
-            );
-        }
-        let secret = Arn::parse("arn:aws:secretsmanager:eu-west-1:1:secret:x");
-        assert_eq!(secret, None, "an account is 12 digits");
-        for bad in [
-            "arn:gcp:ssm:r-1:123456789012:parameter/a",
-            "arn:aws:ssm",
-            "/a",
-        ] {
-            assert_eq!(Arn::parse(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn role_arns_are_checked_in_every_partition() {
-        for ok in [
-            "arn:aws:iam::222222222222:role/reader",
-            "arn:aws-cn:iam::222222222222:role/team/reader",
-            "arn:aws-us-gov:iam::222222222222:role/a+b=c,d.e@f_g-h",
-        ] {
-            assert_eq!(role(ok).as_str(), ok);
-            assert_eq!(role(ok).account(), "222222222222");
-        }
-        for bad in [
-            "arn:aws:iam::222222222222:user/reader",
-            "arn:aws:iam:us-east-1:222222222222:role/reader",
-            "arn:aws:sts::222222222222:role/reader",
-            "arn:aws:iam::222222222222:role/",
-            "arn:aws:iam::2222:role/reader",
-            "reader",
-        ] {
-            assert!(RoleArn::parse(bad).is_err(), "{bad}");
-        }
-        assert!(RegionName::parse("cn-northwest-1").is_ok());
-        assert!(RegionName::parse("us-gov-west-1").is_ok());
-        for bad in ["", "US-EAST-1", "us-east", "east", "us_east_1", "1-us-east"] {
-            assert!(RegionName::parse(bad).is_err(), "{bad}");
-        }
-    }
-
     fn policy() -> RolePolicy {
         RolePolicy {
             allowed: vec![
@@ -602,19 +287,20 @@ mod tests {
 
     /// A source that answers with its scope, so a test sees which one served a read.
     #[derive(Debug)]
-    struct Echo(Scope);
+    pub(crate) struct Echo(Scope);
 
     impl Source for Echo {
         fn get_parameter<'a>(
             &'a self,
-            req: &'a ParameterRequest,
+            name: &'a ParameterName,
+            _: bool,
         ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
             Box::pin(async move {
                 Ok(Parameter {
-                    arn: Some(crate::model::ParameterArn::Whole(req.name.clone().into())),
+                    arn: Some(ParameterArn::Whole(name.name.clone().into())),
                     data_type: None,
                     last_modified_date: None,
-                    name: req.name.as_str().into(),
+                    name: name.name.as_str().into(),
                     extra: None,
                     kind: "SecureString".into(),
                     value: SecretText::new(format!("via {}", self.0)),
@@ -624,7 +310,8 @@ mod tests {
         }
         fn get_secret<'a>(
             &'a self,
-            _: &'a SecretRequest,
+            _: &'a str,
+            _: Option<&'a SecretVersion>,
         ) -> BoxFuture<'a, Result<Secret, SourceError>> {
             unimplemented!("not used")
         }
@@ -654,7 +341,7 @@ mod tests {
         }
     }
 
-    fn scopes() -> Scopes {
+    pub(crate) fn scopes() -> Scopes {
         let factory: SourceFactory = Arc::new(|scope: Scope| {
             Box::pin(async move { Arc::new(Echo(scope)) as Arc<dyn Source> })
         });
@@ -795,53 +482,5 @@ mod tests {
             home_only.source(&a).await,
             Err(ScopeError::Unavailable(_))
         ));
-    }
-
-    #[tokio::test]
-    async fn the_same_name_through_different_scopes_is_different_cache_entries() {
-        let cache = Cache::new(CacheSettings {
-            enabled: true,
-            capacity: 100,
-            parameter_ttl: Duration::from_secs(300),
-            secret_ttl: Duration::from_secs(300),
-            max_stale: Duration::ZERO,
-        });
-        let scopes = scopes();
-        let mut seen = Vec::new();
-        for (query, expected) in [
-            ("name=/a", "via home"),
-            (
-                "name=/a&roleArn=arn:aws:iam::222222222222:role/exact",
-                "via arn:aws:iam::222222222222:role/exact",
-            ),
-            ("name=/a&region=cn-north-1", "via cn-north-1"),
-            (
-                "name=arn:aws-us-gov:ssm:us-gov-west-1:444444444444:parameter/a",
-                "via arn:aws-us-gov:iam::444444444444:role/reader in us-gov-west-1",
-            ),
-        ] {
-            let req = parse_parameter(Some(query)).unwrap();
-            let scope = scopes.resolve(&req.scope, [req.name.as_str()]).unwrap();
-            let source = scopes.source(&scope).await.unwrap();
-            for round in 0..2 {
-                let lookup = crate::batch::parameter(&cache, source.as_ref(), &req)
-                    .await
-                    .unwrap();
-                let Item::Parameter(p) = &lookup.entry.item else {
-                    panic!("a parameter");
-                };
-                assert_eq!(p.value.expose(), expected, "{query} round {round}");
-            }
-            seen.push(Key::Parameter {
-                scope,
-                name: req.name.as_str().into(),
-                selector: None,
-                decrypt: false,
-            });
-        }
-        assert_eq!(cache.len().await, 4);
-        for key in &seen {
-            assert!(cache.peek_fresh(key).await.is_some(), "{key:?}");
-        }
     }
 }

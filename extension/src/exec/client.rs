@@ -19,14 +19,11 @@ use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::batch::ParameterName;
-use crate::config::AuthToken;
-use crate::request::MAX_BATCH;
-use crate::resolve::{
+use crate::domain::{ParameterName, SecretVersion};
+use crate::features::reference::resolve::{
     Fetch, FetchedParameter, FetchedSecret, FetchedSecrets, ResolveError, SecretValue,
-    SecretVersion,
 };
-use crate::server::TOKEN_HEADER;
+use crate::http::api::{self, AuthToken, MAX_BATCH, TOKEN_HEADER};
 
 /// Largest answer read: 100 parameters of 8 KB or 20 secrets of 64 KB, with room to spare.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -159,7 +156,7 @@ impl LocalApi {
         let mut pause = PING_PAUSE;
         loop {
             let bound = PING_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-            let ping = self.send("/ping", false);
+            let ping = self.send(api::PING, false);
             if let Ok(Ok((StatusCode::OK, _))) =
                 tokio::time::timeout(bound.max(PING_PAUSE), ping).await
             {
@@ -259,15 +256,10 @@ impl Fetch for LocalApi {
         Box::pin(async move {
             let mut found = Vec::with_capacity(names.len());
             for chunk in names.chunks(MAX_BATCH) {
-                let list: Vec<String> = chunk
-                    .iter()
-                    .map(|n| match &n.selector {
-                        Some(selector) => encode(&format!("{}{selector}", n.name)),
-                        None => encode(&n.name),
-                    })
-                    .collect();
+                let list: Vec<String> = chunk.iter().map(|n| encode(&n.api_name())).collect();
                 let path = format!(
-                    "/systemsmanager/parameters/get-many?names={}&withDecryption={decrypt}",
+                    "{}?names={}&withDecryption={decrypt}",
+                    api::PARAMETERS,
                     list.join(",")
                 );
                 let body = self.get(&path).await?;
@@ -293,7 +285,7 @@ impl Fetch for LocalApi {
             let mut fetched = FetchedSecrets::default();
             for chunk in ids.chunks(MAX_BATCH) {
                 let list: Vec<String> = chunk.iter().map(|id| encode(id)).collect();
-                let path = format!("/secretsmanager/get-many?secretIds={}", list.join(","));
+                let path = format!("{}?secretIds={}", api::SECRETS, list.join(","));
                 let body = self.get(&path).await?;
                 let answer: SecretsBody =
                     serde_json::from_slice(&body).map_err(|_| undecodable("get-many"))?;
@@ -314,14 +306,12 @@ impl Fetch for LocalApi {
 
     fn secret<'a>(
         &'a self,
+        id: &'a str,
         version: &'a SecretVersion,
     ) -> BoxFuture<'a, Result<FetchedSecret, ResolveError>> {
         Box::pin(async move {
-            let mut path = format!(
-                "/secretsmanager/get?secretId={}",
-                encode(&version.secret_id)
-            );
-            if let Some(stage) = &version.version_stage {
+            let mut path = format!("{}?secretId={}", api::SECRET, encode(id));
+            if let Some(stage) = &version.stage {
                 path.push_str(&format!("&versionStage={}", encode(stage)));
             }
             if let Some(id) = &version.version_id {

@@ -20,6 +20,8 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
+use lockbox_aws::ErrorClass;
+
 use crate::metrics::{AwsOperation, CallEnd, Metrics};
 
 /// The SDK interceptor that counts into [`Metrics`]; one per client.
@@ -74,10 +76,14 @@ impl Intercept for CallCounter {
             .map_or(AwsOperation::Other, |m| AwsOperation::from_name(m.name()));
         let end = match context.output_or_error() {
             Some(Ok(_)) => CallEnd::Ok,
-            Some(Err(err)) => match err.as_operation_error().and_then(error_code) {
-                Some(code) if crate::source::is_throttling(code) => CallEnd::Throttled,
-                _ => CallEnd::Error,
-            },
+            Some(Err(err)) => {
+                let code = err.as_operation_error().and_then(error_code);
+                let status = context.response().map(|r| r.status().as_u16());
+                match lockbox_aws::classify(code, status) {
+                    ErrorClass::Throttled => CallEnd::Throttled,
+                    _ => CallEnd::Error,
+                }
+            }
             None => CallEnd::Error,
         };
         self.metrics

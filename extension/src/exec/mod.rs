@@ -1,10 +1,10 @@
 //! The exec wrapper, `/opt/lockbox-exec`: set as `AWS_LAMBDA_EXEC_WRAPPER`, Lambda runs it
 //! as `/opt/lockbox-exec RUNTIME ARGS...` instead of the runtime. It
 //!
-//! 1. finds the environment variables whose values contain references ([`crate::reference`]);
+//! 1. finds the environment variables whose values contain references ([`crate::features::reference`]);
 //! 2. waits for the extension to answer `/ping` (at most `LOCKBOX_EXEC_WAIT_MS`);
 //! 3. resolves every reference of every variable in one round of batch reads through the
-//!    extension ([`crate::resolve`] over [`crate::local_api`]), so the values come from its
+//!    extension ([`resolve`] over [`client::LocalApi`]), so the values come from its
 //!    prefetched cache;
 //! 4. waits, within the same deadline, for the files `LOCKBOX_RENDER` names;
 //! 5. `exec`s the runtime with its arguments unchanged and the variables replaced: no
@@ -30,10 +30,15 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::config::{ConfigError, ExecConfig, LogLevel, OnError, RawConfig};
-use crate::local_api::LocalApi;
-use crate::reference::{self, ReferenceError, Template};
-use crate::resolve::{self, ResolveError};
+pub mod client;
+pub mod settings;
+
+use client::LocalApi;
+pub use settings::{ExecConfig, OnError};
+
+use crate::config::{ConfigError, LogLevel, RawConfig};
+use crate::features::reference::resolve::{self, ResolveError};
+use crate::features::reference::{self, ReferenceError, Template};
 
 /// Bound on the round of reads, on top of the wait for the extension: the extension's own
 /// backend timeout is 10 s, Lambda's whole Init 10 s.
@@ -178,7 +183,7 @@ pub async fn run(args: Vec<OsString>, vars: Vec<(OsString, OsString)>) -> ExecEr
     let Some(program) = args.get(1).cloned() else {
         return ExecError::Usage;
     };
-    let config = match raw_config(&vars).validate_exec() {
+    let config = match ExecConfig::from_raw(&raw_config(&vars)) {
         Ok(config) => config,
         Err(err) => return err.into(),
     };

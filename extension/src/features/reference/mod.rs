@@ -1,6 +1,6 @@
 //! References to values, in the syntax of CloudFormation's dynamic references, parsed in
 //! this one place for the exec wrapper ([`crate::exec`]) and rendered files
-//! ([`crate::render`]).
+//! ([`crate::features::render`]).
 //!
 //! | written                                                        | resolves to                          |
 //! |----------------------------------------------------------------|--------------------------------------|
@@ -18,6 +18,8 @@
 //! Only `{{resolve:` and `{{ssm:` start a reference; any other `{{...}}` is text, so a
 //! template may hold another templating language's placeholders. A reference names a value
 //! but never holds one, so errors quote it.
+
+pub mod resolve;
 
 use std::fmt;
 

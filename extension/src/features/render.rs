@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
-use crate::reference::{self, Template};
-use crate::resolve::{self, Fetch};
+use super::reference::resolve::{self, Fetch};
+use super::reference::{self, Template};
 
 /// Where rendered files may be written unless `LOCKBOX_RENDER_ROOT` says otherwise: the
 /// only writable place in a Lambda environment.
@@ -124,7 +124,7 @@ pub struct RenderReport {
 #[derive(Debug)]
 struct File {
     target: RenderTarget,
-    template: Result<Template, String>,
+    template: Result<Template, TemplateError>,
     /// Keyed hash of the content last written.
     written: Option<u64>,
 }
@@ -229,16 +229,30 @@ impl Renderer {
     }
 }
 
-fn load_template(source: &Path) -> Result<Template, String> {
-    let metadata = fs::metadata(source).map_err(|e| format!("could not read the template: {e}"))?;
+/// Why a template could not be loaded (reported by the first render).
+#[derive(Debug, thiserror::Error)]
+enum TemplateError {
+    /// The file could not be read.
+    #[error("could not read the template: {0}")]
+    Read(#[source] std::io::Error),
+    /// The file is larger than [`MAX_TEMPLATE_BYTES`].
+    #[error("the template is larger than {MAX_TEMPLATE_BYTES} bytes")]
+    TooLarge,
+    /// The file is not UTF-8 text.
+    #[error("could not read the template as UTF-8 text: {0}")]
+    NotText(#[source] std::io::Error),
+    /// A reference in it is malformed.
+    #[error(transparent)]
+    Reference(#[from] reference::ReferenceError),
+}
+
+fn load_template(source: &Path) -> Result<Template, TemplateError> {
+    let metadata = fs::metadata(source).map_err(TemplateError::Read)?;
     if metadata.len() > MAX_TEMPLATE_BYTES {
-        return Err(format!(
-            "the template is larger than {MAX_TEMPLATE_BYTES} bytes"
-        ));
+        return Err(TemplateError::TooLarge);
     }
-    let text = fs::read_to_string(source)
-        .map_err(|e| format!("could not read the template as UTF-8 text: {e}"))?;
-    reference::parse(&text).map_err(|e| e.to_string())
+    let text = fs::read_to_string(source).map_err(TemplateError::NotText)?;
+    Ok(reference::parse(&text)?)
 }
 
 /// Distinguishes temporary files of concurrent writes from one process.
@@ -296,7 +310,7 @@ pub fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolve::tests::{sample, FakeFetch};
+    use crate::features::reference::resolve::tests::{sample, FakeFetch};
 
     /// A fresh directory under the system's temporary directory, removed when dropped.
     struct Scratch(PathBuf);

@@ -6,7 +6,7 @@
 //! secrets at a given stage or version id (one read each, as no batch API takes those).
 //! All groups are read concurrently.
 //!
-//! Two [`Fetch`]es exist: [`crate::local_api::LocalApi`] reads from the running extension
+//! Two [`Fetch`]es exist: `exec::client::LocalApi` reads from the running extension
 //! over HTTP (the exec wrapper is another process), [`CacheFetch`] reads through the
 //! extension's own cache (rendered files).
 
@@ -16,11 +16,11 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::batch::{self, ParameterName, Purpose};
+use super::{ParameterRef, Reference, SecretRef};
+use crate::aws::{Source, SourceError};
 use crate::cache::{Cache, Item};
-use crate::reference::{ParameterRef, Reference};
-use crate::request::{Output, Selector};
-use crate::source::{Source, SourceError};
+use crate::domain::{ParameterName, SecretVersion, Selector};
+use crate::read::{self, Purpose};
 
 /// Single secret reads in flight at once.
 const SINGLE_READS: usize = 8;
@@ -114,17 +114,6 @@ pub struct FetchedSecrets {
     pub errors: Vec<(String, ResolveError)>,
 }
 
-/// One secret version to read on its own.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretVersion {
-    /// Name or ARN.
-    pub secret_id: String,
-    /// Staging label.
-    pub version_stage: Option<String>,
-    /// Version id.
-    pub version_id: Option<String>,
-}
-
 /// Where values are read from, in the three shapes the groups need.
 pub trait Fetch: Send + Sync {
     /// Many parameters at once; those that do not exist are simply not in the answer.
@@ -140,9 +129,10 @@ pub trait Fetch: Send + Sync {
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<FetchedSecrets, ResolveError>>;
 
-    /// One secret at a given stage or version id.
+    /// One secret (`id`: name or ARN) at a given stage or version id.
     fn secret<'a>(
         &'a self,
+        id: &'a str,
         version: &'a SecretVersion,
     ) -> BoxFuture<'a, Result<FetchedSecret, ResolveError>>;
 }
@@ -191,6 +181,15 @@ fn parameter_name(p: &ParameterRef) -> ParameterName {
     }
 }
 
+/// The secret and version a reference to a secret's other version reads.
+fn secret_version(s: &SecretRef) -> (String, SecretVersion) {
+    let version = SecretVersion {
+        version_id: s.version_id.clone(),
+        stage: s.version_stage.clone(),
+    };
+    (s.secret_id.clone(), version)
+}
+
 /// Resolves every reference (repeats are read once) in one concurrent round of reads.
 pub async fn resolve<'r>(
     fetch: &dyn Fetch,
@@ -213,11 +212,7 @@ pub async fn resolve<'r>(
                 current.insert(s.secret_id.clone());
             }
             Reference::SecretsManager(s) => {
-                versions.insert(SecretVersion {
-                    secret_id: s.secret_id.clone(),
-                    version_stage: s.version_stage.clone(),
-                    version_id: s.version_id.clone(),
-                });
+                versions.insert(secret_version(s));
             }
         }
     }
@@ -244,7 +239,8 @@ pub async fn resolve<'r>(
     };
     let read_versions = stream::iter(versions)
         .map(|version| async move {
-            let answer = fetch.secret(&version).await;
+            let (id, asked) = &version;
+            let answer = fetch.secret(id, asked).await;
             (version, answer)
         })
         .buffer_unordered(SINGLE_READS)
@@ -255,7 +251,7 @@ pub async fn resolve<'r>(
         read_current,
         read_versions
     );
-    let versions_found: HashMap<SecretVersion, Result<FetchedSecret, ResolveError>> =
+    let versions_found: HashMap<(String, SecretVersion), Result<FetchedSecret, ResolveError>> =
         versions_found.into_iter().collect();
 
     let mut values = HashMap::with_capacity(unique.len());
@@ -274,12 +270,7 @@ pub async fn resolve<'r>(
                 let secret = if s.is_current() {
                     find_current(&current_found, &s.secret_id)
                 } else {
-                    let version = SecretVersion {
-                        secret_id: s.secret_id.clone(),
-                        version_stage: s.version_stage.clone(),
-                        version_id: s.version_id.clone(),
-                    };
-                    match versions_found.get(&version) {
+                    match versions_found.get(&secret_version(s)) {
                         Some(Ok(found)) => Ok(found),
                         Some(Err(err)) => Err(err.clone()),
                         None => Err(ResolveError::NotAsked),
@@ -419,8 +410,8 @@ impl Fetch for CacheFetch<'_> {
         decrypt: bool,
     ) -> BoxFuture<'a, Result<Vec<FetchedParameter>, ResolveError>> {
         Box::pin(async move {
-            let many = batch::parameters(self.cache, self.source, names, decrypt, Purpose::Request)
-                .await?;
+            let many =
+                read::parameters(self.cache, self.source, names, decrypt, Purpose::Request).await?;
             Ok(many
                 .found
                 .iter()
@@ -443,7 +434,7 @@ impl Fetch for CacheFetch<'_> {
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<FetchedSecrets, ResolveError>> {
         Box::pin(async move {
-            let many = batch::secrets(self.cache, self.source, ids, Purpose::Request).await?;
+            let many = read::secrets(self.cache, self.source, ids, Purpose::Request).await?;
             Ok(FetchedSecrets {
                 found: many
                     .found
@@ -467,18 +458,11 @@ impl Fetch for CacheFetch<'_> {
 
     fn secret<'a>(
         &'a self,
+        id: &'a str,
         version: &'a SecretVersion,
     ) -> BoxFuture<'a, Result<FetchedSecret, ResolveError>> {
         Box::pin(async move {
-            let req = crate::request::SecretRequest {
-                secret_id: version.secret_id.clone(),
-                version_id: version.version_id.clone(),
-                version_stage: version.version_stage.clone(),
-                refresh_now: false,
-                output: Output::Envelope,
-                scope: Default::default(),
-            };
-            let lookup = batch::secret(self.cache, self.source, &req).await?;
+            let lookup = read::secret(self.cache, self.source, id, Some(version), false).await?;
             fetched_secret(&lookup.entry.item).ok_or_else(|| ResolveError::Failed {
                 code: "InternalError".into(),
                 message: "cache entry of the wrong kind".into(),
@@ -490,7 +474,7 @@ impl Fetch for CacheFetch<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::reference::parse;
+    use crate::features::reference::parse;
     use std::sync::Mutex;
 
     /// A [`Fetch`] over fixed values that records every read.
@@ -609,16 +593,17 @@ pub(crate) mod tests {
 
         fn secret<'a>(
             &'a self,
+            id: &'a str,
             version: &'a SecretVersion,
         ) -> BoxFuture<'a, Result<FetchedSecret, ResolveError>> {
             self.calls.lock().unwrap().push(format!(
                 "secret {} stage={:?} id={:?}",
-                version.secret_id, version.version_stage, version.version_id
+                id, version.stage, version.version_id
             ));
             Box::pin(async move {
                 match &self.previous {
                     Some(v) => Ok(FetchedSecret {
-                        name: Some(version.secret_id.clone()),
+                        name: Some(id.to_owned()),
                         arn: None,
                         value: SecretValue::Text(Zeroizing::new(v.clone())),
                     }),

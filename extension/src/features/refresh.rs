@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::batch::{self, ParameterName, Purpose};
+use crate::aws::Source;
 use crate::cache::{Cache, Key};
-use crate::request::SecretRequest;
-use crate::scope::{Scope, Scopes};
-use crate::source::Source;
+use crate::domain::{ParameterName, Scope, SecretVersion};
+use crate::read::{self, Core, Purpose};
 
 /// What a refresh round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +23,8 @@ pub struct RefreshReport {
 
 /// Refreshes every due entry; batched by kind, each through the role and region it was read
 /// with. Failures are logged and leave entries as they are.
-pub async fn run(cache: &Cache, scopes: &Scopes, fraction: f64) -> RefreshReport {
+pub async fn run(core: &Core, fraction: f64) -> RefreshReport {
+    let (cache, scopes) = (&core.cache, &core.scopes);
     let due = cache.due_for_refresh(fraction);
     let mut report = RefreshReport {
         due: due.len(),
@@ -62,7 +62,7 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
     let mut decrypted = Vec::new();
     let mut encrypted = Vec::new();
     let mut current_secrets = Vec::new();
-    let mut other_secrets = Vec::new();
+    let mut other_secrets: Vec<(String, SecretVersion)> = Vec::new();
     let mut paths = Vec::new();
     for key in due {
         match key {
@@ -95,37 +95,31 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
                 id,
                 version: Some(version),
                 ..
-            } => other_secrets.push(SecretRequest {
-                secret_id: id.into(),
-                version_id: version.version_id,
-                version_stage: version.stage,
-                refresh_now: true,
-                output: crate::request::Output::Envelope,
-                scope: Default::default(),
-            }),
+            } => other_secrets.push((String::from(id), *version)),
         }
     }
 
     let mut outcomes: Vec<(&str, bool)> = Vec::new();
     for (names, decrypt) in [(&decrypted, true), (&encrypted, false)] {
         if !names.is_empty() {
-            let ok = batch::parameters(cache, source, names, decrypt, Purpose::Refresh)
+            let ok = read::parameters(cache, source, names, decrypt, Purpose::Refresh)
                 .await
                 .is_ok();
             outcomes.push(("parameters", ok));
         }
     }
     if !current_secrets.is_empty() {
-        let ok = batch::secrets(cache, source, &current_secrets, Purpose::Refresh)
+        let ok = read::secrets(cache, source, &current_secrets, Purpose::Refresh)
             .await
             .is_ok();
         outcomes.push(("secrets", ok));
     }
-    for req in &other_secrets {
-        outcomes.push(("secret", batch::secret(cache, source, req).await.is_ok()));
+    for (id, version) in &other_secrets {
+        let read = read::secret(cache, source, id, Some(version), true).await;
+        outcomes.push(("secret", read.is_ok()));
     }
     for (path, recursive, decrypt) in &paths {
-        let ok = batch::path(cache, source, path, *recursive, *decrypt, Purpose::Refresh)
+        let ok = read::path(cache, source, path, *recursive, *decrypt, Purpose::Refresh)
             .await
             .is_ok();
         outcomes.push(("path", ok));

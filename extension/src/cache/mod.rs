@@ -2,10 +2,10 @@
 //! any number of concurrent misses on the same key, and stale serving on transient failures.
 //!
 //! Storage and eviction order are the `lru` crate's, behind one mutex held only to look up,
-//! insert or remove. Not moka: it keeps about 470 B of bookkeeping per entry (its own copy
-//! of the key, deque and timer nodes), and with it 10,000 cached values of 1 KiB took
-//! 28.9 MiB against the 24 MiB `make bench` holds lockbox to; `lru` keeps the key and two
-//! links. The extension serves from one runtime thread, so the mutex is uncontended.
+//! insert or remove. Not moka: it keeps its own copy of the key, deque and timer nodes for
+//! every entry, several times what `lru` keeps (the key and two links), and that took
+//! lockbox past the memory `make bench` holds it to (the figures are in the benchmark
+//! docs). The extension serves from one runtime thread, so the mutex is uncontended.
 //! Freshness and retention are decided here, with `tokio::time::Instant`, so that tests can
 //! pause and advance the clock: an entry is forgotten once it is past its TTL *and* past
 //! the stale window.
@@ -25,11 +25,13 @@ use std::time::Duration;
 use lru::LruCache;
 use tokio::time::Instant;
 
+use crate::aws::SourceError;
+use crate::domain::{Parameter, Scope, Secret, SecretVersion, Selector};
 use crate::metrics::{CacheGauges, Metrics};
-use crate::model::{Parameter, Secret};
-use crate::request::Selector;
-use crate::scope::Scope;
-use crate::source::SourceError;
+
+pub mod gate;
+
+pub use gate::{GateOpener, PrefetchGate};
 
 /// Everything that changes the answer, so two requests share an entry only when AWS would
 /// give them the same answer. The [`Scope`] (role and region) is part of every key: a value
@@ -64,22 +66,13 @@ pub enum Key {
     Secret {
         /// Whose credentials, which region.
         scope: Scope,
-        /// Name or ARN (a `Box<str>`: 8 bytes less than a `String`, which with the boxed
-        /// version keeps every key in 64 bytes).
+        /// Name or ARN (a `Box<str>`: a word less than a `String`, which with the boxed
+        /// version keeps every key within [`KEY_BYTES`]).
         id: Box<str>,
         /// An explicit version id or staging label; `None` is `AWSCURRENT`. Boxed, for the
         /// same reason as a parameter's selector.
-        version: Option<Box<AskedSecretVersion>>,
+        version: Option<Box<SecretVersion>>,
     },
-}
-
-/// The version of a secret a read asked for, when it asked for one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AskedSecretVersion {
-    /// Explicit version id.
-    pub version_id: Option<String>,
-    /// Staging label.
-    pub stage: Option<String>,
 }
 
 impl Key {
@@ -100,22 +93,11 @@ impl Key {
     }
 
     /// The key of a secret read; the version is boxed only when one is asked for.
-    pub fn secret(
-        scope: &Scope,
-        id: &str,
-        version_id: Option<&String>,
-        stage: Option<&String>,
-    ) -> Self {
-        let version = (version_id.is_some() || stage.is_some()).then(|| {
-            Box::new(AskedSecretVersion {
-                version_id: version_id.cloned(),
-                stage: stage.cloned(),
-            })
-        });
+    pub fn secret(scope: &Scope, id: &str, version: Option<&SecretVersion>) -> Self {
         Key::Secret {
             scope: scope.clone(),
             id: id.into(),
-            version,
+            version: version.cloned().map(Box::new),
         }
     }
 
@@ -140,16 +122,27 @@ pub enum Item {
     Secret(Secret),
 }
 
+/// The most a cache key may take: every cached value has one, so it is pinned here.
+pub const KEY_BYTES: usize = 64;
+const _: () = assert!(std::mem::size_of::<Key>() <= KEY_BYTES);
+
+/// The most one entry's allocation may take (the `Arc`'s two counts and the [`Entry`]),
+/// pinned for the same reason.
+pub const ENTRY_ALLOCATION_BYTES: usize = 192;
+const _: () = assert!(
+    2 * std::mem::size_of::<usize>() + std::mem::size_of::<Entry>() <= ENTRY_ALLOCATION_BYTES
+);
+
 /// One cache entry: the value and when it was fetched.
 #[derive(Debug)]
 pub struct Entry {
     /// The value (zeroized when the last `Arc` to the entry goes).
     pub item: Item,
-    /// When AWS answered: nanoseconds since [`clock_base`]. 8 bytes where an `Instant`
-    /// takes 16, which (with the TTL below) keeps an entry in a 192-byte allocation.
+    /// When AWS answered: nanoseconds since [`clock_base`]. Half an `Instant`, which (with
+    /// the TTL below) keeps an entry's allocation within [`ENTRY_ALLOCATION_BYTES`].
     fetched_at: u64,
-    /// How long the entry is fresh, in milliseconds: 4 bytes rather than a `Duration`'s
-    /// 16 in each of thousands of entries.
+    /// How long the entry is fresh, in milliseconds: a quarter of a `Duration` in each of
+    /// thousands of entries.
     ttl_ms: u32,
     /// Bit 0: whether function code read it since it was fetched (only such entries are
     /// worth refreshing ahead of expiry). The rest: how many reads it answered from the
@@ -268,11 +261,11 @@ impl EntryInfo {
             Key::Secret { id, version, .. } => (
                 "secret",
                 match version.as_deref() {
-                    Some(AskedSecretVersion {
+                    Some(SecretVersion {
                         version_id: Some(v),
                         ..
                     })
-                    | Some(AskedSecretVersion { stage: Some(v), .. }) => format!("{id}:{v}"),
+                    | Some(SecretVersion { stage: Some(v), .. }) => format!("{id}:{v}"),
                     _ => id.to_string(),
                 },
             ),
@@ -341,7 +334,7 @@ pub struct Lookup {
     pub freshness: Freshness,
 }
 
-/// Cache settings, from [`crate::config::Config`].
+/// Cache settings, from the configuration (`Config::cache_settings`).
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
     /// Whether the cache is on at all.
@@ -506,15 +499,15 @@ impl Cache {
     }
 
     /// Number of entries.
-    pub async fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         self.store
             .as_ref()
             .map_or(0, |store| lock(&store.entries).len() as u64)
     }
 
     /// Whether the cache holds nothing.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Returns the fresh cached entry, or fetches it. Concurrent callers of the same key
@@ -605,7 +598,7 @@ impl Cache {
     }
 
     /// The fresh entry for a key, if there is one (counts as a read).
-    pub async fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+    pub fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
         let entry = self.store.as_ref()?.get(key)?;
         entry.is_fresh(Instant::now()).then(|| {
             entry.mark_hit();
@@ -614,25 +607,25 @@ impl Cache {
     }
 
     /// The fresh entry for a key, without counting a read (for looking before choosing).
-    pub async fn peek_fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+    pub fn peek_fresh(&self, key: &Key) -> Option<Arc<Entry>> {
         let entry = self.store.as_ref()?.get(key)?;
         entry.is_fresh(Instant::now()).then_some(entry)
     }
 
     /// Stores a value fetched outside [`Cache::get_or_fetch`] (batch reads, prefetch,
     /// refresh) and returns the entry. `read` says whether a caller is reading it now.
-    pub async fn insert(&self, key: Key, item: Item, read: bool) -> Arc<Entry> {
+    pub fn insert(&self, key: Key, item: Item, read: bool) -> Arc<Entry> {
         let entry = Arc::new(Entry::new(item, self.ttl(&key)));
         if read {
             entry.mark_read();
         }
-        self.insert_entry(key, entry.clone()).await;
+        self.insert_entry(key, entry.clone());
         entry
     }
 
     /// Stores an existing entry under one more key (an ARN as well as a name, a String
     /// parameter for both decryption settings).
-    pub async fn insert_entry(&self, key: Key, entry: Arc<Entry>) {
+    pub fn insert_entry(&self, key: Key, entry: Arc<Entry>) {
         if let Some(store) = &self.store {
             if !self.ttl(&key).is_zero() {
                 store.put(key, entry);
@@ -699,7 +692,7 @@ impl Cache {
     }
 
     /// Drops every entry (their values are zeroized as the last reference goes).
-    pub async fn clear(&self) {
+    pub fn clear(&self) {
         if let Some(store) = &self.store {
             let mut gone = LruCache::unbounded();
             std::mem::swap(&mut *lock(&store.entries), &mut gone);
@@ -711,8 +704,8 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SecretText;
-    use crate::source::FailureKind;
+    use crate::aws::FailureKind;
+    use crate::domain::SecretText;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn settings() -> CacheSettings {
@@ -890,7 +883,7 @@ mod tests {
             .get_or_fetch(key("c"), false, || async { Ok(item("c")) })
             .await
             .unwrap();
-        assert_eq!(cache.len().await, 2);
+        assert_eq!(cache.len(), 2);
         let a = cache
             .get_or_fetch(key("a"), false, || async { Ok(item("a2")) })
             .await
@@ -906,7 +899,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_read_entries_near_expiry_are_due_for_refresh() {
         let cache = Cache::new(settings());
-        cache.insert(key("unread"), item("u"), false).await;
+        cache.insert(key("unread"), item("u"), false);
         cache
             .get_or_fetch(key("read"), false, || async { Ok(item("r")) })
             .await
@@ -924,16 +917,16 @@ mod tests {
             max_stale: Duration::from_secs(10),
             ..settings()
         });
-        cache.insert(key("old"), item("o"), false).await;
+        cache.insert(key("old"), item("o"), false);
         tokio::time::advance(Duration::from_secs(305)).await;
-        cache.insert(key("young"), item("y"), false).await;
+        cache.insert(key("young"), item("y"), false);
         // Past its TTL but within the stale window: kept.
         cache.due_for_refresh(0.2);
-        assert_eq!(cache.len().await, 2);
+        assert_eq!(cache.len(), 2);
         tokio::time::advance(Duration::from_secs(6)).await;
         cache.due_for_refresh(0.2);
-        assert_eq!(cache.len().await, 1);
-        assert!(cache.peek_fresh(&key("young")).await.is_some());
+        assert_eq!(cache.len(), 1);
+        assert!(cache.peek_fresh(&key("young")).is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -978,9 +971,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let entry = cache.insert(key("b"), item("sixsix"), false).await;
+        let entry = cache.insert(key("b"), item("sixsix"), false);
         // The same entry under a second key (an ARN): listed twice, its bytes counted once.
-        cache.insert_entry(key("arn-of-b"), entry).await;
+        cache.insert_entry(key("arn-of-b"), entry);
         tokio::time::advance(Duration::from_secs(100)).await;
         assert_eq!(
             cache.gauges(),
@@ -1050,6 +1043,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(l.freshness, Freshness::Bypass);
-        assert!(zero.is_empty().await);
+        assert!(zero.is_empty());
     }
 }

@@ -1,9 +1,6 @@
-//! Where values come from: SSM Parameter Store and Secrets Manager, behind the small
-//! [`Source`] trait so the cache and server can be unit-tested with a fake.
-//!
-//! Every AWS failure is classified here, once, into a [`SourceError`]: whether it is
-//! transient (may be retried, may serve a stale value) or permanent (never serves stale),
-//! and which HTTP status the localhost API answers with.
+//! The real [`Source`]: SSM Parameter Store and Secrets Manager through the AWS SDK, built
+//! from [`SourceSettings`]. Every SDK failure is classified here, once, into a
+//! [`SourceError`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,151 +12,28 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
-use crate::aws_calls::CallCounter;
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::model::{
-    label, ArnPrefixes, Parameter, ParameterExtra, Secret, SecretBytes, SecretText, Timestamp,
+use std::num::NonZeroUsize;
+
+use lockbox_aws::ErrorClass;
+
+use super::calls::CallCounter;
+use super::source::{FailureKind, ParameterBatch, SecretBatch, Source, SourceError};
+use crate::domain::{
+    label, ArnPrefixes, Parameter, ParameterExtra, ParameterName, RoleArn, Scope, Secret,
+    SecretBatchError, SecretBytes, SecretText, SecretVersion, Timestamp, HOME,
 };
-use crate::request::{ParameterRequest, SecretRequest};
-use crate::scope::{RoleArn, Scope, HOME};
+use crate::metrics::Metrics;
 
-/// Reads one parameter or one secret from wherever values live.
-pub trait Source: Send + Sync + 'static {
-    /// `GetParameter`, selector inline in the name.
-    fn get_parameter<'a>(
-        &'a self,
-        req: &'a ParameterRequest,
-    ) -> BoxFuture<'a, Result<Parameter, SourceError>>;
-
-    /// `GetSecretValue`.
-    fn get_secret<'a>(
-        &'a self,
-        req: &'a SecretRequest,
-    ) -> BoxFuture<'a, Result<Secret, SourceError>>;
-
-    /// `GetParameters`: at most [`GET_PARAMETERS_MAX`] names without selectors.
-    fn get_parameters<'a>(
-        &'a self,
-        names: &'a [String],
-        decrypt: bool,
-    ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>>;
-
-    /// `GetParametersByPath`, every page.
-    fn get_parameters_by_path<'a>(
-        &'a self,
-        path: &'a str,
-        recursive: bool,
-        decrypt: bool,
-    ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>>;
-
-    /// `BatchGetSecretValue` (AWSCURRENT): at most [`BATCH_GET_SECRETS_MAX`] ids.
-    fn batch_get_secrets<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, Result<SecretBatch, SourceError>>;
-
-    /// Whose credentials and which region this source reads with. It is part of the key of
-    /// every cache entry filled from this source, so values read through different roles or
-    /// regions never share an entry.
-    fn scope(&self) -> &Scope {
-        &HOME
-    }
-}
-
-/// `GetParameters` takes at most this many names.
-pub const GET_PARAMETERS_MAX: usize = 10;
-/// `BatchGetSecretValue` takes at most this many ids.
-pub const BATCH_GET_SECRETS_MAX: usize = 20;
-
-/// What `GetParameters` found, and the names it did not.
-#[derive(Debug, Default)]
-pub struct ParameterBatch {
-    /// Found parameters, in no particular order.
-    pub found: Vec<Parameter>,
-    /// Requested names that do not exist (not an error in SSM's API).
-    pub invalid: Vec<String>,
-}
-
-/// What `BatchGetSecretValue` found, and per-secret failures.
-#[derive(Debug, Default)]
-pub struct SecretBatch {
-    /// Found secrets.
-    pub found: Vec<Secret>,
-    /// Per-secret failures, AWS's shape.
-    pub errors: Vec<SecretBatchError>,
-}
-
-/// One secret a batch could not read.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SecretBatchError {
-    /// The id as requested.
-    #[serde(rename = "SecretId")]
-    pub secret_id: String,
-    /// AWS's error code.
-    #[serde(rename = "ErrorCode")]
-    pub error_code: String,
-    /// AWS's message.
-    #[serde(rename = "Message")]
-    pub message: String,
-}
-
-/// What kind of failure a fetch had. Decides retries, stale serving and the HTTP status.
+/// What the AWS clients are built with: the per-service timeouts and the bound on
+/// concurrent requests per service (`PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The parameter, version, label, secret or stage does not exist.
-    NotFound,
-    /// AWS refused: credentials, IAM or the KMS key policy.
-    Denied,
-    /// AWS said slow down.
-    Throttled,
-    /// No answer within the backend timeout.
-    Timeout,
-    /// No connection: refused, reset, DNS.
-    Unreachable,
-    /// AWS failed on its side (5xx).
-    ServerError,
-    /// Any other answer from AWS (validation and the like): permanent.
-    Rejected,
-    /// lockbox could not even build the request.
-    Internal,
-}
-
-/// A failed fetch, classified. `code` and `message` are AWS's own where AWS answered.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct SourceError {
-    /// The failure's class.
-    pub kind: FailureKind,
-    /// The AWS error code (`ParameterNotFound`, `AccessDeniedException`, ...) or lockbox's.
-    pub code: String,
-    /// A human-readable explanation; AWS messages name resources, never values.
-    pub message: String,
-    /// AWS's HTTP status when AWS answered.
-    pub aws_status: Option<u16>,
-}
-
-impl SourceError {
-    /// Transient failures may succeed on retry and may be answered with a stale value.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self.kind,
-            FailureKind::Throttled
-                | FailureKind::Timeout
-                | FailureKind::Unreachable
-                | FailureKind::ServerError
-        )
-    }
-
-    /// Builds an error of a given kind with lockbox's own code.
-    pub fn new(kind: FailureKind, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            code: code.to_owned(),
-            message: message.into(),
-            aws_status: None,
-        }
-    }
+pub struct SourceSettings {
+    /// Bound on one SSM request, retries included.
+    pub ssm_timeout: Duration,
+    /// Bound on one Secrets Manager request, retries included.
+    pub secrets_timeout: Duration,
+    /// Concurrent AWS requests per service.
+    pub max_connections: NonZeroUsize,
 }
 
 /// Classifies any SDK error of either service. `role` is the role the request was made
@@ -206,9 +80,10 @@ where
                 .message()
                 .unwrap_or("no message")
                 .to_owned();
+            let class = lockbox_aws::classify(Some(&code), Some(status));
             let kind = if code.contains("NotFound") {
                 FailureKind::NotFound
-            } else if is_throttling(&code) {
+            } else if class == ErrorClass::Throttled {
                 FailureKind::Throttled
             } else if code.contains("AccessDenied")
                 || code.starts_with("KMS")
@@ -217,7 +92,7 @@ where
                 || code == "ExpiredTokenException"
             {
                 FailureKind::Denied
-            } else if status >= 500 {
+            } else if class == ErrorClass::Transient {
                 FailureKind::ServerError
             } else {
                 FailureKind::Rejected
@@ -235,12 +110,6 @@ where
             format!("the {service} request could not be built"),
         ),
     }
-}
-
-/// Whether an AWS error code says slow down (SSM's and Secrets Manager's
-/// `ThrottlingException`, STS's `Throttling`, API Gateway-style `TooManyRequestsException`).
-pub(crate) fn is_throttling(code: &str) -> bool {
-    code.contains("Throttl") || code == "TooManyRequestsException"
 }
 
 /// Looks through an SDK error for a credentials provider's failure (the SDK reports it as a
@@ -320,8 +189,8 @@ impl AwsSource {
     /// Builds both clients from the shared SDK configuration (region, credentials and
     /// `AWS_ENDPOINT_URL` come from there) with lockbox's timeouts.
     /// Every request either client sends is counted into `metrics`.
-    pub fn new(sdk: &aws_config::SdkConfig, config: &Config, metrics: &Metrics) -> Self {
-        Self::with_scope(sdk, config, HOME.clone(), metrics)
+    pub fn new(sdk: &aws_config::SdkConfig, settings: &SourceSettings, metrics: &Metrics) -> Self {
+        Self::with_scope(sdk, settings, HOME.clone(), metrics)
     }
 
     /// Builds the clients for another role or region. A role's credentials come from STS
@@ -332,7 +201,7 @@ impl AwsSource {
     /// the credentials, shared by both clients, and renews them [`RENEW_BEFORE_EXPIRY`].
     pub async fn for_scope(
         sdk: &aws_config::SdkConfig,
-        config: &Config,
+        settings: &SourceSettings,
         scope: Scope,
         session_name: &str,
         metrics: &Metrics,
@@ -352,7 +221,7 @@ impl AwsSource {
             builder = builder.region(aws_config::Region::new(region.as_str().to_owned()));
         }
         if let Some(role) = &scope.role {
-            let bound = config.ssm_timeout.max(config.secrets_timeout);
+            let bound = settings.ssm_timeout.max(settings.secrets_timeout);
             let sts_base = sdk
                 .clone()
                 .into_builder()
@@ -380,12 +249,12 @@ impl AwsSource {
                         .build(),
                 );
         }
-        Self::with_scope(&builder.build(), config, scope, metrics)
+        Self::with_scope(&builder.build(), settings, scope, metrics)
     }
 
     fn with_scope(
         sdk: &aws_config::SdkConfig,
-        config: &Config,
+        settings: &SourceSettings,
         scope: Scope,
         metrics: &Metrics,
     ) -> Self {
@@ -396,19 +265,19 @@ impl AwsSource {
                 .build()
         };
         let ssm = aws_sdk_ssm::config::Builder::from(sdk)
-            .timeout_config(timeouts(config.ssm_timeout))
+            .timeout_config(timeouts(settings.ssm_timeout))
             .interceptor(CallCounter::new(metrics.clone()))
             .build();
         let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
-            .timeout_config(timeouts(config.secrets_timeout))
+            .timeout_config(timeouts(settings.secrets_timeout))
             .interceptor(CallCounter::new(metrics.clone()))
             .build();
         Self {
             scope,
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
-            ssm_slots: Arc::new(Semaphore::new(config.max_connections.get())),
-            secrets_slots: Arc::new(Semaphore::new(config.max_connections.get())),
+            ssm_slots: Arc::new(Semaphore::new(settings.max_connections.get())),
+            secrets_slots: Arc::new(Semaphore::new(settings.max_connections.get())),
             arn_prefixes: Arc::default(),
         }
     }
@@ -436,15 +305,16 @@ impl Source for AwsSource {
 
     fn get_parameter<'a>(
         &'a self,
-        req: &'a ParameterRequest,
+        name: &'a ParameterName,
+        decrypt: bool,
     ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
         Box::pin(async move {
             let _slot = self.ssm_slots.acquire().await.map_err(|_| closed())?;
             let out = self
                 .ssm
                 .get_parameter()
-                .name(req.api_name())
-                .with_decryption(req.with_decryption)
+                .name(name.api_name())
+                .with_decryption(decrypt)
                 .send()
                 .await
                 .map_err(|e| self.fail(e, "SSM"))?;
@@ -457,8 +327,8 @@ impl Source for AwsSource {
             };
             Ok(convert_parameter(
                 p,
-                &req.name,
-                req.selector.as_ref().map(ToString::to_string),
+                &name.name,
+                name.selector.as_ref().map(ToString::to_string),
                 &self.arn_prefixes,
             ))
         })
@@ -466,21 +336,22 @@ impl Source for AwsSource {
 
     fn get_secret<'a>(
         &'a self,
-        req: &'a SecretRequest,
+        id: &'a str,
+        version: Option<&'a SecretVersion>,
     ) -> BoxFuture<'a, Result<Secret, SourceError>> {
         Box::pin(async move {
             let _slot = self.secrets_slots.acquire().await.map_err(|_| closed())?;
             // Without an id or stage ask for AWSCURRENT by name: it is the documented
             // default, and some endpoints answer a bare request from a stale version.
-            let stage = match (&req.version_id, &req.version_stage) {
-                (None, None) => Some("AWSCURRENT".to_owned()),
-                (_, stage) => stage.clone(),
+            let (version_id, stage) = match version {
+                None => (None, Some("AWSCURRENT".to_owned())),
+                Some(version) => (version.version_id.clone(), version.stage.clone()),
             };
             let mut out = self
                 .secrets
                 .get_secret_value()
-                .secret_id(&req.secret_id)
-                .set_version_id(req.version_id.clone())
+                .secret_id(id)
+                .set_version_id(version_id)
                 .set_version_stage(stage)
                 .send()
                 .await
@@ -680,8 +551,7 @@ mod tests {
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
     use aws_smithy_types::body::SdkBody;
 
-    use crate::config::RawConfig;
-    use crate::scope::RoleArn;
+    use crate::domain::RoleArn;
 
     /// A clock that moves only when the test says so.
     #[derive(Debug, Clone)]
@@ -747,8 +617,19 @@ mod tests {
         }
     }
 
-    fn parameter_request() -> ParameterRequest {
-        crate::request::parse_parameter(Some("name=/p")).unwrap()
+    fn parameter_name() -> ParameterName {
+        ParameterName {
+            name: "/p".into(),
+            selector: None,
+        }
+    }
+
+    fn settings() -> SourceSettings {
+        SourceSettings {
+            ssm_timeout: Duration::from_secs(10),
+            secrets_timeout: Duration::from_secs(10),
+            max_connections: NonZeroUsize::new(3).unwrap(),
+        }
     }
 
     #[tokio::test]
@@ -775,23 +656,25 @@ mod tests {
             .time_source(clock.clone())
             .sleep_impl(TokioSleep::new())
             .build();
-        let config = RawConfig::from_pairs([("AWS_SESSION_TOKEN", "t")])
-            .validate()
-            .unwrap();
         let scope = Scope {
             role: Some(RoleArn::parse("arn:aws:iam::222222222222:role/r").unwrap()),
             region: None,
         };
         let source = AwsSource::for_scope(
             &sdk,
-            &config,
+            &settings(),
             scope.clone(),
             "lockbox-test",
             &Metrics::default(),
         )
         .await;
         assert_eq!(source.scope(), &scope);
-        let read = || async { source.get_parameter(&parameter_request()).await.unwrap() };
+        let read = || async {
+            source
+                .get_parameter(&parameter_name(), false)
+                .await
+                .unwrap()
+        };
 
         read().await;
         read().await;
@@ -853,18 +736,21 @@ mod tests {
             .http_client(Refusing)
             .sleep_impl(TokioSleep::new())
             .build();
-        let config = RawConfig::from_pairs([("AWS_SESSION_TOKEN", "t")])
-            .validate()
-            .unwrap();
         let role = "arn:aws-cn:iam::222222222222:role/r";
         let scope = Scope {
             role: Some(RoleArn::parse(role).unwrap()),
             region: None,
         };
-        let source =
-            AwsSource::for_scope(&sdk, &config, scope, "lockbox-test", &Metrics::default()).await;
+        let source = AwsSource::for_scope(
+            &sdk,
+            &settings(),
+            scope,
+            "lockbox-test",
+            &Metrics::default(),
+        )
+        .await;
         let err = source
-            .get_parameter(&parameter_request())
+            .get_parameter(&parameter_name(), false)
             .await
             .unwrap_err();
         assert_eq!(err.code, "AssumeRoleFailed");

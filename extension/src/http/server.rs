@@ -26,25 +26,18 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use crate::batch::{self, Purpose};
-use crate::cache::{Cache, Freshness, Item, Key, Lookup};
-use crate::config::AuthToken;
-use crate::error::ApiError;
-use crate::model::{
-    Parameter, ParameterResponse, ParametersResponse, PathResponse, ResultMetadata, Secret,
-    SecretResponse, SecretsResponse, WipingBuffer,
+use super::api::{self, AuthToken, CACHE_HEADER, TOKEN_HEADER};
+use super::body::WipingBuffer;
+use super::envelope::{
+    ParameterResponse, ParametersResponse, PathResponse, ResultMetadata, SecretResponse,
+    SecretsResponse,
 };
-use crate::prefetch::PrefetchGate;
-use crate::request::{self, Output};
-use crate::scope::{AskedScope, Scopes};
-use crate::source::{FailureKind, Source, SourceError};
-
-/// The header function code sends the session token in (the AWS layer's name).
-pub const TOKEN_HEADER: &str = "x-aws-parameters-secrets-token";
-/// Says whether an answer was a cache `hit`, a `miss`, `stale` or a `bypass`.
-pub const CACHE_HEADER: &str = "x-lockbox-cache";
-/// The counters since start, as JSON (`?entries=true`: the cached entries too).
-pub const STATS_ROUTE: &str = "/lockbox/stats";
+use super::error::ApiError;
+use super::query::{self, Output};
+use crate::aws::{FailureKind, Source, SourceError};
+use crate::cache::{Freshness, Item, Key, Lookup, PrefetchGate};
+use crate::domain::{AskedScope, Parameter, Secret, SecretVersion};
+use crate::read::{self, Core, Purpose};
 
 /// What the handlers share: cheap to clone.
 #[derive(Clone)]
@@ -53,8 +46,7 @@ pub struct App {
 }
 
 struct AppInner {
-    cache: Cache,
-    scopes: Arc<Scopes>,
+    core: Core,
     token: AuthToken,
     gate: PrefetchGate,
 }
@@ -62,49 +54,18 @@ struct AppInner {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("cache", &self.inner.cache)
+            .field("cache", &self.inner.core.cache)
             .finish()
     }
 }
 
 impl App {
-    /// Bundles the cache, the value source, the expected token and the prefetch gate
-    /// (requests for values being prefetched wait at it). Only the function's own role and
-    /// region can be read.
-    pub fn new(
-        cache: Cache,
-        source: Arc<dyn Source>,
-        token: AuthToken,
-        gate: PrefetchGate,
-    ) -> Self {
-        Self::with_scopes(cache, Arc::new(Scopes::home_only(source)), token, gate)
-    }
-
-    /// As [`App::new`], reading through other roles and regions as `scopes` allows.
-    pub fn with_scopes(
-        cache: Cache,
-        scopes: Arc<Scopes>,
-        token: AuthToken,
-        gate: PrefetchGate,
-    ) -> Self {
+    /// Serves what `core` reads (its cache, through its scopes) to requests that carry
+    /// `token`; requests for values being prefetched wait at `gate`.
+    pub fn new(core: Core, token: AuthToken, gate: PrefetchGate) -> Self {
         Self {
-            inner: Arc::new(AppInner {
-                cache,
-                scopes,
-                token,
-                gate,
-            }),
+            inner: Arc::new(AppInner { core, token, gate }),
         }
-    }
-
-    /// Where values come from, for the function's own role and region.
-    pub fn source(&self) -> &dyn Source {
-        self.inner.scopes.home().as_ref()
-    }
-
-    /// The sources for every role and region.
-    pub fn scopes(&self) -> &Scopes {
-        &self.inner.scopes
     }
 
     /// The source for what a request asked for and the names it reads.
@@ -113,31 +74,24 @@ impl App {
         asked: &AskedScope,
         names: impl IntoIterator<Item = &'n str>,
     ) -> Result<Arc<dyn Source>, ApiError> {
-        let scope = self.inner.scopes.resolve(asked, names)?;
-        Ok(self.inner.scopes.source(&scope).await?)
-    }
-
-    /// The cache, for the lifecycle (prefetch, refresh, shutdown).
-    pub fn cache(&self) -> &Cache {
-        &self.inner.cache
+        let scopes = &self.inner.core.scopes;
+        let scope = scopes.resolve(asked, names)?;
+        Ok(scopes.source(&scope).await?)
     }
 }
 
 /// The whole API. Unknown paths and non-GET methods get JSON errors too.
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/ping", get(ping))
-        .route("/systemsmanager/parameters/get", get(get_parameter))
-        .route("/systemsmanager/parameters/get/", get(get_parameter))
-        .route("/secretsmanager/get", get(get_secret))
-        .route("/secretsmanager/get/", get(get_secret))
-        .route("/systemsmanager/parameters/get-many", get(get_parameters))
-        .route(
-            "/systemsmanager/parameters/get-by-path",
-            get(get_parameters_by_path),
-        )
-        .route("/secretsmanager/get-many", get(get_secrets))
-        .route(STATS_ROUTE, get(stats))
+        .route(api::PING, get(ping))
+        .route(api::PARAMETER, get(get_parameter))
+        .route(&format!("{}/", api::PARAMETER), get(get_parameter))
+        .route(api::SECRET, get(get_secret))
+        .route(&format!("{}/", api::SECRET), get(get_secret))
+        .route(api::PARAMETERS, get(get_parameters))
+        .route(api::PARAMETERS_BY_PATH, get(get_parameters_by_path))
+        .route(api::STATS, get(stats))
+        .route(api::SECRETS, get(get_secrets))
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -165,7 +119,7 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     if has_body {
         return ApiError::BodyOnGet.into_response();
     }
-    if req.uri().path() != "/ping" && !token_matches(headers, &app.inner.token) {
+    if req.uri().path() != api::PING && !token_matches(headers, &app.inner.token) {
         return ApiError::Forbidden.into_response();
     }
     next.run(req).await
@@ -206,7 +160,7 @@ async fn get_parameter(
     State(app): State<App>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let req = request::parse_parameter(query.as_deref())?;
+    let req = query::parse_parameter(query.as_deref())?;
     let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
     let key = Key::parameter(
         source.scope(),
@@ -215,12 +169,18 @@ async fn get_parameter(
         req.with_decryption,
     );
     app.inner.gate.wait_for(&key).await;
-    let lookup = batch::parameter(&app.inner.cache, source.as_ref(), &req)
-        .await
-        .inspect_err(|err| {
-            count_read(&app, Freshness::Miss);
-            tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
-        })?;
+    let lookup = read::parameter(
+        &app.inner.core.cache,
+        source.as_ref(),
+        &req.parameter_name(),
+        req.with_decryption,
+        req.refresh_now,
+    )
+    .await
+    .inspect_err(|err| {
+        count_read(&app, Freshness::Miss);
+        tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
+    })?;
     count_read(&app, lookup.freshness);
     tracing::debug!(name = %req.name, cache = lookup.freshness.as_str(), "parameter served");
     let Item::Parameter(parameter) = &lookup.entry.item else {
@@ -248,21 +208,23 @@ async fn get_secret(
     State(app): State<App>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let req = request::parse_secret(query.as_deref())?;
+    let req = query::parse_secret(query.as_deref())?;
     let source = app.source_for(&req.scope, [req.secret_id.as_str()]).await?;
-    let key = Key::secret(
-        source.scope(),
-        &req.secret_id,
-        req.version_id.as_ref(),
-        req.version_stage.as_ref(),
-    );
+    let version = SecretVersion::asked(req.version_id.as_deref(), req.version_stage.as_deref());
+    let key = Key::secret(source.scope(), &req.secret_id, version.as_ref());
     app.inner.gate.wait_for(&key).await;
-    let lookup = batch::secret(&app.inner.cache, source.as_ref(), &req)
-        .await
-        .inspect_err(|err| {
-            count_read(&app, Freshness::Miss);
-            tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
-        })?;
+    let lookup = read::secret(
+        &app.inner.core.cache,
+        source.as_ref(),
+        &req.secret_id,
+        version.as_ref(),
+        req.refresh_now,
+    )
+    .await
+    .inspect_err(|err| {
+        count_read(&app, Freshness::Miss);
+        tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
+    })?;
     count_read(&app, lookup.freshness);
     tracing::debug!(secret_id = %req.secret_id, cache = lookup.freshness.as_str(), "secret served");
     let Item::Secret(secret) = &lookup.entry.item else {
@@ -298,7 +260,7 @@ async fn get_parameters(
     State(app): State<App>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let req = request::parse_parameters(query.as_deref())?;
+    let req = query::parse_parameters(query.as_deref())?;
     let source = app
         .source_for(&req.scope, req.names.iter().map(|n| n.name.as_str()))
         .await?;
@@ -316,8 +278,8 @@ async fn get_parameters(
     } else {
         Purpose::Request
     };
-    let many = batch::parameters(
-        &app.inner.cache,
+    let many = read::parameters(
+        &app.inner.core.cache,
         source.as_ref(),
         &req.names,
         req.with_decryption,
@@ -351,7 +313,7 @@ async fn get_parameters_by_path(
     State(app): State<App>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let req = request::parse_path(query.as_deref())?;
+    let req = query::parse_path(query.as_deref())?;
     let source = app.source_for(&req.scope, []).await?;
     let key = Key::Path {
         scope: source.scope().clone(),
@@ -365,8 +327,8 @@ async fn get_parameters_by_path(
     } else {
         Purpose::Request
     };
-    let (entry, freshness) = batch::path(
-        &app.inner.cache,
+    let (entry, freshness) = read::path(
+        &app.inner.core.cache,
         source.as_ref(),
         &req.path,
         req.recursive,
@@ -402,12 +364,12 @@ async fn get_secrets(
     State(app): State<App>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let req = request::parse_secrets(query.as_deref())?;
+    let req = query::parse_secrets(query.as_deref())?;
     let source = app
         .source_for(&req.scope, req.ids.iter().map(String::as_str))
         .await?;
     for id in &req.ids {
-        let key = Key::secret(source.scope(), id, None, None);
+        let key = Key::secret(source.scope(), id, None);
         app.inner.gate.wait_for(&key).await;
     }
     let purpose = if req.refresh_now {
@@ -415,7 +377,7 @@ async fn get_secrets(
     } else {
         Purpose::Request
     };
-    let many = batch::secrets(&app.inner.cache, source.as_ref(), &req.ids, purpose)
+    let many = read::secrets(&app.inner.core.cache, source.as_ref(), &req.ids, purpose)
         .await
         .inspect_err(|err| {
             count_batch(&app, 0, req.ids.len());
@@ -442,7 +404,7 @@ async fn get_secrets(
 
 /// The counters of what function code's reads were answered with.
 fn count_read(app: &App, freshness: Freshness) {
-    let counters = app.inner.cache.metrics().counters();
+    let counters = app.inner.core.cache.metrics().counters();
     match freshness {
         Freshness::Hit => {
             counters.cache_hit();
@@ -457,7 +419,7 @@ fn count_read(app: &App, freshness: Freshness) {
 /// A batch read: each value a hit or a miss; the call avoided only when every value was
 /// a hit (otherwise the batch call was made, for fewer names).
 fn count_batch(app: &App, hits: usize, asked: usize) {
-    let counters = app.inner.cache.metrics().counters();
+    let counters = app.inner.core.cache.metrics().counters();
     for _ in 0..hits {
         counters.cache_hit();
     }
@@ -473,8 +435,8 @@ fn count_batch(app: &App, hits: usize, asked: usize) {
 /// `entries=true`, each entry's kind, name, scope, age, TTL left, hits and size. Never a
 /// value.
 async fn stats(State(app): State<App>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
-    let with_entries = request::parse_stats(query.as_deref())?;
-    let cache = &app.inner.cache;
+    let with_entries = query::parse_stats(query.as_deref())?;
+    let cache = &app.inner.core.cache;
     let mut body = serde_json::to_value(cache.metrics().stats())
         .map_err(|_| internal("the stats could not be encoded"))?;
     body["cache"] = serde_json::json!(cache.gauges());
@@ -675,6 +637,8 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::scopes::tests::scopes;
+    use crate::cache::{Cache, CacheSettings};
 
     /// A TTL cannot be seen from the other end of a TCP connection, so the end-to-end tests
     /// (tests/tests/e2e/hardening.rs) show only that other addresses are refused; the TTL
@@ -692,5 +656,54 @@ mod tests {
         let (accepted, _) = listener.accept().await.expect("accept");
         // Set again in `serve` for every accepted socket; inherited on Linux anyway.
         assert_eq!(accepted.ttl().expect("accepted socket TTL"), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_name_through_different_scopes_is_different_cache_entries() {
+        let cache = Cache::new(CacheSettings {
+            enabled: true,
+            capacity: 100,
+            parameter_ttl: Duration::from_secs(300),
+            secret_ttl: Duration::from_secs(300),
+            max_stale: Duration::ZERO,
+        });
+        let scopes = scopes();
+        let mut seen = Vec::new();
+        for (query, expected) in [
+            ("name=/a", "via home"),
+            (
+                "name=/a&roleArn=arn:aws:iam::222222222222:role/exact",
+                "via arn:aws:iam::222222222222:role/exact",
+            ),
+            ("name=/a&region=cn-north-1", "via cn-north-1"),
+            (
+                "name=arn:aws-us-gov:ssm:us-gov-west-1:444444444444:parameter/a",
+                "via arn:aws-us-gov:iam::444444444444:role/reader in us-gov-west-1",
+            ),
+        ] {
+            let req = query::parse_parameter(Some(query)).unwrap();
+            let scope = scopes.resolve(&req.scope, [req.name.as_str()]).unwrap();
+            let source = scopes.source(&scope).await.unwrap();
+            for round in 0..2 {
+                let lookup =
+                    read::parameter(&cache, source.as_ref(), &req.parameter_name(), false, false)
+                        .await
+                        .unwrap();
+                let Item::Parameter(p) = &lookup.entry.item else {
+                    panic!("a parameter");
+                };
+                assert_eq!(p.value.expose(), expected, "{query} round {round}");
+            }
+            seen.push(Key::Parameter {
+                scope,
+                name: req.name.as_str().into(),
+                selector: None,
+                decrypt: false,
+            });
+        }
+        assert_eq!(cache.len(), 4);
+        for key in &seen {
+            assert!(cache.peek_fresh(key).is_some(), "{key:?}");
+        }
     }
 }
