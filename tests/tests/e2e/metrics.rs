@@ -429,3 +429,49 @@ async fn stats_route_needs_the_token_counts_the_reads_and_never_returns_a_value(
     assert_eq!(proxy.total(), 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refreshes_ahead_of_expiry_are_counted_with_the_calls_they_make() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    moto.put_param("/metrics/refreshed", "v", ParameterType::String, None)
+        .await?;
+    let (sandbox, proxy, client) = spawn_lockbox(
+        &moto,
+        &[
+            ("LOCKBOX_METRICS", "emf"),
+            // A read entry is due 0.2 s into its 2 s TTL: the next INVOKE after that
+            // refreshes it.
+            ("SSM_PARAMETER_STORE_TTL", "2"),
+            ("LOCKBOX_REFRESH_AHEAD", "0.9"),
+        ],
+    )
+    .await?;
+    sandbox
+        .invoke_with(|| client.get_parameter("/metrics/refreshed", &[]))
+        .await??;
+    let read_calls = proxy.total();
+    let mut invokes = 1;
+    eventually("a refresh ahead on INVOKE", || {
+        invokes += 1;
+        let (sandbox, proxy) = (&sandbox, &proxy);
+        async move {
+            sandbox.invoke(WAIT).await?;
+            Ok(proxy.total() > read_calls)
+        }
+    })
+    .await?;
+    sandbox.shutdown(WAIT).await?;
+
+    let lines = wait_emf_lines(&sandbox, invokes + 1).await?;
+    let parsed: Vec<EmfLine> = lines
+        .iter()
+        .map(|line| parse_emf(line))
+        .collect::<anyhow::Result<_>>()?;
+    let sum = |name: &str| parsed.iter().map(|l| l.number(name)).sum::<u64>();
+    // One entry was read, so one is refreshed (a refreshed entry is not due again until
+    // it is read again), and every call it made is in the lines.
+    assert_eq!(sum("Refreshes"), 1);
+    assert_eq!(sum("AwsCalls"), proxy.total() as u64);
+    assert_eq!(sum("CacheMisses"), 1);
+    Ok(())
+}
