@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_ssm::types::ParameterType;
 use lockbox_tests::check::{assert_any_error, cache_header, eventually, ok_json, WAIT};
 use lockbox_tests::client::{parameter_path, secret_path, ExtClient};
+use lockbox_tests::fixture::Fixture;
 use lockbox_tests::sandbox::{Sandbox, FUNCTION_NAME};
-use lockbox_tests::{random_hex, spawn_lockbox, Fault, Moto};
+use lockbox_tests::{random_hex, Fault};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -206,7 +206,6 @@ const OPERATIONS: [&str; 5] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
     let suffix = random_hex(8);
     let (a, b, s) = (
         format!("/metrics/a-{suffix}"),
@@ -214,15 +213,13 @@ async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyh
         format!("metrics/s-{suffix}"),
     );
     let values = [random_hex(32), random_hex(32), random_hex(32)];
-    moto.put_param(&a, &values[0], ParameterType::String, None)
-        .await?;
-    moto.put_param(&b, &values[1], ParameterType::String, None)
-        .await?;
-    moto.create_secret(&s, &values[2]).await?;
     let prefetch = format!("ssm:{b}");
-    let (sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
+    let lockbox = Fixture::new()
+        .await?
+        .param(&a, &values[0])
+        .param(&b, &values[1])
+        .secret(&s, &values[2])
+        .envs(&[
             ("LOCKBOX_METRICS", "emf"),
             ("LOCKBOX_METRICS_NAMESPACE", "lockbox-e2e"),
             ("LOCKBOX_PREFETCH", &prefetch),
@@ -231,11 +228,12 @@ async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyh
             ("SSM_PARAMETER_STORE_TTL", "1"),
             ("LOCKBOX_REFRESH_AHEAD", "0"),
             ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "5000"),
-        ],
-    )
-    .await?;
+        ])
+        .start()
+        .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
     assert!(
-        emf_lines(&sandbox).is_empty(),
+        emf_lines(sandbox).is_empty(),
         "no line before the first INVOKE: {}",
         sandbox.report()
     );
@@ -247,7 +245,7 @@ async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyh
         parameter_path(&b, &[]),
         secret_path(&s, &[]),
     );
-    let (t, c, paths) = (&mut tally, &client, [&pa, &pa, &pb, &ps, &ps]);
+    let (t, c, paths) = (&mut tally, client, [&pa, &pa, &pb, &ps, &ps]);
     sandbox
         .invoke_with(move || async move {
             for path in paths {
@@ -261,7 +259,7 @@ async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyh
     // Invoke 2: AWS throttles every GetParameter; once `a` is past its TTL it is answered
     // stale, after the SDK's attempts were all throttled.
     proxy.fail_next(Some("GetParameter"), 1000, Fault::Throttle);
-    let (t, c, p) = (&mut tally, &client, &pa);
+    let (t, c, p) = (&mut tally, client, &pa);
     sandbox
         .invoke_with(move || async move {
             let deadline = Instant::now() + WAIT;
@@ -277,7 +275,7 @@ async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyh
     assert!(throttles >= 1);
 
     // Invoke 3: AWS answers again.
-    let (t, c, p) = (&mut tally, &client, &pa);
+    let (t, c, p) = (&mut tally, client, &pa);
     sandbox
         .invoke_with(move || async move {
             let deadline = Instant::now() + WAIT;
@@ -291,7 +289,7 @@ async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyh
     sandbox.shutdown(WAIT).await?;
 
     // One line per INVOKE and one at SHUTDOWN, every one valid EMF.
-    let lines = wait_emf_lines(&sandbox, 4).await?;
+    let lines = wait_emf_lines(sandbox, 4).await?;
     assert_eq!(lines.len(), 4, "{}", sandbox.report());
     let parsed: Vec<EmfLine> = lines
         .iter()
@@ -351,10 +349,12 @@ async fn emf_lines_add_up_to_the_calls_at_the_proxy_and_the_reads_made() -> anyh
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_metrics_off_no_emf_line_is_written() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/metrics/off", "v", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/metrics/off", "v")
+        .start()
         .await?;
-    let (sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (sandbox, client) = (&lockbox.sandbox, &lockbox.client);
     for _ in 0..2 {
         sandbox
             .invoke_with(|| client.get_parameter("/metrics/off", &[]))
@@ -372,12 +372,14 @@ async fn with_metrics_off_no_emf_line_is_written() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_route_needs_the_token_counts_the_reads_and_never_returns_a_value(
 ) -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
     let (param_value, secret_value) = (random_hex(40), random_hex(40));
-    moto.put_param("/metrics/stats", &param_value, ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/metrics/stats", &param_value)
+        .secret("metrics/stats", &secret_value)
+        .start()
         .await?;
-    moto.create_secret("metrics/stats", &secret_value).await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     assert_any_error(&client.get_without_token("/lockbox/stats").await?, 403);
     assert_any_error(
@@ -432,20 +434,19 @@ async fn stats_route_needs_the_token_counts_the_reads_and_never_returns_a_value(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refreshes_ahead_of_expiry_are_counted_with_the_calls_they_make() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/metrics/refreshed", "v", ParameterType::String, None)
-        .await?;
-    let (sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
+    let lockbox = Fixture::new()
+        .await?
+        .param("/metrics/refreshed", "v")
+        .envs(&[
             ("LOCKBOX_METRICS", "emf"),
             // A read entry is due 0.2 s into its 2 s TTL: the next INVOKE after that
             // refreshes it.
             ("SSM_PARAMETER_STORE_TTL", "2"),
             ("LOCKBOX_REFRESH_AHEAD", "0.9"),
-        ],
-    )
-    .await?;
+        ])
+        .start()
+        .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
     sandbox
         .invoke_with(|| client.get_parameter("/metrics/refreshed", &[]))
         .await??;
@@ -453,7 +454,6 @@ async fn refreshes_ahead_of_expiry_are_counted_with_the_calls_they_make() -> any
     let mut invokes = 1;
     eventually("a refresh ahead on INVOKE", || {
         invokes += 1;
-        let (sandbox, proxy) = (&sandbox, &proxy);
         async move {
             sandbox.invoke(WAIT).await?;
             Ok(proxy.total() > read_calls)
@@ -462,7 +462,7 @@ async fn refreshes_ahead_of_expiry_are_counted_with_the_calls_they_make() -> any
     .await?;
     sandbox.shutdown(WAIT).await?;
 
-    let lines = wait_emf_lines(&sandbox, invokes + 1).await?;
+    let lines = wait_emf_lines(sandbox, invokes + 1).await?;
     let parsed: Vec<EmfLine> = lines
         .iter()
         .map(|line| parse_emf(line))
