@@ -19,6 +19,7 @@ use crate::features::prefetch::{PlanError, Planned, PrefetchEntry, PrefetchPlan}
 use crate::features::render::{RenderPlan, RenderPlanError, DEFAULT_RENDER_ROOT};
 use crate::http::query::{parse_parameter, parse_scope};
 use crate::http::{AuthToken, ServerLimits};
+use crate::metrics::MetricsSettings;
 
 /// Port the AWS layer listens on; function code hard-codes it, so it is ours too.
 pub const DEFAULT_PORT: u16 = 2773;
@@ -90,6 +91,9 @@ pub const VARIABLES: &[&str] = &[
     "LOCKBOX_EXEC_WAIT_MS",
     "LOCKBOX_EXEC_ON_ERROR",
     "LOCKBOX_EXEC_SNAPSTART",
+    "LOCKBOX_METRICS",
+    "LOCKBOX_METRICS_NAMESPACE",
+    "POWERTOOLS_METRICS_NAMESPACE",
     "AWS_LAMBDA_INITIALIZATION_TYPE",
     "AWS_LAMBDA_FUNCTION_NAME",
     "AWS_SESSION_TOKEN",
@@ -177,6 +181,8 @@ pub struct Config {
     /// The STS session name for assumed roles: shows in the owning account's CloudTrail
     /// which function read through its role.
     pub role_session_name: String,
+    /// Whether and where metrics are written (`LOCKBOX_METRICS`, the namespace).
+    pub metrics: MetricsSettings,
 }
 
 impl fmt::Debug for Config {
@@ -204,6 +210,7 @@ impl fmt::Debug for Config {
             .field("render", &self.render)
             .field("roles", &self.roles)
             .field("role_session_name", &self.role_session_name)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -469,6 +476,7 @@ impl RawConfig {
             render: self.render()?,
             roles: RolePolicy::default(),
             role_session_name: self.role_session_name(),
+            metrics: self.metrics()?,
         })
         .and_then(|mut config| {
             config.roles = self.roles(&config.prefetch)?;
@@ -619,6 +627,19 @@ impl RawConfig {
         }
     }
 
+    /// `LOCKBOX_METRICS` and its namespace; the rules are the metrics module's.
+    fn metrics(&self) -> Result<MetricsSettings, ConfigError> {
+        MetricsSettings::parse(
+            |name| self.get(name),
+            self.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            name: e.name,
+            value: e.value,
+            allowed: e.allowed,
+        })
+    }
+
     fn fraction(&self, name: &'static str, default: f64) -> Result<f64, ConfigError> {
         let Some(value) = self.get(name) else {
             return Ok(default);
@@ -721,6 +742,11 @@ mod tests {
         assert_eq!(config.ssm_ttl, Duration::from_secs(300));
         assert_eq!(config.secrets_ttl, Duration::from_secs(300));
         assert_eq!(config.ssm_timeout, DEFAULT_BACKEND_TIMEOUT);
+        assert_eq!(
+            config.metrics.mode,
+            crate::metrics::MetricsMode::Off,
+            "metrics cost log ingestion: off unless asked for"
+        );
     }
 
     #[test]
@@ -763,6 +789,7 @@ mod tests {
             ("LOCKBOX_MAX_CLIENT_CONNECTIONS", "0"),
             ("LOCKBOX_CLIENT_TIMEOUT_MS", "5"),
             ("LOCKBOX_PREFETCH", "ssm:/a,bogus:thing"),
+            ("LOCKBOX_METRICS", "prometheus"),
         ];
         for (name, value) in cases {
             let err = raw(&[(name, value)]).validate().unwrap_err();

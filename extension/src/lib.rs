@@ -6,7 +6,9 @@
 //! (`ARCHITECTURE.md` draws them):
 //!
 //! 1. [`domain`]: values (zeroized on drop), parameters, secrets, selectors, names and
-//!    scopes. No I/O.
+//!    scopes. No I/O. Beside it, [`metrics`]: the counters every layer counts into (cache
+//!    hits, misses, AWS calls, latency) and the CloudWatch Embedded Metric Format lines
+//!    written from them when `LOCKBOX_METRICS=emf`; it imports nothing of lockbox's.
 //! 2. [`aws`]: the [`aws::Source`] trait, its SDK implementation, the classification of
 //!    every AWS failure, and [`aws::Scopes`], one source per role and region.
 //! 3. [`cache`]: bounded, TTL per kind, one fetch per key, stale serving on transient
@@ -30,4 +32,5 @@ pub mod features;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod read;

@@ -9,10 +9,11 @@
 //! 5. **render** the files `LOCKBOX_RENDER` names from the cache prefetch filled. Prefetch
 //!    and render share one [`InitDeadline`], `LOCKBOX_PREFETCH_TIMEOUT_MS` from the start
 //!    of prefetch, so together they never hold Init longer than that;
-//! 6. **event loop**: `next` returns INVOKE events (each one refreshes what is about to
-//!    expire, then renders again the files whose values changed) until SHUTDOWN;
-//! 7. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
-//!    inside Lambda's 2 s budget.
+//! 6. **event loop**: `next` returns INVOKE events (each one writes the metrics line for
+//!    the interval before it, refreshes what is about to expire, then renders again the
+//!    files whose values changed) until SHUTDOWN;
+//! 7. **shutdown**: stop accepting, finish in-flight requests, write the last metrics line,
+//!    wipe the cache, exit, all inside Lambda's 2 s budget.
 //!
 //! The lifecycle owns the [`Core`] (the cache and the per-scope sources): it builds it once
 //! and hands it to the server and to each feature.
@@ -25,7 +26,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use lambda_extension::{
@@ -48,6 +49,7 @@ use crate::features::render::Renderer;
 use crate::features::restore::RestoreWatch;
 use crate::http::server::Listener;
 use crate::http::{self, App};
+use crate::metrics::{self, Cadence, Metrics, MetricsMode, Reporter};
 use crate::read::Core;
 
 /// The name Lambda knows the extension by: the executable's file name in the layer.
@@ -156,7 +158,9 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     let mut config = init.check(validate(raw)).await?;
     own_account_reads_as_itself(&mut config, extension.account_id.as_deref());
     let listener = init.check(bind(&config).await).await?;
-    let core = build_core(&config).await;
+    let metrics = Metrics::new();
+    let core = build_core(&config, &metrics).await;
+    let lines = MetricsLines::for_config(&config, &metrics, &core, &extension.function_name);
     let (gate, gate_opener) = config.prefetch.gate();
     let app = App::new(core.clone(), config.token.clone(), gate);
     if config.mode.is_snap_start() {
@@ -174,17 +178,32 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         server.stop();
         return Err(init.report(err).await);
     }
-    let _ = running.set(Running::new(&config, core.clone(), renderer));
+    let per_invoke = lines
+        .clone()
+        .filter(|_| config.metrics.cadence == Cadence::PerInvoke);
+    let _ = running.set(Running::new(&config, core.clone(), renderer, per_invoke));
+    // Where Lambda sends no INVOKE events the environment is never frozen: timers work,
+    // one for refresh and render, one for the metrics lines.
     let timer = config
         .mode
         .runs_timers()
         .then(|| start_timer(&config, running));
+    let metrics_timer = match (&lines, config.metrics.cadence) {
+        (Some(lines), Cadence::Every(period)) => {
+            let lines = lines.clone();
+            Some(tokio::spawn(metrics::every(period, move || lines.write())))
+        }
+        _ => None,
+    };
 
     let outcome = event_loop(extension, signals).await;
     if let Some(timer) = timer {
         timer.abort();
     }
-    shutdown(server, &core).await;
+    if let Some(timer) = metrics_timer {
+        timer.abort();
+    }
+    shutdown(server, &core, lines.as_deref()).await;
     outcome
 }
 
@@ -283,8 +302,9 @@ async fn bind(config: &Config) -> Result<Listener, LifecycleError> {
         })
 }
 
-/// The cache and the AWS clients, from the validated configuration.
-async fn build_core(config: &Config) -> Core {
+/// The cache and the AWS clients, from the validated configuration; both count into
+/// `metrics`.
+async fn build_core(config: &Config, metrics: &Metrics) -> Core {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
@@ -293,15 +313,17 @@ async fn build_core(config: &Config) -> Core {
     // once as the connection bound allows.
     let calls = settings.max_connections.get();
     let home: Arc<dyn Source> = Arc::new(Coalescing::new(
-        Arc::new(AwsSource::new(&sdk, &settings)),
+        Arc::new(AwsSource::new(&sdk, &settings, metrics)),
         calls,
     ));
     let factory: SourceFactory = {
         let (sdk, session) = (sdk.clone(), config.role_session_name.clone());
+        let metrics = metrics.clone();
         Arc::new(move |scope: Scope| {
-            let (sdk, session) = (sdk.clone(), session.clone());
+            let (sdk, session, metrics) = (sdk.clone(), session.clone(), metrics.clone());
             Box::pin(async move {
-                let source = AwsSource::for_scope(&sdk, &settings, scope, &session).await;
+                let source =
+                    AwsSource::for_scope(&sdk, &settings, scope, &session, &metrics).await;
                 Arc::new(Coalescing::new(Arc::new(source), calls)) as Arc<dyn Source>
             })
         })
@@ -313,7 +335,9 @@ async fn build_core(config: &Config) -> Core {
         factory,
     );
     Core {
-        cache: Cache::new(config.cache_settings()).with_ttl_jitter(config.ttl_jitter),
+        cache: Cache::new(config.cache_settings())
+            .with_ttl_jitter(config.ttl_jitter)
+            .with_metrics(metrics.clone()),
         scopes: Arc::new(scopes),
     }
 }
@@ -380,6 +404,10 @@ async fn prefetch(
     let problem = match outcome {
         Some(Err(_)) => Some("the prefetch task failed".to_owned()),
         Some(Ok(report)) => {
+            core.cache
+                .metrics()
+                .counters()
+                .prefetched(started.elapsed(), report.loaded as u64);
             tracing::info!(
                 loaded = report.loaded,
                 failed = report.failures.len(),
@@ -487,16 +515,55 @@ where
     }
 }
 
-/// Step 7: in-flight requests get what is left of the budget; the cache's values are wiped
-/// as they are dropped.
-async fn shutdown(server: Server, core: &Core) {
+/// Step 7: in-flight requests get what is left of the budget; the last metrics line covers
+/// them; the cache's values are wiped as they are dropped.
+async fn shutdown(server: Server, core: &Core, lines: Option<&MetricsLines>) {
     if tokio::time::timeout(DRAIN_BUDGET, server.stop())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within the shutdown budget");
     }
+    if let Some(lines) = lines {
+        lines.write();
+    }
     core.cache.clear();
+}
+
+/// The EMF line writer (`LOCKBOX_METRICS=emf`) and the cache whose size each line reports.
+struct MetricsLines {
+    reporter: Mutex<Reporter>,
+    cache: Cache,
+}
+
+impl MetricsLines {
+    /// The writer for `function_name`'s lines, when the configuration asks for them.
+    fn for_config(
+        config: &Config,
+        metrics: &Metrics,
+        core: &Core,
+        function_name: &str,
+    ) -> Option<Arc<Self>> {
+        (config.metrics.mode == MetricsMode::Emf).then(|| {
+            Arc::new(Self {
+                reporter: Mutex::new(Reporter::new(
+                    metrics.clone(),
+                    config.metrics.namespace.clone(),
+                    function_name,
+                )),
+                cache: core.cache.clone(),
+            })
+        })
+    }
+
+    /// Writes the line for the interval that ends now to stdout, which Lambda sends to
+    /// CloudWatch Logs. The lock is held only to write one line, never across an await.
+    fn write(&self) {
+        let mut reporter = self.reporter.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = reporter.report(self.cache.gauges(), &mut std::io::stdout().lock()) {
+            tracing::warn!(error = %err, "could not write the metrics line");
+        }
+    }
 }
 
 /// What INVOKE events work with, set once Init is done.
@@ -510,10 +577,17 @@ struct Running {
     prefetch_budget: Duration,
     /// The `LOCKBOX_RENDER` files, rendered again after each refresh.
     renderer: Option<tokio::sync::Mutex<Renderer>>,
+    /// With `LOCKBOX_METRICS=emf` in standard Lambda: a line at each INVOKE.
+    lines: Option<Arc<MetricsLines>>,
 }
 
 impl Running {
-    fn new(config: &Config, core: Core, renderer: Option<Renderer>) -> Self {
+    fn new(
+        config: &Config,
+        core: Core,
+        renderer: Option<Renderer>,
+        lines: Option<Arc<MetricsLines>>,
+    ) -> Self {
         Self {
             core,
             refresh_ahead: config.refresh_ahead,
@@ -522,22 +596,32 @@ impl Running {
             plan: config.prefetch.clone(),
             prefetch_budget: config.prefetch_timeout,
             renderer: renderer.map(tokio::sync::Mutex::new),
+            lines,
         }
     }
 
     /// Work done while an invoke is in flight (the only time an extension can work).
     async fn on_invoke(&self) {
+        // First, before this invoke's own work: the line covers the interval before it.
+        if let Some(lines) = &self.lines {
+            lines.write();
+        }
+        let counters = self.core.cache.metrics().counters();
         if self.restore_pending.swap(false, Ordering::SeqCst) {
             // Whatever the snapshot holds was fetched before it was taken: forget it and
             // load the plan afresh.
             self.core.cache.clear();
+            let started = Instant::now();
             let round = prefetch::run(&self.core, &self.plan);
             match tokio::time::timeout(self.prefetch_budget, round).await {
-                Ok(report) => tracing::info!(
-                    loaded = report.loaded,
-                    failed = report.failures.len(),
-                    "restored: cache cleared and prefetched"
-                ),
+                Ok(report) => {
+                    counters.prefetched(started.elapsed(), report.loaded as u64);
+                    tracing::info!(
+                        loaded = report.loaded,
+                        failed = report.failures.len(),
+                        "restored: cache cleared and prefetched"
+                    )
+                }
                 Err(_) => tracing::warn!("restored: prefetch did not finish in time"),
             }
             self.render().await;
@@ -551,11 +635,9 @@ impl Running {
     async fn refresh_and_render(&self) {
         if self.refresh_ahead > 0.0 {
             let round = refresh::run(&self.core, self.refresh_ahead);
-            if tokio::time::timeout(self.refresh_bound, round)
-                .await
-                .is_err()
-            {
-                tracing::warn!("refresh ahead did not finish in time");
+            match tokio::time::timeout(self.refresh_bound, round).await {
+                Ok(report) => counters.refreshed(report.due as u64),
+                Err(_) => tracing::warn!("refresh ahead did not finish in time"),
             }
         }
         self.render().await;

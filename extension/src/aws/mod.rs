@@ -1,10 +1,12 @@
 //! The AWS side: the [`Source`] trait the layers above read through, its SDK implementation
 //! [`AwsSource`], the classification of every failure into a [`SourceError`], and
-//! [`Scopes`], the registry of one source per role and region. [`Coalescing`] wraps a
+//! [`Scopes`], the registry of one source per role and region; [`calls`] counts every
+//! request the SDK sends into the metrics. [`Coalescing`] wraps a
 //! scope's source so that concurrent misses go to AWS as batch calls, and every SDK call
 //! goes through its service's [`pace::Pace`]: one rate that backs off together when AWS
 //! throttles, retries with full jitter, all within the read's timeout.
 
+pub mod calls;
 pub mod coalesce;
 pub mod pace;
 pub mod scopes;

@@ -15,12 +15,14 @@ use std::num::NonZeroUsize;
 
 use lockbox_aws::ErrorClass;
 
+use super::calls::CallCounter;
 use super::pace::Pace;
 use super::source::{FailureKind, ParameterBatch, SecretBatch, Source, SourceError};
 use crate::domain::{
     label, ArnPrefixes, Parameter, ParameterExtra, ParameterName, RoleArn, Scope, Secret,
     SecretBatchError, SecretBytes, SecretText, SecretVersion, Timestamp, HOME,
 };
+use crate::metrics::Metrics;
 
 /// What the AWS clients are built with: the per-service timeouts and the bound on
 /// concurrent requests per service (`PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`).
@@ -195,8 +197,9 @@ pub struct AwsSource {
 impl AwsSource {
     /// Builds both clients from the shared SDK configuration (region, credentials and
     /// `AWS_ENDPOINT_URL` come from there) with lockbox's timeouts.
-    pub fn new(sdk: &aws_config::SdkConfig, settings: &SourceSettings) -> Self {
-        Self::with_scope(sdk, settings, HOME.clone())
+    /// Every request either client sends is counted into `metrics`.
+    pub fn new(sdk: &aws_config::SdkConfig, settings: &SourceSettings, metrics: &Metrics) -> Self {
+        Self::with_scope(sdk, settings, HOME.clone(), metrics)
     }
 
     /// Builds the clients for another role or region. A role's credentials come from STS
@@ -210,6 +213,7 @@ impl AwsSource {
         settings: &SourceSettings,
         scope: Scope,
         session_name: &str,
+        metrics: &Metrics,
     ) -> Self {
         // AssumeRoleProvider needs a clock; `aws_config::defaults` always sets one, a
         // hand-built configuration may not.
@@ -254,10 +258,15 @@ impl AwsSource {
                         .build(),
                 );
         }
-        Self::with_scope(&builder.build(), settings, scope)
+        Self::with_scope(&builder.build(), settings, scope, metrics)
     }
 
-    fn with_scope(sdk: &aws_config::SdkConfig, settings: &SourceSettings, scope: Scope) -> Self {
+    fn with_scope(
+        sdk: &aws_config::SdkConfig,
+        settings: &SourceSettings,
+        scope: Scope,
+        metrics: &Metrics,
+    ) -> Self {
         let timeouts = |operation: Duration| {
             TimeoutConfig::builder()
                 .operation_timeout(operation)
@@ -269,10 +278,12 @@ impl AwsSource {
         let ssm = aws_sdk_ssm::config::Builder::from(sdk)
             .timeout_config(timeouts(settings.ssm_timeout))
             .retry_config(aws_config::retry::RetryConfig::disabled())
+            .interceptor(CallCounter::new(metrics.clone()))
             .build();
         let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
             .timeout_config(timeouts(settings.secrets_timeout))
             .retry_config(aws_config::retry::RetryConfig::disabled())
+            .interceptor(CallCounter::new(metrics.clone()))
             .build();
         let connections = settings.max_connections.get();
         Self {
@@ -676,7 +687,14 @@ mod tests {
             role: Some(RoleArn::parse("arn:aws:iam::222222222222:role/r").unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &settings(), scope.clone(), "lockbox-test").await;
+        let source = AwsSource::for_scope(
+            &sdk,
+            &settings(),
+            scope.clone(),
+            "lockbox-test",
+            &Metrics::default(),
+        )
+        .await;
         assert_eq!(source.scope(), &scope);
         let read = || async {
             source
@@ -750,7 +768,14 @@ mod tests {
             role: Some(RoleArn::parse(role).unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &settings(), scope, "lockbox-test").await;
+        let source = AwsSource::for_scope(
+            &sdk,
+            &settings(),
+            scope,
+            "lockbox-test",
+            &Metrics::default(),
+        )
+        .await;
         let err = source
             .get_parameter(&parameter_name(), false)
             .await

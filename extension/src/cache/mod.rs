@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::aws::SourceError;
 use crate::domain::{Parameter, Scope, Secret, SecretVersion, Selector};
+use crate::metrics::{CacheGauges, Metrics};
 
 pub mod gate;
 
@@ -151,9 +152,10 @@ pub struct Entry {
     /// How long the entry is fresh, in milliseconds: a quarter of a `Duration` in each of
     /// thousands of entries.
     ttl_ms: u32,
-    /// Whether function code read it since it was fetched: only such entries are worth
-    /// refreshing ahead of expiry.
-    read: AtomicBool,
+    /// Bit 0: whether function code read it since it was fetched (only such entries are
+    /// worth refreshing ahead of expiry). The rest: how many reads it answered from the
+    /// cache, for the stats route. One word for both keeps the entry's size.
+    uses: AtomicU32,
 }
 
 impl Entry {
@@ -162,7 +164,7 @@ impl Entry {
             item,
             fetched_at: since_base(Instant::now()),
             ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
-            read: AtomicBool::new(false),
+            uses: AtomicU32::new(0),
         }
     }
 
@@ -173,16 +175,35 @@ impl Entry {
 
     fn mark_read(&self) {
         // Relaxed: a hint for refresh scheduling, not a synchronisation point.
-        if !self.read.load(Ordering::Relaxed) {
-            self.read.store(true, Ordering::Relaxed);
+        if self.uses.load(Ordering::Relaxed) & READ == 0 {
+            self.uses.fetch_or(READ, Ordering::Relaxed);
         }
+    }
+
+    /// A read answered from this entry: marks it read and counts the hit (saturating, so
+    /// a very hot entry cannot wrap back to unread).
+    fn mark_hit(&self) {
+        let _ = self
+            .uses
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |uses| {
+                Some(uses.checked_add(HIT).unwrap_or(uses) | READ)
+            });
+    }
+
+    /// Reads answered from this entry since it was fetched.
+    pub fn hits(&self) -> u32 {
+        self.uses.load(Ordering::Relaxed) / HIT
+    }
+
+    fn was_read(&self) -> bool {
+        self.uses.load(Ordering::Relaxed) & READ != 0
     }
 
     /// Whether the entry is worth refreshing now: read since fetched, and in the last
     /// `fraction` of its TTL (or past it, while still kept for stale serving).
     fn due_for_refresh(&self, fraction: f64, now: Instant) -> bool {
         let threshold = self.ttl().mul_f64((1.0 - fraction).clamp(0.0, 1.0));
-        self.read.load(Ordering::Relaxed) && self.age_at(now) >= threshold
+        self.was_read() && self.age_at(now) >= threshold
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
@@ -196,6 +217,78 @@ impl Entry {
     /// Time since the entry was fetched.
     pub fn age(&self) -> Duration {
         self.age_at(Instant::now())
+    }
+}
+
+/// [`Entry::uses`]: the read flag, and one hit.
+const READ: u32 = 1;
+const HIT: u32 = 2;
+
+impl Item {
+    /// Bytes of the value (values only: what the stats and `CacheBytes` count).
+    pub fn value_bytes(&self) -> usize {
+        match self {
+            Item::Parameter(p) => p.payload_len(),
+            Item::Parameters(ps) => ps.iter().map(Parameter::payload_len).sum(),
+            Item::Secret(s) => s.payload_len(),
+        }
+    }
+}
+
+/// One entry as the stats route lists it: what it is and how it is used, never its value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EntryInfo {
+    /// `parameter`, `path` or `secret`.
+    pub kind: &'static str,
+    /// The name, path or secret id as asked (a parameter's selector inline, a secret's
+    /// version after `:`).
+    pub name: String,
+    /// The role and region it was read through (`home` for the function's own).
+    pub scope: String,
+    /// Milliseconds since AWS answered.
+    pub age_ms: u64,
+    /// Milliseconds it stays fresh; 0 once expired (kept for stale serving).
+    pub ttl_left_ms: u64,
+    /// Reads answered from it since it was fetched.
+    pub hits: u32,
+    /// Bytes of its value.
+    pub size_bytes: usize,
+}
+
+impl EntryInfo {
+    fn new(key: &Key, entry: &Entry, now: Instant) -> Self {
+        let (kind, name) = match key {
+            Key::Parameter { name, selector, .. } => (
+                "parameter",
+                match selector {
+                    Some(selector) => format!("{name}{selector}"),
+                    None => name.to_string(),
+                },
+            ),
+            Key::Path { path, .. } => ("path", path.clone()),
+            Key::Secret { id, version, .. } => (
+                "secret",
+                match version.as_deref() {
+                    Some(SecretVersion {
+                        version_id: Some(v),
+                        ..
+                    })
+                    | Some(SecretVersion { stage: Some(v), .. }) => format!("{id}:{v}"),
+                    _ => id.to_string(),
+                },
+            ),
+        };
+        let age = entry.age_at(now);
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            kind,
+            name,
+            scope: key.scope().to_string(),
+            age_ms: millis(age),
+            ttl_left_ms: millis(entry.ttl().saturating_sub(age)),
+            hits: entry.hits(),
+            size_bytes: entry.item.value_bytes(),
+        }
     }
 }
 
@@ -272,6 +365,8 @@ pub struct Cache {
     /// Each entry's TTL is drawn uniformly within this fraction of the configured TTL,
     /// either side.
     ttl_jitter: f64,
+    /// Where reads that waited for another read's fetch are counted.
+    metrics: Metrics,
 }
 
 /// The outcome of one fetch, as every caller waiting on it receives it.
@@ -400,6 +495,7 @@ impl Cache {
             store,
             settings,
             ttl_jitter: 0.0,
+            metrics: Metrics::default(),
         }
     }
 
@@ -419,6 +515,17 @@ impl Cache {
             ttl
         };
         Entry::new(item, ttl)
+    }
+
+    /// The counters reads through this cache count into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The same cache, counting into `metrics` (the extension's shared counters).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The TTL that applies to a key.
@@ -471,7 +578,7 @@ impl Cache {
         if !force {
             if let Some(entry) = store.get(&key) {
                 if entry.is_fresh(Instant::now()) {
-                    entry.mark_read();
+                    entry.mark_hit();
                     return Ok(Lookup {
                         entry,
                         freshness: Freshness::Hit,
@@ -525,7 +632,10 @@ impl Cache {
             .as_ref()
             .filter(|e| !force && e.is_fresh(Instant::now()))
         {
-            entry.mark_read();
+            // Fresh now, not when this read looked first: it waited for another read's
+            // AWS call and takes its answer.
+            entry.mark_hit();
+            self.metrics.counters().read_coalesced();
             return Ok(Lookup {
                 entry: entry.clone(),
                 freshness: Freshness::Hit,
@@ -569,7 +679,7 @@ impl Cache {
     pub fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
         let entry = self.store.as_ref()?.get(key)?;
         entry.is_fresh(Instant::now()).then(|| {
-            entry.mark_read();
+            entry.mark_hit();
             entry
         })
     }
@@ -626,6 +736,37 @@ impl Cache {
         };
         drop(gone);
         due
+    }
+
+    /// How many entries the cache holds and the bytes of their values (an entry stored
+    /// under two keys, a name and an ARN, counts once in the bytes).
+    pub fn gauges(&self) -> CacheGauges {
+        let Some(store) = &self.store else {
+            return CacheGauges::default();
+        };
+        let entries = lock(&store.entries);
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        let bytes = entries
+            .iter()
+            .filter(|(_, entry)| seen.insert(Arc::as_ptr(entry)))
+            .map(|(_, entry)| entry.item.value_bytes() as u64)
+            .sum();
+        CacheGauges {
+            entries: entries.len() as u64,
+            bytes,
+        }
+    }
+
+    /// Every entry, most recently used first, described without its value.
+    pub fn entry_infos(&self) -> Vec<EntryInfo> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        lock(&store.entries)
+            .iter()
+            .map(|(key, entry)| EntryInfo::new(key, entry, now))
+            .collect()
     }
 
     /// Drops every entry (their values are zeroized as the last reference goes).
@@ -949,6 +1090,71 @@ mod tests {
         .unwrap();
         assert_eq!(l.freshness, Freshness::Miss);
         assert!(lock(&cache.store.as_ref().unwrap().flights).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_are_listed_with_their_hits_and_sizes_and_never_their_values() {
+        let cache = Cache::new(settings());
+        cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("four")) })
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            cache
+                .get_or_fetch(key("a"), false, || async { Ok(item("x")) })
+                .await
+                .unwrap();
+        }
+        let entry = cache.insert(key("b"), item("sixsix"), false);
+        // The same entry under a second key (an ARN): listed twice, its bytes counted once.
+        cache.insert_entry(key("arn-of-b"), entry);
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert_eq!(
+            cache.gauges(),
+            CacheGauges {
+                entries: 3,
+                bytes: 4 + 6
+            }
+        );
+        let infos = cache.entry_infos();
+        assert_eq!(infos.len(), 3);
+        let a = infos.iter().find(|i| i.name == "a").unwrap();
+        assert_eq!(
+            (a.kind, a.hits, a.size_bytes, a.scope.as_str()),
+            ("parameter", 2, 4, "home")
+        );
+        assert_eq!((a.age_ms, a.ttl_left_ms), (100_000, 200_000));
+        let listed = serde_json::to_string(&infos).unwrap();
+        assert!(!listed.contains("four") && !listed.contains("sixsix"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_that_wait_for_another_reads_fetch_are_counted_as_coalesced() {
+        let metrics = Metrics::new();
+        let cache = Cache::new(settings()).with_metrics(metrics.clone());
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch(key("same"), false, || async {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(item("v"))
+                        })
+                        .await
+                        .unwrap()
+                        .freshness
+                })
+            })
+            .collect();
+        let mut misses = 0;
+        for task in tasks {
+            misses += usize::from(task.await.unwrap() == Freshness::Miss);
+        }
+        assert_eq!(misses, 1);
+        // Every other read either waited for the fetch or came after it (a plain hit).
+        let coalesced = metrics.stats().totals.reads_coalesced;
+        assert!((1..=9).contains(&coalesced), "{coalesced}");
     }
 
     #[tokio::test]

@@ -407,6 +407,11 @@ pub fn parse_parameters(raw: Option<&str>) -> Result<ParametersRequest, RequestE
     })
 }
 
+/// Parses `/lockbox/stats`'s query: `entries=true` lists the cached entries too.
+pub fn parse_stats(raw: Option<&str>) -> Result<bool, RequestError> {
+    Query::parse(raw, &["entries"])?.flag("entries")
+}
+
 /// Parses `/systemsmanager/parameters/get-by-path`'s query.
 pub fn parse_path(raw: Option<&str>) -> Result<PathRequest, RequestError> {
     const ALLOWED: &[&str] = &[

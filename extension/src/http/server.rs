@@ -104,6 +104,7 @@ pub fn router(app: App) -> Router {
         .route(&format!("{}/", api::SECRET), get(get_secret))
         .route(api::PARAMETERS, get(get_parameters))
         .route(api::PARAMETERS_BY_PATH, get(get_parameters_by_path))
+        .route(api::STATS, get(stats))
         .route(api::SECRETS, get(get_secrets))
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
@@ -194,8 +195,10 @@ async fn get_parameter(
     )
     .await
     .inspect_err(|err| {
+        count_read(&app, Freshness::Miss);
         tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
     })?;
+    count_read(&app, lookup.freshness);
     tracing::debug!(name = %req.name, cache = lookup.freshness.as_str(), "parameter served");
     let Item::Parameter(parameter) = &lookup.entry.item else {
         return Err(internal("cache entry of the wrong kind"));
@@ -236,8 +239,10 @@ async fn get_secret(
     )
     .await
     .inspect_err(|err| {
+        count_read(&app, Freshness::Miss);
         tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
     })?;
+    count_read(&app, lookup.freshness);
     tracing::debug!(secret_id = %req.secret_id, cache = lookup.freshness.as_str(), "secret served");
     let Item::Secret(secret) = &lookup.entry.item else {
         return Err(internal("cache entry of the wrong kind"));
@@ -298,7 +303,11 @@ async fn get_parameters(
         purpose,
     )
     .await
-    .inspect_err(|err| tracing::warn!(code = %err.code, "batch parameter read failed"))?;
+    .inspect_err(|err| {
+        count_batch(&app, 0, req.names.len());
+        tracing::warn!(code = %err.code, "batch parameter read failed");
+    })?;
+    count_batch(&app, many.hits, req.names.len());
     let parameters: Vec<&Parameter> = many
         .found
         .iter()
@@ -344,7 +353,11 @@ async fn get_parameters_by_path(
         purpose,
     )
     .await
-    .inspect_err(|err| tracing::warn!(path = %req.path, code = %err.code, "path read failed"))?;
+    .inspect_err(|err| {
+        count_read(&app, Freshness::Miss);
+        tracing::warn!(path = %req.path, code = %err.code, "path read failed");
+    })?;
+    count_read(&app, freshness);
     let Item::Parameters(parameters) = &entry.item else {
         return Err(internal("cache entry of the wrong kind"));
     };
@@ -383,7 +396,11 @@ async fn get_secrets(
     };
     let many = read::secrets(&app.inner.core.cache, source.as_ref(), &req.ids, purpose)
         .await
-        .inspect_err(|err| tracing::warn!(code = %err.code, "batch secret read failed"))?;
+        .inspect_err(|err| {
+            count_batch(&app, 0, req.ids.len());
+            tracing::warn!(code = %err.code, "batch secret read failed");
+        })?;
+    count_batch(&app, many.hits, req.ids.len());
     let secrets: Vec<&Secret> = many
         .found
         .iter()
@@ -400,6 +417,51 @@ async fn get_secrets(
     let mut response = json(&body, body.secret_values.iter().map(|s| s.payload_len()));
     batch_headers(&mut response, many.hits, req.ids.len());
     Ok(response)
+}
+
+/// The counters of what function code's reads were answered with.
+fn count_read(app: &App, freshness: Freshness) {
+    let counters = app.inner.core.cache.metrics().counters();
+    match freshness {
+        Freshness::Hit => {
+            counters.cache_hit();
+            counters.aws_call_avoided();
+        }
+        Freshness::Stale => counters.stale_served(),
+        // With the cache off every read is one from AWS.
+        Freshness::Miss | Freshness::Bypass => counters.cache_miss(),
+    }
+}
+
+/// A batch read: each value a hit or a miss; the call avoided only when every value was
+/// a hit (otherwise the batch call was made, for fewer names).
+fn count_batch(app: &App, hits: usize, asked: usize) {
+    let counters = app.inner.core.cache.metrics().counters();
+    for _ in 0..hits {
+        counters.cache_hit();
+    }
+    for _ in hits..asked {
+        counters.cache_miss();
+    }
+    if hits == asked && asked > 0 {
+        counters.aws_call_avoided();
+    }
+}
+
+/// `GET /lockbox/stats`: the counters since start and the cache's size; with
+/// `entries=true`, each entry's kind, name, scope, age, TTL left, hits and size. Never a
+/// value.
+async fn stats(State(app): State<App>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let with_entries = query::parse_stats(query.as_deref())?;
+    let cache = &app.inner.core.cache;
+    let mut body = serde_json::to_value(cache.metrics().stats())
+        .map_err(|_| internal("the stats could not be encoded"))?;
+    body["cache"] = serde_json::json!(cache.gauges());
+    if with_entries {
+        body["entries"] = serde_json::to_value(cache.entry_infos())
+            .map_err(|_| internal("the entries could not be encoded"))?;
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 fn internal(message: &str) -> ApiError {

@@ -11,6 +11,7 @@ mod extension;
 mod fleet;
 mod hardening;
 mod harness;
+mod metrics;
 mod prefetch;
 mod rie;
 mod roles;
