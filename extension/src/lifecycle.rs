@@ -322,8 +322,7 @@ async fn build_core(config: &Config, metrics: &Metrics) -> Core {
         Arc::new(move |scope: Scope| {
             let (sdk, session, metrics) = (sdk.clone(), session.clone(), metrics.clone());
             Box::pin(async move {
-                let source =
-                    AwsSource::for_scope(&sdk, &settings, scope, &session, &metrics).await;
+                let source = AwsSource::for_scope(&sdk, &settings, scope, &session, &metrics).await;
                 Arc::new(Coalescing::new(Arc::new(source), calls)) as Arc<dyn Source>
             })
         })
@@ -636,7 +635,12 @@ impl Running {
         if self.refresh_ahead > 0.0 {
             let round = refresh::run(&self.core, self.refresh_ahead);
             match tokio::time::timeout(self.refresh_bound, round).await {
-                Ok(report) => counters.refreshed(report.due as u64),
+                Ok(report) => self
+                    .core
+                    .cache
+                    .metrics()
+                    .counters()
+                    .refreshed(report.due as u64),
                 Err(_) => tracing::warn!("refresh ahead did not finish in time"),
             }
         }
