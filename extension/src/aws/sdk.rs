@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use std::num::NonZeroUsize;
 
-use lockbox_aws::ErrorClass;
+use lockbox_aws::{ErrorClass, SessionName};
 
 use super::source::{FailureKind, ParameterBatch, SecretBatch, Source, SourceError};
 use crate::domain::{
@@ -200,7 +200,7 @@ impl AwsSource {
         sdk: &aws_config::SdkConfig,
         settings: &SourceSettings,
         scope: Scope,
-        session_name: &str,
+        session_name: &SessionName,
     ) -> Self {
         // AssumeRoleProvider needs a clock; `aws_config::defaults` always sets one, a
         // hand-built configuration may not.
@@ -230,7 +230,7 @@ impl AwsSource {
                 .build();
             let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.as_str())
                 .configure(&sts_base)
-                .session_name(session_name);
+                .session_name(session_name.as_str());
             if let Some(region) = &scope.region {
                 assume = assume.region(aws_config::Region::new(region.as_str().to_owned()));
             }
@@ -613,6 +613,10 @@ mod tests {
         }
     }
 
+    fn session() -> SessionName {
+        SessionName::parse("lockbox-test").unwrap()
+    }
+
     fn settings() -> SourceSettings {
         SourceSettings {
             ssm_timeout: Duration::from_secs(10),
@@ -649,7 +653,7 @@ mod tests {
             role: Some(RoleArn::parse("arn:aws:iam::222222222222:role/r").unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &settings(), scope.clone(), "lockbox-test").await;
+        let source = AwsSource::for_scope(&sdk, &settings(), scope.clone(), &session()).await;
         assert_eq!(source.scope(), &scope);
         let read = || async {
             source
@@ -723,7 +727,7 @@ mod tests {
             role: Some(RoleArn::parse(role).unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(&sdk, &settings(), scope, "lockbox-test").await;
+        let source = AwsSource::for_scope(&sdk, &settings(), scope, &session()).await;
         let err = source
             .get_parameter(&parameter_name(), false)
             .await
