@@ -29,6 +29,9 @@ use tokio::task::{JoinHandle, JoinSet};
 pub enum Fault {
     /// HTTP 400 `ThrottlingException`, as AWS answers when a rate limit is hit.
     Throttle,
+    /// HTTP 429 whose code does not say "Throttl" (`RateExceededException`): a 429 is
+    /// throttling whatever its code.
+    TooManyRequests,
     /// HTTP 500 `InternalServerError`.
     ServerError,
     /// Close the TCP connection without answering.
@@ -309,6 +312,10 @@ async fn handle(request: Request<Incoming>, state: &State, kill: &Notify) -> Res
             Fault::Throttle => aws_error(
                 StatusCode::BAD_REQUEST,
                 r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            ),
+            Fault::TooManyRequests => aws_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"__type":"RateExceededException","message":"Rate exceeded"}"#,
             ),
             Fault::ServerError => aws_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
