@@ -893,7 +893,8 @@ async fn a_429_whose_code_does_not_say_throttling_is_retried_as_throttling() -> 
     let report = report_of(rotator.handle(ev).await?);
     let r = result(&report, "/app/a");
     assert_eq!(r.outcome, Outcome::Rotated, "{:?}", r.reason);
-    assert!(w.proxy.calls("PutParameter") >= 3 + 1);
+    // Three 429s answered by the proxy, then the write that went through.
+    assert!(w.proxy.calls("PutParameter") > 3);
     assert_eq!(w.proxy.forwarded("PutParameter"), 1);
     assert_eq!(w.history("/app/a").await?.len(), 2);
     Ok(())
