@@ -11,6 +11,8 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use lockbox_aws::SessionName;
+
 use crate::aws::SourceSettings;
 use crate::cache::CacheSettings;
 use crate::domain::mode::LambdaMode;
@@ -180,7 +182,7 @@ pub struct Config {
     pub roles: RolePolicy,
     /// The STS session name for assumed roles: shows in the owning account's CloudTrail
     /// which function read through its role.
-    pub role_session_name: String,
+    pub role_session_name: SessionName,
     /// Whether and where metrics are written (`LOCKBOX_METRICS`, the namespace).
     pub metrics: MetricsSettings,
 }
@@ -475,7 +477,7 @@ impl RawConfig {
             mode: self.mode(),
             render: self.render()?,
             roles: RolePolicy::default(),
-            role_session_name: self.role_session_name(),
+            role_session_name: self.role_session_name()?,
             metrics: self.metrics()?,
         })
         .and_then(|mut config| {
@@ -571,9 +573,11 @@ impl RawConfig {
     }
 
     /// `lockbox-FUNCTION`, cut to STS's 64 characters, other characters than STS allows
-    /// in a session name replaced by `-`.
-    fn role_session_name(&self) -> String {
-        let function = self.get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or("function");
+    /// in a session name replaced by `-`, then checked by `lockbox_aws`'s rule (the
+    /// rotator's): what is left always passes, and the check keeps it so.
+    fn role_session_name(&self) -> Result<SessionName, ConfigError> {
+        const FUNCTION: &str = "AWS_LAMBDA_FUNCTION_NAME";
+        let function = self.get(FUNCTION).unwrap_or("function");
         let name: String = format!("lockbox-{function}")
             .chars()
             .map(|c| {
@@ -585,7 +589,11 @@ impl RawConfig {
             })
             .take(64)
             .collect();
-        name
+        SessionName::parse(&name).map_err(|_| ConfigError::Invalid {
+            name: FUNCTION,
+            value: function.to_owned(),
+            allowed: "a function name that makes an STS session name",
+        })
     }
 
     /// `LOCKBOX_RENDER`, with destinations checked against `LOCKBOX_RENDER_ROOT`.
@@ -887,7 +895,7 @@ mod tests {
         let config = raw(&[]).validate().unwrap();
         assert!(config.roles.allowed.is_empty() && config.roles.account_roles.is_empty());
         assert_eq!(config.roles.max_roles, DEFAULT_MAX_ROLES);
-        assert_eq!(config.role_session_name, "lockbox-function");
+        assert_eq!(config.role_session_name.as_str(), "lockbox-function");
 
         let config = raw(&[
             (
@@ -913,7 +921,7 @@ mod tests {
             "arn:aws:iam::444444444444:role/reader"
         );
         assert_eq!(config.roles.prefetch_roles.len(), 1);
-        assert_eq!(config.role_session_name, "lockbox-orders-api-v2");
+        assert_eq!(config.role_session_name.as_str(), "lockbox-orders-api-v2");
 
         for (name, value, named) in [
             ("LOCKBOX_MAX_ROLES", "0", "LOCKBOX_MAX_ROLES"),

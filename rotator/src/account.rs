@@ -16,6 +16,8 @@ use aws_config::{Region, SdkConfig};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use serde::{Deserialize, Serialize};
 
+use lockbox_aws::{ExternalId, NameError, Partition, RegionName, RoleArn, SessionName};
+
 use crate::input::InputError;
 use crate::Clients;
 
@@ -43,7 +45,7 @@ pub struct AssumeRole {
     /// The role's ARN.
     pub role_arn: String,
     /// The partition the ARN names (`aws`, `aws-cn`, `aws-us-gov`, ...).
-    pub partition: String,
+    pub partition: Partition,
     /// The account the role (and so the rotated parameters) belong to.
     pub account: String,
     /// Passed to STS as `ExternalId`.
@@ -184,117 +186,43 @@ fn invalid(msg: String) -> InputError {
     InputError::Invalid(msg)
 }
 
-/// Checks `arn:<partition>:iam::<account>:role/<path><name>` and returns the partition
-/// and the account. Any partition is accepted (`aws`, `aws-cn`, `aws-us-gov`, ...): the
-/// rotator runs wherever the function is deployed.
-pub fn parse_role_arn(arn: &str) -> Result<(String, String), InputError> {
-    let bad = |why: &str| {
-        invalid(format!(
-            "assumeRole.roleArn {arn:?} {why}; expected arn:<partition>:iam::<account id>:role/<name>"
-        ))
-    };
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let [prefix, partition, service, region, account, resource] = parts[..] else {
-        return Err(bad("is not an ARN"));
-    };
-    if prefix != "arn" {
-        return Err(bad("is not an ARN"));
-    }
-    let partition_ok = partition
-        .strip_prefix("aws")
-        .is_some_and(|rest| rest.is_empty() || is_partition_suffix(rest));
-    if !partition_ok {
-        return Err(bad(&format!("has an unknown partition {partition:?}")));
-    }
-    if service != "iam" {
-        return Err(bad(&format!("names service {service:?}, not iam")));
-    }
-    if !region.is_empty() {
-        return Err(bad("has a region; IAM ARNs have none"));
-    }
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("does not hold a 12-digit account id"));
-    }
-    let Some(path_and_name) = resource.strip_prefix("role/") else {
-        return Err(bad("is not a role"));
-    };
-    let (path, name) = path_and_name
-        .rsplit_once('/')
-        .map_or(("", path_and_name), |(p, n)| (p, n));
-    let name_ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
-    if !name_ok {
-        return Err(bad(
-            "has an invalid role name (1-64 of letters, digits, + = , . @ _ -)",
-        ));
-    }
-    if path.len() > 510 || !path.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad("has an invalid role path"));
-    }
-    Ok((partition.to_owned(), account.to_owned()))
+/// Checks `arn:<partition>:iam::<account>:role/<path><name>` by `lockbox_aws`'s rules (the
+/// extension's) and returns the partition and the account. Every partition is accepted:
+/// the rotator runs wherever the function is deployed.
+pub fn parse_role_arn(arn: &str) -> Result<(Partition, String), InputError> {
+    let role = RoleArn::parse(arn).map_err(|e| {
+        // The ARN-level errors read as what the value is ("not an ARN"); the part-level
+        // ones as the rule it breaks ("a role name is 1-64 ...").
+        let is = match e {
+            NameError::Arn(_) | NameError::NotARole => "is",
+            _ => "is not valid:",
+        };
+        invalid(format!("assumeRole.roleArn {arn:?} {is} {e}"))
+    })?;
+    Ok((role.partition(), role.account().to_owned()))
 }
 
-/// `-cn`, `-us-gov`, `-iso-b`: lowercase words after a dash.
-fn is_partition_suffix(rest: &str) -> bool {
-    rest.strip_prefix('-').is_some_and(|words| {
-        words
-            .split('-')
-            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
-    })
-}
-
-/// STS's rule for `ExternalId`: 2-1224 characters of letters, digits and `+=,.@:/-_`.
+/// STS's rule for `ExternalId`. The value is not quoted: it is the trust policy's shared
+/// secret of sorts.
 fn check_external_id(id: &str) -> Result<(), InputError> {
-    let ok = (2..=1224).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "assumeRole.externalId must be 2-1224 characters of letters, digits and + = , . @ : / _ -"
-                .to_owned(),
-        ))
-    }
+    ExternalId::parse(id)
+        .map(drop)
+        .map_err(|e| invalid(format!("assumeRole.externalId is not valid: {e}")))
 }
 
-/// STS's rule for `RoleSessionName`: 2-64 characters of letters, digits and `+=,.@_-`.
+/// STS's rule for `RoleSessionName`.
 fn check_session_name(name: &str) -> Result<(), InputError> {
-    let ok = (2..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "assumeRole.sessionName {name:?} must be 2-64 characters of letters, digits and + = , . @ _ -"
-        )))
-    }
+    SessionName::parse(name)
+        .map(drop)
+        .map_err(|e| invalid(format!("assumeRole.sessionName {name:?} is not valid: {e}")))
 }
 
-/// A region name's shape: lowercase words and a final number, dash-separated
-/// (`us-east-1`, `cn-north-1`, `us-gov-west-1`).
+/// A region name's shape (`us-east-1`, `cn-north-1`, `us-gov-west-1`), as the extension
+/// checks its `region=`.
 fn check_region(region: &str) -> Result<(), InputError> {
-    let words: Vec<&str> = region.split('-').collect();
-    let ok = region.len() <= 32
-        && words.len() >= 3
-        && words[..words.len() - 1]
-            .iter()
-            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
-        && words
-            .last()
-            .is_some_and(|n| (1..=2).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "region {region:?} is not a region name such as us-east-1"
-        )))
-    }
+    RegionName::parse(region)
+        .map(drop)
+        .map_err(|e| invalid(format!("region {region:?} is {e}")))
 }
 
 #[cfg(test)]
@@ -307,11 +235,11 @@ mod tests {
 
     #[test]
     fn role_arns_in_every_partition_are_accepted() {
-        for partition in ["aws", "aws-cn", "aws-us-gov", "aws-iso-b"] {
-            let role = arn(partition, "222222222222:role/lockbox-rotation");
+        for partition in Partition::ALL {
+            let role = arn(partition.as_str(), "222222222222:role/lockbox-rotation");
             assert_eq!(
                 parse_role_arn(&role).unwrap(),
-                (partition.to_owned(), "222222222222".to_owned()),
+                (partition, "222222222222".to_owned()),
                 "{role}"
             );
         }
@@ -322,28 +250,28 @@ mod tests {
     #[test]
     fn malformed_role_arns_say_what_is_wrong() {
         for (role, needle) in [
-            ("lockbox-rotation".to_owned(), "is not an ARN"),
+            ("lockbox-rotation".to_owned(), "not an ARN"),
             (arn("azure", "222222222222:role/x"), "unknown partition"),
             (arn("aws-", "222222222222:role/x"), "unknown partition"),
             (arn("AWS", "222222222222:role/x"), "unknown partition"),
             (
                 arn("aws", "222222222222:role/x").replace(":iam:", ":sts:"),
-                "not iam",
+                "not a role ARN",
             ),
             (
                 arn("aws-us-gov", "222222222222:role/x").replace("iam::", "iam:us-gov-west-1:"),
-                "has a region",
+                "not a role ARN",
             ),
-            (arn("aws", "2222:role/x"), "12-digit account"),
-            (arn("aws", "222222222222:user/x"), "is not a role"),
-            (arn("aws", "222222222222:role/"), "invalid role name"),
+            (arn("aws", "2222:role/x"), "not a 12-digit account id"),
+            (arn("aws", "222222222222:user/x"), "not a role ARN"),
+            (arn("aws", "222222222222:role/"), "a role name is 1-64"),
             (
                 arn("aws", "222222222222:role/bad name"),
-                "invalid role name",
+                "a role name is 1-64",
             ),
             (
                 arn("aws", &format!("222222222222:role/{}", "n".repeat(65))),
-                "invalid role name",
+                "a role name is 1-64",
             ),
         ] {
             let err = parse_role_arn(&role).unwrap_err().to_string();
@@ -365,13 +293,20 @@ mod tests {
         let role = access.role.unwrap();
         assert_eq!(role.session_name, "lockbox-r-20261122T0300Z");
         assert_eq!(role.account, "222222222222");
-        assert_eq!(role.partition, "aws-cn");
+        assert_eq!(role.partition, Partition::AwsCn);
 
         assert!(Access::from_input(None, None, "r-x").unwrap().is_default());
         let only_region = Access::from_input(Some("us-gov-west-1"), None, "r-x").unwrap();
         assert!(!only_region.is_default());
 
-        for region in ["us-east", "US-EAST-1", "us_east_1", "us-east-100", ""] {
+        for region in [
+            "us-east",
+            "US-EAST-1",
+            "us_east_1",
+            "us-east-100",
+            "",
+            "eu-1",
+        ] {
             let err = Access::from_input(Some(region), None, "r-x").unwrap_err();
             assert!(
                 err.to_string().contains("is not a region name"),

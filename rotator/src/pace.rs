@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use aws_sdk_ssm::config::http::HttpResponse;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+use lockbox_aws::ErrorClass;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -175,31 +176,17 @@ impl Class {
     }
 }
 
-/// Classifies an AWS error code (and HTTP status when known).
+/// Classifies an AWS error code (and HTTP status when known) by `lockbox_aws`'s rules,
+/// the extension's, with SSM's `TooManyUpdates` told apart: it is retried like
+/// throttling but is about one parameter, not the account's rate.
 pub fn classify_code(code: Option<&str>, status: Option<u16>) -> Class {
-    match code {
-        Some("TooManyUpdates") => Class::TooManyUpdates,
-        Some(
-            "ThrottlingException"
-            | "Throttling"
-            | "ThrottledException"
-            | "RequestThrottled"
-            | "RequestThrottledException"
-            | "RequestLimitExceeded"
-            | "TooManyRequestsException"
-            | "SlowDown",
-        ) => Class::Throttled,
-        Some(
-            "InternalServerError"
-            | "InternalServerException"
-            | "InternalServiceError"
-            | "InternalFailure"
-            | "ServiceUnavailable"
-            | "ServiceUnavailableException",
-        ) => Class::Transient,
-        _ if status == Some(429) => Class::Throttled,
-        _ if status.is_some_and(|s| s >= 500) => Class::Transient,
-        _ => Class::Permanent,
+    if code == Some("TooManyUpdates") {
+        return Class::TooManyUpdates;
+    }
+    match lockbox_aws::classify(code, status) {
+        ErrorClass::Throttled => Class::Throttled,
+        ErrorClass::Transient => Class::Transient,
+        ErrorClass::Permanent => Class::Permanent,
     }
 }
 
@@ -264,6 +251,15 @@ mod tests {
             Class::Throttled
         );
         assert_eq!(classify_code(None, Some(429)), Class::Throttled);
+        // The extension's rules: a 429 whatever its code, and any code with "Throttl".
+        assert_eq!(
+            classify_code(Some("LimitExceededException"), Some(429)),
+            Class::Throttled
+        );
+        assert_eq!(
+            classify_code(Some("ServiceThrottledException"), Some(400)),
+            Class::Throttled
+        );
         assert_eq!(
             classify_code(Some("InternalServerError"), Some(500)),
             Class::Transient

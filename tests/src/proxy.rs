@@ -35,6 +35,9 @@ use tokio::time::Instant;
 pub enum Fault {
     /// HTTP 400 `ThrottlingException`, as AWS answers when a rate limit is hit.
     Throttle,
+    /// HTTP 429 whose code does not say "Throttl" (`RateExceededException`): a 429 is
+    /// throttling whatever its code.
+    TooManyRequests,
     /// HTTP 500 `InternalServerError`.
     ServerError,
     /// Close the TCP connection without answering.
@@ -403,6 +406,10 @@ async fn handle(request: Request<Incoming>, state: &State, kill: &Notify) -> Res
         state.faults.fetch_add(1, Ordering::SeqCst);
         return match fault {
             Fault::Throttle => throttling(),
+            Fault::TooManyRequests => aws_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"__type":"RateExceededException","message":"Rate exceeded"}"#,
+            ),
             Fault::ServerError => aws_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"__type":"InternalServerError","message":"injected"}"#,

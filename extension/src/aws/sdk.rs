@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 
 use std::num::NonZeroUsize;
 
-use lockbox_aws::ErrorClass;
+use lockbox_aws::{ErrorClass, SessionName};
 
 use super::calls::CallCounter;
 use super::pace::Pace;
@@ -212,7 +212,7 @@ impl AwsSource {
         sdk: &aws_config::SdkConfig,
         settings: &SourceSettings,
         scope: Scope,
-        session_name: &str,
+        session_name: &SessionName,
         metrics: &Metrics,
     ) -> Self {
         // AssumeRoleProvider needs a clock; `aws_config::defaults` always sets one, a
@@ -243,7 +243,7 @@ impl AwsSource {
                 .build();
             let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.as_str())
                 .configure(&sts_base)
-                .session_name(session_name);
+                .session_name(session_name.as_str());
             if let Some(region) = &scope.region {
                 assume = assume.region(aws_config::Region::new(region.as_str().to_owned()));
             }
@@ -651,6 +651,10 @@ mod tests {
         }
     }
 
+    fn session() -> SessionName {
+        SessionName::parse("lockbox-test").unwrap()
+    }
+
     fn settings() -> SourceSettings {
         SourceSettings {
             ssm_timeout: Duration::from_secs(10),
@@ -691,7 +695,7 @@ mod tests {
             &sdk,
             &settings(),
             scope.clone(),
-            "lockbox-test",
+            &session(),
             &Metrics::default(),
         )
         .await;
@@ -768,14 +772,8 @@ mod tests {
             role: Some(RoleArn::parse(role).unwrap()),
             region: None,
         };
-        let source = AwsSource::for_scope(
-            &sdk,
-            &settings(),
-            scope,
-            "lockbox-test",
-            &Metrics::default(),
-        )
-        .await;
+        let source =
+            AwsSource::for_scope(&sdk, &settings(), scope, &session(), &Metrics::default()).await;
         let err = source
             .get_parameter(&parameter_name(), false)
             .await

@@ -637,6 +637,24 @@ async fn bad_inputs_fail_before_any_write_and_say_why() -> anyhow::Result<()> {
             ),
             "is not a role",
         ),
+        // The extension refuses the same role and region (lockbox-aws's rules).
+        (
+            regenerate(
+                json!({"names": ["/app/a"]}),
+                ID_1,
+                json!({"assumeRole": {"roleArn": format!(
+                    "arn:aws:iam::222222222222:role/{}", "n".repeat(65))}}),
+            ),
+            "a role name is 1-64",
+        ),
+        (
+            regenerate(
+                json!({"names": ["/app/a"]}),
+                ID_1,
+                json!({"region": "eu-1"}),
+            ),
+            "region \"eu-1\" is not a region name",
+        ),
     ];
     for (ev, needle) in cases {
         let err = rotator.handle(ev).await.expect_err(needle);
@@ -855,6 +873,30 @@ async fn throttling_and_too_many_updates_bursts_are_retried() -> anyhow::Result<
     assert_eq!(w.proxy.forwarded("PutParameter"), 2);
     assert_eq!(w.history("/app/a").await?.len(), 2);
     assert_eq!(w.history("/app/b").await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_whose_code_does_not_say_throttling_is_retried_as_throttling() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    let rotator = w.rotator(&[]).await;
+
+    // The extension treats the same answer as throttling (lockbox-aws's rules).
+    w.proxy
+        .fail_next(Some("PutParameter"), 3, Fault::TooManyRequests);
+    let ev = regenerate(
+        json!({"names": ["/app/a"]}),
+        ID_1,
+        json!({"pace": {"writesPerSecond": 50, "baseDelayMs": 5, "maxAttempts": 12}}),
+    );
+    let report = report_of(rotator.handle(ev).await?);
+    let r = result(&report, "/app/a");
+    assert_eq!(r.outcome, Outcome::Rotated, "{:?}", r.reason);
+    // Three 429s answered by the proxy, then the write that went through.
+    assert!(w.proxy.calls("PutParameter") > 3);
+    assert_eq!(w.proxy.forwarded("PutParameter"), 1);
+    assert_eq!(w.history("/app/a").await?.len(), 2);
     Ok(())
 }
 
