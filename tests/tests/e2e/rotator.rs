@@ -2116,6 +2116,9 @@ impl InvokeApi {
 /// function again asynchronously with the same input and `continueAfter`; the chain ends
 /// with every parameter rotated exactly once.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "about 6 minutes against moto, whose DescribeParameters takes some 15 s to select \
+            2,000 parameters in every invocation: cargo test -p lockbox-tests --test e2e -- \
+            --ignored two_thousand"]
 async fn two_thousand_parameters_rotate_exactly_once_across_invocations() -> anyhow::Result<()> {
     const N: usize = 2000;
     let w = World::start().await?;
