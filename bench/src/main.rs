@@ -8,7 +8,7 @@
 //!   120 values one at a time through the extension with a cold cache;
 //! - **cache hits**: latency (p50, p99, p99.9) and throughput at 1, 16 and 64 keep-alive
 //!   connections, and the same against a bare axum server returning a fixed body of the
-//!   same size (the ceiling, `tests/ceiling`): built with the same profile, in a process
+//!   same size (the ceiling, `bench/ceiling`): built with the same profile, in a process
 //!   of its own on one runtime thread like the extension; the median of three alternating
 //!   runs of each;
 //! - **Init overhead**: process start to the first `next`, without prefetch;
@@ -54,7 +54,7 @@ use tokio::process::{Child, Command};
 
 /// The cargo profile the layer is built with (Cargo.toml): the bench measures what ships.
 const SHIPPED_PROFILE: &str = "lambda";
-/// The variable naming the bare server's executable (`tests/ceiling`), else the
+/// The variable naming the bare server's executable (`bench/ceiling`), else the
 /// [`SHIPPED_PROFILE`] build of it.
 const CEILING_BIN: &str = "LOCKBOX_CEILING_BIN";
 /// Latency the proxy adds to every AWS call in the prefetch figure.
@@ -731,7 +731,7 @@ async fn send(
     Ok(ok)
 }
 
-/// The ceiling: `tests/ceiling`'s server (built with the extension's profile), serving a
+/// The ceiling: `bench/ceiling`'s server (built with the extension's profile), serving a
 /// fixed body.
 struct BareServer {
     addr: SocketAddr,
