@@ -13,11 +13,18 @@ use time::OffsetDateTime;
 
 use crate::account::{Access, AssumeRoleSpec};
 use crate::generate::SourceKind;
+use crate::mark;
 use crate::pace::PaceSpec;
 use crate::policy::{Policy, PolicySpec};
 
-/// Prefix of the label recording a rotation id on the version it wrote.
-pub const ROTATION_LABEL_PREFIX: &str = "r-";
+pub use crate::mark::is_rotation_label;
+
+/// Default wait between writing a staged value and promoting it: the extension's largest
+/// TTL (`SSM_PARAMETER_STORE_TTL` and the others accept at most 86,400 s), so no verifier
+/// can still hold a keyring from before the value was written when signers start using it.
+pub const DEFAULT_PROMOTE_AFTER_SECONDS: u64 = 86_400;
+/// Upper bound of `staged.promoteAfterSeconds` (30 days).
+pub const MAX_PROMOTE_AFTER_SECONDS: u64 = 30 * 86_400;
 
 /// The input as written in the schedule (camelCase JSON).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -61,6 +68,29 @@ pub struct RotationInput {
     /// default the function's own.
     #[serde(default)]
     pub region: Option<String>,
+    /// The schedule that fired (`<aws.scheduler.schedule-arn>`, or a rule event's first
+    /// resource): part of the rotation id, so two schedules firing at the same second
+    /// are two rotations.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Staged rotation for values two parties share: write the new value as `pending`,
+    /// promote it to `current` in a later run.
+    #[serde(default)]
+    pub staged: Option<StagedSpec>,
+    /// Set by the rotator when it hands the rest of a run to its next invocation: the
+    /// last parameter name this rotation id has already dealt with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_after: Option<String>,
+}
+
+/// `"staged"` as written in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StagedSpec {
+    /// Seconds between writing a pending value and promoting it (default
+    /// [`DEFAULT_PROMOTE_AFTER_SECONDS`]).
+    #[serde(default)]
+    pub promote_after_seconds: Option<u64>,
 }
 
 /// Which parameters a run selects; at least one selector is required.
@@ -76,6 +106,10 @@ pub struct Targets {
     /// A tag key: every parameter carrying it is selected.
     #[serde(default)]
     pub tag: Option<String>,
+    /// A tag key every selected parameter must carry (any value): parameters opt in to
+    /// rotation by carrying it, whatever names and paths say.
+    #[serde(default)]
+    pub require_tag: Option<String>,
 }
 
 /// What a rotation writes.
@@ -106,6 +140,9 @@ pub struct Labels {
     /// Label on the version that was current before (default `previous`).
     #[serde(default = "default_previous")]
     pub previous: String,
+    /// Label on a staged value not yet promoted (default `pending`; staged mode only).
+    #[serde(default = "default_pending")]
+    pub pending: String,
 }
 
 fn default_current() -> String {
@@ -114,12 +151,16 @@ fn default_current() -> String {
 fn default_previous() -> String {
     "previous".to_owned()
 }
+fn default_pending() -> String {
+    "pending".to_owned()
+}
 
 impl Default for Labels {
     fn default() -> Self {
         Self {
             current: default_current(),
             previous: default_previous(),
+            pending: default_pending(),
         }
     }
 }
@@ -138,50 +179,56 @@ pub enum InputError {
 /// The rotation id and the label that records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationId {
-    /// The id as reported (`2026-11-22T03:00:00Z` normalised to UTC, minute precision).
+    /// The scheduled time as reported (`2026-11-22T03:00:05Z`, UTC, to the second).
     pub id: String,
-    /// The label put on the version this rotation wrote, e.g. `r-20261122T0300Z`.
+    /// The schedule that fired, when the input names it.
+    pub schedule: Option<String>,
+    /// The label's rotation part, e.g. `r-20261122T030005Z`, or
+    /// `r-20261122T030005Z-1a2b3c4d` with a schedule (a short hash of its name).
     pub label: String,
 }
 
 impl RotationId {
-    /// Derives the id from a timestamp (RFC 3339, as EventBridge substitutes it).
+    /// Derives the id from a timestamp (RFC 3339, as EventBridge substitutes it) and the
+    /// schedule's identity.
     ///
-    /// Minute precision: two deliveries of one scheduled run agree, and a label may not
-    /// start with a digit, hence the `r-` prefix.
-    pub fn parse(raw: &str) -> Result<Self, InputError> {
+    /// To the second, plus the schedule: every delivery and retry of one scheduled run
+    /// agrees, and two schedules (or two runs a few seconds apart) never share an id. A
+    /// label may not start with a digit, hence the `r-` prefix.
+    pub fn parse(raw: &str, schedule: Option<&str>) -> Result<Self, InputError> {
         let t = OffsetDateTime::parse(raw.trim(), &Rfc3339).map_err(|e| {
             InputError::Invalid(format!(
                 "rotationId {raw:?} is not an RFC 3339 timestamp such as 2026-11-22T03:00:00Z \
                  (use <aws.scheduler.scheduled-time>): {e}"
             ))
         })?;
-        Ok(Self::from_time(t))
+        Ok(Self::from_time(t, schedule))
     }
 
-    /// The id for a point in time (UTC, truncated to the minute).
-    pub fn from_time(t: OffsetDateTime) -> Self {
+    /// The id for a point in time (UTC, truncated to the second) and a schedule.
+    pub fn from_time(t: OffsetDateTime, schedule: Option<&str>) -> Self {
         let t = t.to_offset(time::UtcOffset::UTC);
-        let (y, mo, d, h, mi) = (t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute());
+        let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+        let (h, mi, s) = (t.hour(), t.minute(), t.second());
+        let schedule = schedule.map(str::trim).filter(|s| !s.is_empty());
+        let mut label = format!("{}{}", mark::PREFIX, mark::stamp(t));
+        if let Some(name) = schedule {
+            label.push('-');
+            label.push_str(&mark::short_hash(name));
+        }
         Self {
-            id: format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:00Z"),
-            label: format!("{ROTATION_LABEL_PREFIX}{y:04}{mo:02}{d:02}T{h:02}{mi:02}Z"),
+            id: format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
+            schedule: schedule.map(str::to_owned),
+            label,
         }
     }
 }
 
-/// Whether `label` has the exact shape of a rotation-id label lockbox sets
-/// (`r-YYYYMMDDTHHMMZ`); any other label is someone else's and is never removed.
-pub fn is_rotation_label(label: &str) -> bool {
-    let Some(rest) = label.strip_prefix(ROTATION_LABEL_PREFIX) else {
-        return false;
-    };
-    let b = rest.as_bytes();
-    b.len() == 14
-        && b[..8].iter().all(u8::is_ascii_digit)
-        && b[8] == b'T'
-        && b[9..13].iter().all(u8::is_ascii_digit)
-        && b[13] == b'Z'
+/// Staged mode, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staged {
+    /// How long a pending value waits before a run promotes it.
+    pub promote_after: std::time::Duration,
 }
 
 /// A validated rotation request.
@@ -209,6 +256,11 @@ pub struct Rotation {
     pub pace: PaceSpec,
     /// The account (through an assumed role) and region the calls go to.
     pub access: Access,
+    /// Staged mode (`None`: the new value becomes current at once).
+    pub staged: Option<Staged>,
+    /// Parameters up to and including this name were dealt with by an earlier invocation
+    /// of this rotation id.
+    pub continue_after: Option<String>,
 }
 
 impl Rotation {
@@ -257,7 +309,7 @@ pub fn check_label(what: &str, label: &str) -> Result<(), InputError> {
     }
     if is_rotation_label(label) {
         return Err(invalid(format!(
-            "{what} {label:?} has the shape of lockbox's rotation-id labels (r-YYYYMMDDTHHMMZ)"
+            "{what} {label:?} has the shape of lockbox's rotation labels (r-YYYYMMDDTHHMMSSZ...)"
         )));
     }
     Ok(())
@@ -303,9 +355,17 @@ impl RotationInput {
                 )));
             }
         }
-        if let Some(tag) = &t.tag {
-            if tag.trim().is_empty() || tag.len() > 128 {
-                return Err(invalid("targets.tag must be a tag key of 1-128 characters"));
+        for (what, tag) in [
+            ("targets.tag", &t.tag),
+            ("targets.requireTag", &t.require_tag),
+        ] {
+            if tag
+                .as_ref()
+                .is_some_and(|tag| tag.trim().is_empty() || tag.len() > 128)
+            {
+                return Err(invalid(format!(
+                    "{what} must be a tag key of 1-128 characters"
+                )));
             }
         }
         if self.key_id.trim().is_empty() {
@@ -313,8 +373,32 @@ impl RotationInput {
         }
         check_label("labels.current", &self.labels.current)?;
         check_label("labels.previous", &self.labels.previous)?;
-        if self.labels.current == self.labels.previous {
-            return Err(invalid("labels.current and labels.previous must differ"));
+        check_label("labels.pending", &self.labels.pending)?;
+        let l = &self.labels;
+        if l.current == l.previous || l.current == l.pending || l.previous == l.pending {
+            return Err(invalid(
+                "labels.current, labels.previous and labels.pending must differ",
+            ));
+        }
+        let staged = match self.staged {
+            None => None,
+            Some(spec) => {
+                let secs = spec
+                    .promote_after_seconds
+                    .unwrap_or(DEFAULT_PROMOTE_AFTER_SECONDS);
+                if secs > MAX_PROMOTE_AFTER_SECONDS {
+                    return Err(invalid(format!(
+                        "staged.promoteAfterSeconds {secs} is out of range \
+                         (0..={MAX_PROMOTE_AFTER_SECONDS})"
+                    )));
+                }
+                Some(Staged {
+                    promote_after: std::time::Duration::from_secs(secs),
+                })
+            }
+        };
+        if let Some(name) = &self.continue_after {
+            check_name("continueAfter", name)?;
         }
         let (policy, overrides) = match self.mode {
             Mode::Regenerate => {
@@ -346,9 +430,13 @@ impl RotationInput {
             }
         };
         self.pace.validate().map_err(invalid)?;
+        let schedule = self.schedule.as_deref();
+        if schedule.is_some_and(|s| s.len() > 2048) {
+            return Err(invalid("schedule must be at most 2048 characters"));
+        }
         let id = match (&self.rotation_id, &self.time, fallback) {
-            (Some(raw), _, _) | (None, Some(raw), _) => RotationId::parse(raw)?,
-            (None, None, Some(now)) => RotationId::from_time(now),
+            (Some(raw), _, _) | (None, Some(raw), _) => RotationId::parse(raw, schedule)?,
+            (None, None, Some(now)) => RotationId::from_time(now, schedule),
             (None, None, None) => return Err(invalid(
                 "rotationId is missing: set \"rotationId\": \"<aws.scheduler.scheduled-time>\" \
                      in the schedule's Input (or pass the rule event's time as \"time\")",
@@ -368,6 +456,8 @@ impl RotationInput {
             random_source: self.random_source,
             pace: self.pace,
             access,
+            staged,
+            continue_after: self.continue_after,
         })
     }
 }
@@ -395,7 +485,7 @@ mod tests {
     fn the_documented_example_parses() {
         let r = validated(FULL).unwrap();
         assert_eq!(r.mode, Mode::Regenerate);
-        assert_eq!(r.id.label, "r-20261122T0300Z");
+        assert_eq!(r.id.label, "r-20261122T030000Z");
         assert_eq!(r.id.id, "2026-11-22T03:00:00Z");
         assert_eq!(r.policy.as_ref().unwrap().length(), 32);
         assert_eq!(r.targets.tag.as_deref(), Some("lockbox:rotate"));
@@ -445,12 +535,12 @@ mod tests {
     fn rotation_id_comes_from_rotation_id_then_time_then_fallback() {
         let base = r#"{"targets":{"names":["/a"]},"keyId":"k","mode":"reencrypt""#;
         let r = validated(&format!("{base},\"time\":\"2026-01-02T03:04:59Z\"}}")).unwrap();
-        assert_eq!(r.id.label, "r-20260102T0304Z");
+        assert_eq!(r.id.label, "r-20260102T030459Z");
         let r = validated(&format!(
             "{base},\"rotationId\":\"2026-01-02T05:04:00+02:00\",\"time\":\"2020-01-01T00:00:00Z\"}}"
         ))
         .unwrap();
-        assert_eq!(r.id.label, "r-20260102T0304Z", "offset normalised to UTC");
+        assert_eq!(r.id.label, "r-20260102T030400Z", "offset normalised to UTC");
         let err = validated(&format!("{base}}}")).unwrap_err();
         assert!(err.to_string().contains("rotationId is missing"), "{err}");
         let now = OffsetDateTime::parse("2030-12-31T23:59:30Z", &Rfc3339).unwrap();
@@ -458,20 +548,36 @@ mod tests {
             .unwrap()
             .validate(Some(now))
             .unwrap();
-        assert_eq!(r.id.label, "r-20301231T2359Z");
+        assert_eq!(r.id.label, "r-20301231T235930Z");
         let err = validated(&format!("{base},\"rotationId\":\"run-1\"}}")).unwrap_err();
         assert!(err.to_string().contains("RFC 3339"), "{err}");
     }
 
     #[test]
+    fn rotation_ids_keep_the_second_and_the_schedule() {
+        let a = RotationId::parse("2026-11-22T03:00:00Z", None).unwrap();
+        let b = RotationId::parse("2026-11-22T03:00:30Z", None).unwrap();
+        assert_ne!(a.label, b.label, "same minute, different runs");
+        let nightly =
+            RotationId::parse("2026-11-22T03:00:00Z", Some("schedule/g/nightly")).unwrap();
+        let other = RotationId::parse("2026-11-22T03:00:00Z", Some("schedule/g/other")).unwrap();
+        assert_ne!(nightly.label, other.label, "same second, two schedules");
+        assert!(nightly.label.starts_with("r-20261122T030000Z-"));
+        assert_eq!(nightly.schedule.as_deref(), Some("schedule/g/nightly"));
+        assert!(is_rotation_label(&nightly.label));
+    }
+
+    #[test]
     fn rotation_labels_are_recognised_exactly() {
-        assert!(is_rotation_label("r-20261122T0300Z"));
+        assert!(is_rotation_label("r-20261122T030000Z"));
         assert!(!is_rotation_label("r-20261122T0300"));
         assert!(!is_rotation_label("r-2026112xT0300Z"));
         assert!(!is_rotation_label("release-1"));
         assert!(!is_rotation_label("current"));
         assert!(is_rotation_label(
-            &RotationId::parse("1999-02-03T04:05:06Z").unwrap().label
+            &RotationId::parse("1999-02-03T04:05:06Z", None)
+                .unwrap()
+                .label
         ));
     }
 
@@ -489,7 +595,7 @@ mod tests {
             ("SSMx", "previous", "may not start"),
             ("cur rent", "previous", "may contain only"),
             ("same", "same", "must differ"),
-            ("r-20261122T0300Z", "previous", "rotation-id"),
+            ("r-20261122T030000Z", "previous", "rotation labels"),
         ] {
             let err = validated(&with(c, p)).unwrap_err();
             assert!(err.to_string().contains(needle), "{c}/{p}: {err}");
@@ -553,7 +659,7 @@ mod tests {
         assert_eq!(assumed.role_arn, role);
         assert_eq!(assumed.account, "222222222222");
         assert_eq!(assumed.external_id.as_deref(), Some("ext-42"));
-        assert_eq!(assumed.session_name, "lockbox-r-20261122T0300Z");
+        assert_eq!(assumed.session_name, "lockbox-r-20261122T030000Z");
 
         let typo = json.replace("\"externalId\"", "\"externalID\"");
         let err = validated(&typo).unwrap_err();

@@ -23,8 +23,14 @@ pub struct ResolvedKey {
 
 impl ResolvedKey {
     /// Whether a `KeyId` recorded by SSM or Secrets Manager names this key.
+    ///
+    /// Only the key's own ARN or id counts. SSM records `KeyId` as the writer passed it,
+    /// and an alias (`alias/app`, or its ARN) names whatever key it pointed at when the
+    /// value was written: after the alias moves, the same text means another key. A value
+    /// recorded under an alias is therefore never taken to be under this key; writing it
+    /// again records the key's ARN.
     pub fn matches(&self, recorded: &str) -> bool {
-        recorded == self.arn || recorded == self.key_id || recorded == self.requested
+        recorded == self.arn || recorded == self.key_id
     }
 }
 
@@ -206,7 +212,11 @@ mod tests {
         let k = check("alias/app", &good()).unwrap();
         assert_eq!(k.arn, "arn:aws:kms:us-east-1:111122223333:key/k-1");
         assert!(k.matches("k-1"));
-        assert!(k.matches("alias/app"));
+        assert!(k.matches("arn:aws:kms:us-east-1:111122223333:key/k-1"));
+        assert!(
+            !k.matches("alias/app"),
+            "an alias names whatever key it points at now"
+        );
         assert!(!k.matches("alias/aws/ssm"));
     }
 

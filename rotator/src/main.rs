@@ -8,9 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use lockbox_rotator::{Clients, Rotator, SecretsConfig};
+use lockbox_rotator::{Clients, Invocation, Rotator, SecretsConfig, Settings};
 use serde_json::Value;
-use tracing_subscriber::EnvFilter;
 
 const HELP: &str = "\
 lockbox-rotator: rotate SSM SecureString parameters under a customer-managed KMS key.
@@ -32,7 +31,8 @@ INPUT (the schedule's Input; unknown fields are an error):
                  \"exclude\": \"/@\\\"'\\\\\", \"requireEachClass\": true},
       \"labels\": {\"current\": \"current\", \"previous\": \"previous\"},
       \"dryRun\": false,
-      \"rotationId\": \"<aws.scheduler.scheduled-time>\"
+      \"rotationId\": \"<aws.scheduler.scheduled-time>\",
+      \"schedule\": \"<aws.scheduler.schedule-arn>\"
     }
     Optional: \"overrides\": {\"/name\": {\"policy\": {...}}}, \"randomSource\": \"os\" | \"kms\",
     \"pace\": {\"writesPerSecond\": 3, \"maxAttempts\": 8, \"baseDelayMs\": 200}.
@@ -40,19 +40,30 @@ INPUT (the schedule's Input; unknown fields are an error):
     \"assumeRole\": {\"roleArn\": \"arn:<partition>:iam::<account>:role/<name>\",
                    \"externalId\": \"...\", \"sessionName\": \"...\"}; every call (key gate
     included) then runs as that role, in that region.
-    From the shell, rotationId defaults to the current minute; reuse the printed
+    Staged rotation (values two parties share): \"staged\": {\"promoteAfterSeconds\": 86400}
+    writes the new value as \"pending\"; a later run promotes it to \"current\".
+    Opt-in selection: \"targets\": {\"paths\": [...], \"requireTag\": \"lockbox:rotate\"}.
+    From the shell, rotationId defaults to the current second; reuse the printed
     rotationId to resume an interrupted run without writing again.
 
 RESULT:
     {\"rotationId\": \"...\", \"results\": [{\"name\", \"oldVersion\", \"newVersion\", \"keyId\", \"mode\",
-     \"outcome\": \"rotated|unchanged|skipped|failed|dryRun\", \"reason\"}]}
+     \"outcome\": \"rotated|staged|promoted|unchanged|skipped|conflict|deferred|failed|dryRun\",
+     \"reason\"}]}
     Exit status: 0 all good, 1 some parameter failed (result still printed),
     2 refused before any write (bad input, role not assumable, key gate, selection)
     or other error.
 
 ENVIRONMENT:
     AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...   the usual AWS SDK settings
-    RUST_LOG                      log filter (default info); logs are JSON on stderr
+    RUST_LOG                      log filter (default info); logs are JSON on stderr; the
+                                  HTTP and AWS SDK libraries stay at info or less whatever
+                                  it says
+    LOCKBOX_LEASE_SECONDS         how long a rotation's lease on a parameter lasts
+                                  (default 300, 1..=3600)
+    LOCKBOX_DEADLINE_RESERVE_MS   no parameter is started this close to the Lambda
+                                  deadline (default 60000); the rest is handed to the
+                                  next invocation
     LOCKBOX_SECRET_POLICY         policy JSON for Secrets Manager rotation (default: 32
                                   characters, all classes, each required)
     LOCKBOX_SECRET_KEY_ID         customer-managed key for rotated secrets (default: keep
@@ -66,44 +77,6 @@ Values are never logged or printed.
 /// whose answer was lost is checked against the history) instead of eating the function's
 /// whole timeout.
 const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Libraries that can log request or response bodies at debug/trace level: capped, so no
-/// RUST_LOG setting can make them print a value.
-const WIRE_LEVEL_CAPS: &[&str] = &[
-    "hyper=info",
-    "hyper_util=info",
-    "h2=info",
-    "rustls=info",
-    // Logs the canonical request at trace, and the body too when LOG_SIGNABLE_BODY is set.
-    "aws_sigv4=info",
-    "aws_smithy_runtime=info",
-    "aws_smithy_http=info",
-    "aws_smithy_http_client=info",
-    "aws_sdk_ssm=info",
-    "aws_sdk_secretsmanager=info",
-    "aws_sdk_kms=info",
-    // STS answers carry the assumed role's credentials.
-    "aws_sdk_sts=info",
-    "aws_config=info",
-    "lambda_runtime=debug",
-    "lambda_runtime_api_client=info",
-];
-
-fn init_logging() {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for cap in WIRE_LEVEL_CAPS {
-        if let Ok(directive) = cap.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 #[allow(clippy::print_stdout)] // --help answers on stdout, like any command-line tool
 fn print_help() {
@@ -142,6 +115,7 @@ fn read_input(file: &str) -> anyhow::Result<Value> {
 
 async fn rotator() -> anyhow::Result<Rotator> {
     let secrets = SecretsConfig::from_env().context("configuration")?;
+    let settings = Settings::from_env().context("configuration")?;
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
@@ -150,7 +124,7 @@ async fn rotator() -> anyhow::Result<Rotator> {
         )
         .load()
         .await;
-    Ok(Rotator::new(Clients::new(&config), secrets))
+    Ok(Rotator::new(Clients::new(&config), secrets).with_settings(settings))
 }
 
 #[allow(clippy::print_stdout)] // the result JSON on stdout is the shell mode's output
@@ -183,8 +157,13 @@ async fn lambda() -> anyhow::Result<()> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let rotator = rotator.clone();
         async move {
+            let invocation = Invocation {
+                deadline: Some(event.context.deadline()),
+                function_arn: Some(event.context.invoked_function_arn.clone()),
+                fallback_time: None,
+            };
             rotator
-                .handle(event.payload)
+                .handle_in(event.payload, &invocation)
                 .await
                 .map(|r| r.to_json())
                 .map_err(|e| Diagnostic {
@@ -210,7 +189,7 @@ async fn main() -> ExitCode {
         print_help();
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    lockbox_rotator::logging::init();
     let result = match command {
         Command::Once(file) => once(&file).await,
         Command::Lambda => lambda().await.map(|()| ExitCode::SUCCESS),

@@ -30,7 +30,9 @@ pub const MAX_DELAY: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaceSpec {
-    /// Mutating calls per second (PutParameter, LabelParameterVersion, ...), `0 < x <= 100`.
+    /// Mutating calls per second (PutParameter, LabelParameterVersion, ...),
+    /// `0 < x <= 1000`. Real accounts want single digits; the range's top is for local
+    /// emulators and for accounts with a raised quota.
     #[serde(default = "default_wps")]
     pub writes_per_second: f64,
     /// Attempts per call when throttled or `TooManyUpdates`, `1..=20`.
@@ -64,9 +66,9 @@ impl Default for PaceSpec {
 impl PaceSpec {
     /// Checks the ranges; the message names the field and the allowed range.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.writes_per_second > 0.0 && self.writes_per_second <= 100.0) {
+        if !(self.writes_per_second > 0.0 && self.writes_per_second <= 1000.0) {
             return Err(format!(
-                "pace.writesPerSecond {} is out of range (0 < x <= 100)",
+                "pace.writesPerSecond {} is out of range (0 < x <= 1000)",
                 self.writes_per_second
             ));
         }

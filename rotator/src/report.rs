@@ -16,14 +16,48 @@ pub enum Outcome {
     /// A new version was written, verified and labelled (or an interrupted rotation of
     /// this id was completed).
     Rotated,
-    /// Nothing needed doing (already rotated by this id, or already under the key).
+    /// Staged mode: a new version was written, verified and labelled `pending`;
+    /// `current` did not move.
+    Staged,
+    /// Staged mode: the pending version became `current`, the old one `previous`.
+    Promoted,
+    /// Nothing needed doing (already rotated by this id, already under the key, or a
+    /// pending version not yet due).
     Unchanged,
     /// Not rotatable (not a SecureString).
     Skipped,
+    /// Another writer or another rotation is acting on the parameter; nothing of this
+    /// rotation was labelled. `reason` names the versions (or the lease).
+    Conflict,
+    /// Not started: the invocation ran out of time. The next invocation of the same
+    /// rotation id continues with it.
+    Deferred,
     /// The rotation of this parameter failed; see `reason`.
     Failed,
     /// Dry run: `reason` says what would happen.
     DryRun,
+}
+
+impl Outcome {
+    /// The name used in the result and the audit line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rotated => "rotated",
+            Self::Staged => "staged",
+            Self::Promoted => "promoted",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+            Self::Conflict => "conflict",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+            Self::DryRun => "dryRun",
+        }
+    }
+
+    /// Whether this outcome fails the run (so the schedule's retries apply).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Conflict)
+    }
 }
 
 /// The result for one parameter.
@@ -53,13 +87,7 @@ impl ParamResult {
             Mode::Regenerate => "regenerate",
             Mode::Reencrypt => "reencrypt",
         };
-        let outcome = match self.outcome {
-            Outcome::Rotated => "rotated",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Skipped => "skipped",
-            Outcome::Failed => "failed",
-            Outcome::DryRun => "dryRun",
-        };
+        let outcome = self.outcome.as_str();
         macro_rules! audit {
             ($level:ident) => {
                 tracing::$level!(
@@ -76,7 +104,7 @@ impl ParamResult {
                 )
             };
         }
-        if self.outcome == Outcome::Failed {
+        if self.outcome.is_failure() {
             audit!(warn);
         } else {
             audit!(info);
@@ -90,14 +118,29 @@ impl ParamResult {
 pub struct Report {
     /// The run's id (normalised scheduled time).
     pub rotation_id: String,
+    /// The schedule that started the run, when the input names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// One entry per selected parameter, in name order.
     pub results: Vec<ParamResult>,
+    /// When parameters were deferred: the last name this invocation dealt with (empty
+    /// when none), where the next invocation of this rotation id starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_after: Option<String>,
 }
 
 impl Report {
-    /// The results that failed.
+    /// The results that failed or met a conflict.
     pub fn failures(&self) -> impl Iterator<Item = &ParamResult> {
-        self.results.iter().filter(|r| r.outcome == Outcome::Failed)
+        self.results.iter().filter(|r| r.outcome.is_failure())
+    }
+
+    /// The results deferred to the next invocation.
+    pub fn deferred(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Deferred)
+            .count()
     }
 
     /// Whether any parameter failed (the run must then fail, so the schedule retries).
@@ -119,6 +162,8 @@ mod tests {
     fn report_json_has_the_documented_shape() {
         let r = Report {
             rotation_id: "2026-11-22T03:00:00Z".into(),
+            schedule: None,
+            continue_after: None,
             results: vec![ParamResult {
                 name: "/app/db/password".into(),
                 old_version: Some(3),

@@ -11,9 +11,8 @@ use std::fmt;
 
 use aws_sdk_ssm::config::retry::RetryConfig;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
-use aws_sdk_ssm::types::{
-    ParameterStringFilter, ParameterTier, ParameterType, ResourceTypeForTagging, Tag,
-};
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
+use time::OffsetDateTime;
 
 use crate::pace::{classify, Class, Classified};
 use crate::value::SecretValue;
@@ -48,8 +47,10 @@ pub struct VersionInfo {
     pub version: i64,
     /// Labels on this version.
     pub labels: Vec<String>,
-    /// KMS key this version was encrypted under.
+    /// KMS key this version was encrypted under, as the writer named it.
     pub key_id: Option<String>,
+    /// When this version was written.
+    pub modified: Option<OffsetDateTime>,
 }
 
 /// Everything a new version is written with.
@@ -73,7 +74,17 @@ pub struct PutRequest<'a> {
     pub policies: Option<String>,
 }
 
-/// How `DescribeParameters` selects.
+/// How `DescribeParameters` selects; `required_tag` narrows any of them to parameters
+/// carrying that tag key.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// Names, a path or a tag.
+    pub selector: Selector<'a>,
+    /// A tag key every selected parameter must carry.
+    pub required_tag: Option<&'a str>,
+}
+
+/// The base of a [`Selection`].
 #[derive(Debug, Clone, Copy)]
 pub enum Selector<'a> {
     /// Exact names.
@@ -161,8 +172,8 @@ impl Classified for StoreError {
 
 /// The Parameter Store calls a rotation needs.
 pub(crate) trait ParameterStore {
-    /// Metadata of the parameters a selector matches.
-    async fn describe(&self, selector: Selector<'_>) -> Result<Vec<ParamMeta>, StoreError>;
+    /// Metadata of the parameters a selection matches.
+    async fn describe(&self, selection: Selection<'_>) -> Result<Vec<ParamMeta>, StoreError>;
     /// The decrypted value of one version.
     async fn value(&self, name: &str, version: i64) -> Result<SecretValue, StoreError>;
     /// Every version, oldest first, with labels and keys.
@@ -178,10 +189,6 @@ pub(crate) trait ParameterStore {
     ) -> Result<Vec<String>, StoreError>;
     /// Removes labels from a version.
     async fn unlabel(&self, name: &str, version: i64, labels: &[String]) -> Result<(), StoreError>;
-    /// The value of one tag on the parameter.
-    async fn tag(&self, name: &str, key: &str) -> Result<Option<String>, StoreError>;
-    /// Sets one tag on the parameter.
-    async fn set_tag(&self, name: &str, key: &str, value: &str) -> Result<(), StoreError>;
 }
 
 /// [`ParameterStore`] over the AWS SDK.
@@ -211,40 +218,52 @@ fn path_value(path: &str) -> String {
 const NAMES_PER_FILTER: usize = 50;
 
 impl ParameterStore for SsmStore {
-    async fn describe(&self, selector: Selector<'_>) -> Result<Vec<ParamMeta>, StoreError> {
-        let (what, filters): (String, Vec<Vec<ParameterStringFilter>>) = match selector {
-            Selector::Names(names) => (
-                format!("names {names:?}"),
-                names
-                    .chunks(NAMES_PER_FILTER)
-                    .map(|chunk| {
-                        vec![ParameterStringFilter::builder()
-                            .key("Name")
-                            .option("Equals")
-                            .set_values(Some(chunk.to_vec()))
-                            .build()
-                            .expect("key is set")]
-                    })
-                    .collect(),
-            ),
-            Selector::Path(path) => (
-                format!("path {path}"),
-                vec![vec![ParameterStringFilter::builder()
-                    .key("Path")
-                    .option("Recursive")
-                    .values(path_value(path))
-                    .build()
-                    .expect("key is set")]],
-            ),
-            Selector::Tag(tag) => (
-                format!("tag {tag}"),
-                // A tag filter without values matches every parameter carrying the key.
-                vec![vec![ParameterStringFilter::builder()
-                    .key(format!("tag:{tag}"))
-                    .build()
-                    .expect("key is set")]],
-            ),
-        };
+    async fn describe(&self, selection: Selection<'_>) -> Result<Vec<ParamMeta>, StoreError> {
+        let (what, mut filters): (String, Vec<Vec<ParameterStringFilter>>) =
+            match selection.selector {
+                Selector::Names(names) => (
+                    format!("names {names:?}"),
+                    names
+                        .chunks(NAMES_PER_FILTER)
+                        .map(|chunk| {
+                            vec![ParameterStringFilter::builder()
+                                .key("Name")
+                                .option("Equals")
+                                .set_values(Some(chunk.to_vec()))
+                                .build()
+                                .expect("key is set")]
+                        })
+                        .collect(),
+                ),
+                Selector::Path(path) => (
+                    format!("path {path}"),
+                    vec![vec![ParameterStringFilter::builder()
+                        .key("Path")
+                        .option("Recursive")
+                        .values(path_value(path))
+                        .build()
+                        .expect("key is set")]],
+                ),
+                Selector::Tag(tag) => (
+                    format!("tag {tag}"),
+                    // A tag filter without values matches every parameter carrying the key.
+                    vec![vec![ParameterStringFilter::builder()
+                        .key(format!("tag:{tag}"))
+                        .build()
+                        .expect("key is set")]],
+                ),
+            };
+        if let Some(tag) = selection.required_tag {
+            // Filters in one call are ANDed: the selection, and the tag key present.
+            for filter in &mut filters {
+                filter.push(
+                    ParameterStringFilter::builder()
+                        .key(format!("tag:{tag}"))
+                        .build()
+                        .expect("key is set"),
+                );
+            }
+        }
         let mut out = Vec::new();
         for filter in filters {
             let mut token = None;
@@ -323,6 +342,9 @@ impl ParameterStore for SsmStore {
                     version: p.version(),
                     labels: p.labels().to_vec(),
                     key_id: p.key_id().map(str::to_owned),
+                    modified: p
+                        .last_modified_date()
+                        .and_then(|d| OffsetDateTime::from_unix_timestamp_nanos(d.as_nanos()).ok()),
                 });
             }
             match page.next_token() {
@@ -388,39 +410,6 @@ impl ParameterStore for SsmStore {
             .send()
             .await
             .map_err(|e| StoreError::sdk("UnlabelParameterVersion", name, e, true))?;
-        Ok(())
-    }
-
-    async fn tag(&self, name: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let out = self
-            .ssm
-            .list_tags_for_resource()
-            .resource_type(ResourceTypeForTagging::Parameter)
-            .resource_id(name)
-            .send()
-            .await
-            .map_err(|e| StoreError::sdk("ListTagsForResource", name, e, true))?;
-        Ok(out
-            .tag_list()
-            .iter()
-            .find(|t| t.key() == key)
-            .map(|t| t.value().to_owned()))
-    }
-
-    async fn set_tag(&self, name: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        let tag = Tag::builder()
-            .key(key)
-            .value(value)
-            .build()
-            .map_err(|e| StoreError::local("AddTagsToResource", name, e.to_string()))?;
-        self.ssm
-            .add_tags_to_resource()
-            .resource_type(ResourceTypeForTagging::Parameter)
-            .resource_id(name)
-            .tags(tag)
-            .send()
-            .await
-            .map_err(|e| StoreError::sdk("AddTagsToResource", name, e, true))?;
         Ok(())
     }
 }

@@ -563,8 +563,8 @@ fn the_rotator_encrypts_and_the_consumer_decrypts_owned_parameters() {
 }
 
 /// The AWS calls in rotator/src (outside unit tests) as IAM actions (`ssm:PutParameter`),
-/// found as `<client>.<operation>()` with the rotator's client names: `ssm`, `kms` and `sm`
-/// (Secrets Manager).
+/// found as `<client>.<operation>()` with the rotator's client names: `ssm`, `kms`, `sm`
+/// (Secrets Manager) and `lambda` (whose `invoke()` is the IAM action `InvokeFunction`).
 fn rotator_calls() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let dir = workspace_root().join("rotator/src");
@@ -577,7 +577,12 @@ fn rotator_calls() -> BTreeSet<String> {
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         // Builders are chained over lines (`self\n.ssm\n.put_parameter()`).
         let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-        for (client, service) in [("ssm.", "ssm"), ("kms.", "kms"), ("sm.", "secretsmanager")] {
+        for (client, service) in [
+            ("ssm.", "ssm"),
+            ("kms.", "kms"),
+            ("sm.", "secretsmanager"),
+            ("lambda.", "lambda"),
+        ] {
             let mut from = 0;
             while let Some(found) = code[from..].find(client) {
                 let start = from + found;
@@ -603,6 +608,10 @@ fn rotator_calls() -> BTreeSet<String> {
                         })
                     })
                     .collect();
+                let operation = match (service, operation.as_str()) {
+                    ("lambda", "Invoke") => "InvokeFunction".to_owned(),
+                    _ => operation,
+                };
                 out.insert(format!("{service}:{operation}"));
             }
         }
@@ -651,6 +660,30 @@ fn the_rotator_role_allows_exactly_the_calls_the_rotator_makes() {
         deployed_value(&template, name)
     });
     assert!(!input.contains("randomSource"), "{input}");
+
+    // Lambda: only the hand-over of a long rotation, Invoke on the function itself, in a
+    // policy of its own (the function depends on RotatorRolePolicy).
+    assert!(of(&granted, "lambda:").is_empty(), "{granted:?}");
+    let continues: Vec<(String, &Value)> = iam_statements(&template)
+        .into_iter()
+        .filter(|(place, _)| place.starts_with("RotatorContinuesItself/"))
+        .collect();
+    assert_eq!(continues.len(), 1, "{continues:?}");
+    let (place, statement) = &continues[0];
+    assert_eq!(
+        actions(statement).into_iter().collect::<BTreeSet<_>>(),
+        of(&calls, "lambda:"),
+        "{place}: granted vs called"
+    );
+    assert_eq!(
+        statement["Resource"],
+        json!({"Fn::GetAtt": ["RotatorFunction", "Arn"]}),
+        "{place}: the function itself, nothing else"
+    );
+    assert_eq!(
+        resource(&template, "RotatorContinuesItself")["Properties"]["RoleName"],
+        json!({"Ref": "RotatorRole"})
+    );
 
     // Not granted by this stack, which attaches the rotator to no secret and rotates its
     // own account only; the rotator's page says what each would need.
@@ -712,27 +745,51 @@ fn each_doc_page_has_each_section_once() {
 }
 
 #[test]
-fn the_intent_tag_is_the_only_tag_the_rotator_may_set() {
+fn the_rotator_keeps_its_records_in_labels_and_may_set_no_tag() {
     let template = template();
-    let tagging: Vec<(String, &Value)> = iam_statements(&template)
+    let rotator: BTreeSet<String> = iam_statements(&template)
         .into_iter()
-        .filter(|(place, s)| {
-            place.starts_with("RotatorRolePolicy/")
-                && actions(s).contains(&"ssm:addtagstoresource".to_owned())
-        })
+        .filter(|(place, _)| place.starts_with("Rotator"))
+        .flat_map(|(_, s)| actions(s))
         .collect();
-    assert_eq!(tagging.len(), 1, "one statement grants tagging");
-    let (place, statement) = &tagging[0];
-    assert_eq!(
-        actions(statement),
-        ["ssm:addtagstoresource"],
-        "{place}: alone"
-    );
-    assert_eq!(sub_of(&statement["Resource"]), Some(OWNED_PARAMETER_ARN));
-    assert_eq!(
-        condition_value(statement, "ForAllValues:StringEquals", "aws:TagKeys"),
-        Some(&json!([lockbox_rotator::INTENT_TAG])),
-        "{place}"
+    for never in [
+        "ssm:addtagstoresource",
+        "ssm:listtagsforresource",
+        "ssm:deleteparameter",
+    ] {
+        assert!(!rotator.contains(never), "{never} granted: {rotator:?}");
+    }
+    assert!(rotator.contains("ssm:labelparameterversion"));
+}
+
+/// Issue 16, case 8: `kms:CreateGrant` lets its holder give any principal `Decrypt`
+/// outside every condition of the key policy; only AWS services may create grants.
+#[test]
+fn the_key_policy_allows_grants_only_for_aws_services() {
+    let template = template();
+    let mut grant_statements = 0;
+    for (place, statement) in key_policy_statements(&template) {
+        let actions = actions(statement);
+        if !actions
+            .iter()
+            .any(|a| a == "kms:creategrant" || a == "kms:*")
+        {
+            continue;
+        }
+        grant_statements += 1;
+        assert_eq!(actions, ["kms:creategrant"], "{place}: CreateGrant alone");
+        assert_eq!(
+            condition_value(statement, "Bool", "kms:GrantIsForAWSResource"),
+            Some(&json!("true")),
+            "{place}: CreateGrant without kms:GrantIsForAWSResource"
+        );
+    }
+    assert_eq!(grant_statements, 1);
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template");
+    assert!(
+        !text.contains("grants no"),
+        "a comment claims the key policy grants no cryptographic operation: grants and \
+         kms:PutKeyPolicy are power over the key"
     );
 }
 
@@ -858,9 +915,16 @@ fn the_schedule_input_is_json_with_the_scheduled_time_as_rotation_id() {
     let parsed: Value = serde_json::from_str(&rendered)
         .unwrap_or_else(|err| panic!("Input is not JSON once substituted ({err}): {rendered}"));
     assert_eq!(parsed["rotationId"], "<aws.scheduler.scheduled-time>");
+    assert_eq!(parsed["schedule"], "<aws.scheduler.schedule-arn>");
     assert_eq!(parsed["mode"], "regenerate");
     assert_eq!(parsed["keyId"], "<KeyArn>");
     assert_eq!(parsed["targets"]["paths"], json!(["/app/"]));
+    // Issue 16, case 7: only parameters that opt in, by default.
+    assert_eq!(parsed["targets"]["requireTag"], "lockbox:rotate");
+    assert_eq!(
+        parameter_default(&template, "RotationOptInTag").as_deref(),
+        Some("lockbox:rotate")
+    );
     assert_eq!(parsed["policy"]["length"], 32);
     let exclude = parsed["policy"]["exclude"]
         .as_str()
@@ -898,7 +962,11 @@ fn the_schedule_input_is_accepted_by_the_rotators_own_parser() {
         // What EventBridge Scheduler delivers: the scheduled time substituted.
         let delivered = render_sub(sub, &vars)
             .replace("<KeyArn>", &key_arn)
-            .replace("<aws.scheduler.scheduled-time>", "2026-11-22T03:00:00Z");
+            .replace("<aws.scheduler.scheduled-time>", "2026-11-22T03:00:00Z")
+            .replace(
+                "<aws.scheduler.schedule-arn>",
+                "arn:aws:scheduler:us-east-1:123456789012:schedule/lockbox/Rotation",
+            );
         let rotation = lockbox_rotator::input::parse(&delivered)
             .and_then(|input| input.validate(None))
             .unwrap_or_else(|e| {
@@ -907,6 +975,14 @@ fn the_schedule_input_is_accepted_by_the_rotators_own_parser() {
         assert_eq!(rotation.key_id, key_arn);
         assert_eq!(rotation.id.id, "2026-11-22T03:00:00Z");
         assert_eq!(rotation.targets.paths, ["/app/"]);
+        assert_eq!(
+            rotation.targets.require_tag.as_deref(),
+            Some("lockbox:rotate")
+        );
+        assert!(
+            rotation.id.schedule.is_some(),
+            "the schedule is part of the id"
+        );
         assert!(rotation.access.is_default(), "own account and region");
         let policy = rotation.policy.expect("regenerate has a policy");
         assert_eq!(policy.length().to_string(), length);
@@ -931,6 +1007,8 @@ fn the_rotator_runs_on_al2023_and_failed_runs_reach_a_queue() {
     assert_eq!(props["Handler"], "bootstrap");
     assert_eq!(props["Architectures"], json!([{"Ref": "Architecture"}]));
     assert_eq!(props["Role"], json!({"Fn::GetAtt": ["RotatorRole", "Arn"]}));
+    // Issue 16, case 2: one invocation at a time.
+    assert_eq!(props["ReservedConcurrentExecutions"], 1);
 
     let on_failure = &props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"];
     assert_eq!(on_failure["Type"], "SQS");

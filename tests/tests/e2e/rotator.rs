@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ use aws_sdk_ssm::types::{ParameterTier, ParameterType, ResourceTypeForTagging, T
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use futures::{StreamExt, TryStreamExt};
+use lockbox_rotator::mark::RunLabel;
 use lockbox_rotator::policy::PolicySpec;
 use lockbox_rotator::secrets::StepOutcome;
 use lockbox_rotator::value::SecretValue;
@@ -52,9 +54,10 @@ const OTHER_ACCOUNT: &str = "222222222222";
 const OTHER_REGION: &str = "eu-west-1";
 
 const ID_1: &str = "2026-11-22T03:00:00Z";
-const LABEL_1: &str = "r-20261122T0300Z";
+/// The label part that names each rotation id (its lease, then its mark, adds to it).
+const LABEL_1: &str = "r-20261122T030000Z";
 const ID_2: &str = "2026-12-22T03:00:00Z";
-const LABEL_2: &str = "r-20261222T0300Z";
+const LABEL_2: &str = "r-20261222T030000Z";
 
 // ------------------------------------------------------------------------------------------
 // Fixture
@@ -162,6 +165,18 @@ impl World {
             .to_owned())
     }
 
+    /// Where rotation `id` left its label: (the version carrying it, the version it
+    /// started from). On `from + 1` it is the mark of a finished rotation; on `from`, a
+    /// lease.
+    async fn mark(&self, name: &str, id: &str) -> anyhow::Result<Option<(i64, i64)>> {
+        for (label, version) in self.labels(name).await? {
+            if let Some(l) = RunLabel::decode(&label).filter(|l| l.id == id) {
+                return Ok(Some((version, l.from)));
+            }
+        }
+        Ok(None)
+    }
+
     async fn labels(&self, name: &str) -> anyhow::Result<HashMap<String, i64>> {
         let mut out = HashMap::new();
         for v in self.history(name).await? {
@@ -242,7 +257,20 @@ struct DoctorState {
     too_many_updates: AtomicUsize,
     aws_managed: Mutex<Vec<String>>,
     deny_assume_role: std::sync::atomic::AtomicBool,
+    /// The next PutParameter stores another value than the one sent.
+    tamper_next_put: AtomicBool,
+    /// Another writer's PutParameter of the same parameter lands just before the next one.
+    foreign_before_next_put: AtomicBool,
+    /// The next PutParameter is refused with this error code.
+    refuse_next_put: Mutex<Option<String>>,
+    /// LabelParameterVersion calls that would set this label fail with a server error.
+    fail_labels_with: Mutex<Option<String>>,
 }
+
+/// What the doctor stores instead of the rotator's value (tamper), and what the other
+/// writer writes.
+const TAMPERED: &str = "TAMPERED-in-transit-0001";
+const FOREIGN: &str = "FOREIGN-written-meanwhile-0002";
 
 impl Doctor {
     async fn start(upstream: &str) -> anyhow::Result<Doctor> {
@@ -254,6 +282,10 @@ impl Doctor {
             too_many_updates: AtomicUsize::new(0),
             aws_managed: Mutex::new(Vec::new()),
             deny_assume_role: std::sync::atomic::AtomicBool::new(false),
+            tamper_next_put: AtomicBool::new(false),
+            foreign_before_next_put: AtomicBool::new(false),
+            refuse_next_put: Mutex::new(None),
+            fail_labels_with: Mutex::new(None),
         });
         let app = axum::Router::new()
             .fallback(doctor_handler)
@@ -276,6 +308,24 @@ impl Doctor {
     /// trust policy does not name the caller (or wants another external id).
     fn deny_assume_role(&self) {
         self.state.deny_assume_role.store(true, Ordering::SeqCst);
+    }
+
+    fn tamper_next_put(&self) {
+        self.state.tamper_next_put.store(true, Ordering::SeqCst);
+    }
+
+    fn foreign_write_before_next_put(&self) {
+        self.state
+            .foreign_before_next_put
+            .store(true, Ordering::SeqCst);
+    }
+
+    fn refuse_next_put(&self, code: &str) {
+        *self.state.refuse_next_put.lock().unwrap() = Some(code.to_owned());
+    }
+
+    fn fail_labels_with(&self, label: Option<&str>) {
+        *self.state.fail_labels_with.lock().unwrap() = label.map(str::to_owned);
     }
 
     fn make_aws_managed(&self, key_id: &str) {
@@ -323,16 +373,37 @@ async fn doctor_handler(
             <RequestId>00000000-0000-4000-8000-000000000000</RequestId></ErrorResponse>";
         return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], body).into_response();
     }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut upstream = state
-        .http
-        .request(parts.method, format!("{}{path}", state.upstream));
-    for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
-            upstream = upstream.header(name, value);
+    let mut bytes = bytes.to_vec();
+    if op == "PutParameter" {
+        if let Some(code) = state.refuse_next_put.lock().unwrap().take() {
+            let body = json!({"__type": code, "message": "refused by the test"}).to_string();
+            return (StatusCode::BAD_REQUEST, json_type, body).into_response();
+        }
+        let with_value = |value: &str| {
+            let mut doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            doc["Value"] = json!(value);
+            serde_json::to_vec(&doc).unwrap_or_default()
+        };
+        if state.foreign_before_next_put.swap(false, Ordering::SeqCst) {
+            let foreign = with_value(FOREIGN);
+            if send_upstream(&state, &parts, foreign).await.is_err() {
+                return StatusCode::BAD_GATEWAY.into_response();
+            }
+        }
+        if state.tamper_next_put.swap(false, Ordering::SeqCst) {
+            bytes = with_value(TAMPERED);
         }
     }
-    let Ok(answer) = upstream.body(bytes).send().await else {
+    if op == "LabelParameterVersion" {
+        let failing = state.fail_labels_with.lock().unwrap().clone();
+        let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let labels = doc["Labels"].as_array().cloned().unwrap_or_default();
+        if failing.is_some_and(|l| labels.iter().any(|x| x == l.as_str())) {
+            let body = r#"{"__type":"InternalServerError","message":"label call failed"}"#;
+            return (StatusCode::INTERNAL_SERVER_ERROR, json_type, body).into_response();
+        }
+    }
+    let Ok(answer) = send_upstream(&state, &parts, bytes).await else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
     let status = answer.status();
@@ -356,6 +427,23 @@ async fn doctor_handler(
         }
     }
     (status, headers, body).into_response()
+}
+
+async fn send_upstream(
+    state: &DoctorState,
+    parts: &axum::http::request::Parts,
+    body: Vec<u8>,
+) -> reqwest::Result<reqwest::Response> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut upstream = state
+        .http
+        .request(parts.method.clone(), format!("{}{path}", state.upstream));
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    upstream.body(body).send().await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -457,11 +545,10 @@ async fn regenerate_writes_policy_values_under_the_chosen_key_and_moves_labels(
             .unwrap_or_else(|v| panic!("{name}: {v}"));
         assert_eq!(w.value(&format!("{name}:previous")).await?, old);
         assert_eq!(w.value(&format!("{name}:current")).await?, new);
-        assert_eq!(w.value(&format!("{name}:{LABEL_1}")).await?, new);
         let labels = w.labels(name).await?;
         assert_eq!(labels.get("current"), Some(&2));
         assert_eq!(labels.get("previous"), Some(&1));
-        assert_eq!(labels.get(LABEL_1), Some(&2));
+        assert_eq!(w.mark(name, LABEL_1).await?, Some((2, 1)), "{labels:?}");
     }
     // Tier and description are kept.
     let history = w.history("/app/prod/api/token").await?;
@@ -692,15 +779,24 @@ async fn a_retried_run_with_the_same_id_writes_nothing_new() -> anyhow::Result<(
     let next = report_of(rotator.handle(ev).await?);
     assert_eq!(next.results[0].outcome, Outcome::Rotated);
     let labels = w.labels("/app/a").await?;
-    assert_eq!(labels.get(LABEL_2), Some(&3));
-    assert_eq!(labels.get(LABEL_1), None, "older rotation label removed");
+    assert_eq!(w.mark("/app/a", LABEL_2).await?, Some((3, 2)));
+    assert_eq!(
+        w.mark("/app/a", LABEL_1).await?,
+        Some((2, 1)),
+        "each version keeps the mark of the rotation that wrote it"
+    );
     assert_eq!(labels.get("previous"), Some(&2));
     assert_eq!(w.value("/app/a:previous").await?, value);
     Ok(())
 }
 
+/// Issue 16, case 1: a run stopped between its write and its last label (here: the call
+/// that moves `current` fails). Its retry must not promote a version it cannot show to
+/// hold what the rotation wrote: a generated value is refused, a re-encrypted one is
+/// compared with the old version and completed.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_run_interrupted_after_the_write_is_completed_by_the_rerun() -> anyhow::Result<()> {
+async fn a_run_stopped_before_its_last_label_is_completed_only_when_verifiable(
+) -> anyhow::Result<()> {
     let w = World::start().await?;
     w.seed("/app/a", "OLD-a").await?;
     let rotator = w.rotator(&[]).await;
@@ -708,9 +804,7 @@ async fn a_run_interrupted_after_the_write_is_completed_by_the_rerun() -> anyhow
     report_of(rotator.handle(first).await?);
     let before = w.value("/app/a").await?;
 
-    // Every label call fails (beyond the SDK's retries): the run stops right after its write.
-    w.proxy
-        .fail_next(Some("LabelParameterVersion"), 50, Fault::ServerError);
+    w.doctor.fail_labels_with(Some("current"));
     let ev = regenerate(json!({"names": ["/app/a"]}), ID_2, json!({}));
     let err = rotator.handle(ev.clone()).await.expect_err("labels fail");
     let Error::Failed(report) = &err else {
@@ -718,50 +812,48 @@ async fn a_run_interrupted_after_the_write_is_completed_by_the_rerun() -> anyhow
     };
     let r = &report.results[0];
     assert_eq!(r.outcome, Outcome::Failed);
-    assert!(reason(r).contains("LabelParameterVersion"));
-    assert!(err.to_string().contains("/app/a"), "{err}");
-    w.proxy.clear_faults();
+    assert!(reason(r).contains("LabelParameterVersion"), "{}", reason(r));
+    w.doctor.fail_labels_with(None);
     assert_eq!(w.history("/app/a").await?.len(), 3, "the write happened");
+    assert_eq!(w.value("/app/a:current").await?, before);
     assert_eq!(
-        w.value("/app/a:current").await?,
-        before,
-        "labels not moved yet"
+        w.labels("/app/a").await?.get("previous"),
+        Some(&1),
+        "put back"
     );
-    let written = w.value("/app/a").await?;
 
+    // The retry finds its lease on version 2 and an unverifiable version 3.
     w.proxy.reset_counts();
-    let done = report_of(rotator.handle(ev.clone()).await?);
-    let r = &done.results[0];
-    assert_eq!(r.outcome, Outcome::Rotated, "{:?}", r.reason);
-    assert!(reason(r).contains("interrupted"));
-    assert_eq!((r.old_version, r.new_version), (Some(2), Some(3)));
-    assert_eq!(
-        w.proxy.calls("PutParameter"),
-        0,
-        "the rerun does not write again"
+    let err = rotator.handle(ev.clone()).await.expect_err("refused");
+    let Error::Failed(report) = &err else {
+        panic!("expected a failed report: {err}");
+    };
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Failed, "{}", reason(r));
+    assert!(reason(r).contains("not promoting"), "{}", reason(r));
+    assert_eq!(w.proxy.calls("PutParameter"), 0, "the retry does not write");
+    assert_eq!(w.value("/app/a:current").await?, before, "never promoted");
+    assert_eq!(w.mark("/app/a", LABEL_2).await?, Some((2, 2)), "lease kept");
+
+    // Re-encrypting, the retry can verify: version 2 must hold version 1's value.
+    w.seed("/app/b", "OLD-b").await?;
+    w.doctor.fail_labels_with(Some("current"));
+    let ev = input(
+        json!({"names": ["/app/b"]}),
+        "alias/app-secrets",
+        "reencrypt",
+        ID_1,
+        json!({}),
     );
-    assert_eq!(w.history("/app/a").await?.len(), 3);
-    assert_eq!(w.value("/app/a:current").await?, written);
-    assert_eq!(w.value("/app/a:previous").await?, before, "nothing lost");
-    let labels = w.labels("/app/a").await?;
-    assert_eq!(labels.get(LABEL_2), Some(&3));
-    assert_eq!(labels.get(LABEL_1), None);
-
-    // Interrupted later (after the rotation-id label, before `current` moved): put the
-    // labels back as such a run would have left them; the rerun finishes them.
-    w.moto.label_param("/app/a", 2, "current").await?;
-    w.moto.label_param("/app/a", 1, "previous").await?;
-    w.proxy.reset_counts();
+    rotator.handle(ev.clone()).await.expect_err("labels fail");
+    w.doctor.fail_labels_with(None);
     let done = report_of(rotator.handle(ev).await?);
-    assert_eq!(
-        done.results[0].outcome,
-        Outcome::Rotated,
-        "{:?}",
-        done.results[0].reason
-    );
-    assert_eq!(w.proxy.calls("PutParameter"), 0);
-    assert_eq!(w.value("/app/a:current").await?, written);
-    assert_eq!(w.value("/app/a:previous").await?, before);
+    let r = &done.results[0];
+    assert_eq!(r.outcome, Outcome::Rotated, "{}", reason(r));
+    assert!(reason(r).contains("interrupted"), "{}", reason(r));
+    assert_eq!((r.old_version, r.new_version), (Some(1), Some(2)));
+    assert_eq!(w.value("/app/b:current").await?, "OLD-b");
+    assert_eq!(w.labels("/app/b").await?.get("previous"), Some(&1));
     Ok(())
 }
 
@@ -808,10 +900,13 @@ async fn a_parameter_at_100_versions_rotates() -> anyhow::Result<()> {
     let report = report_of(rotator.handle(ev).await?);
     assert!(report.results.iter().all(|r| r.outcome == Outcome::Rotated));
     let labels = w.labels("/app/full").await?;
+    assert_eq!(labels.get("current"), Some(&102));
+    assert_eq!(labels.get("previous"), Some(&101));
+    assert_eq!(w.mark("/app/full", LABEL_2).await?, Some((102, 101)));
     assert_eq!(
         labels.len(),
-        3,
-        "current, previous and one rotation id: {labels:?}"
+        4,
+        "current, previous and the marks of the two rotations: {labels:?}"
     );
     Ok(())
 }
@@ -1273,6 +1368,7 @@ async fn the_lambda_runs_scheduled_inputs_retries_and_secret_steps() -> anyhow::
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("RUST_LOG", "trace")
         .env("LOCKBOX_SECRET_KEY_ID", "alias/app-secrets")
+        .env("LOCKBOX_DEADLINE_RESERVE_MS", "1000")
         .function_timeout(Duration::from_secs(60))
         .start()
         .await?;
@@ -1571,5 +1667,741 @@ async fn a_role_that_cannot_be_assumed_fails_before_any_other_call_naming_the_ro
     assert!(run.stderr.contains("AccessDenied"), "{}", run.stderr);
     assert_eq!(w.proxy.total(), 0, "{:?}", w.proxy.call_counts());
     assert_eq!(w.history("/app/a").await?.len(), 1);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 16: retries, overlapping runs, keys by ARN, the 100-version limit, ids, log caps
+// ------------------------------------------------------------------------------------------
+
+/// One run of the real binary with `ev` on stdin, through the doctor and the proxy: its
+/// exit status and its report (printed when it exits 0 or 1).
+async fn rotate_once(w: &World, ev: &Value, env: &[(&str, &str)]) -> anyhow::Result<(i32, Report)> {
+    let run = run_bin(
+        &w.doctor.endpoint(),
+        &["--input", "-"],
+        Some(&ev.to_string()),
+        env,
+    )
+    .await?;
+    let report: Report = serde_json::from_str(&run.stdout)
+        .with_context(|| format!("exit {}, no report: {}", run.status, run.stderr))?;
+    Ok((run.status, report))
+}
+
+/// Case 1: the new version does not hold what was written (here the doctor changes the
+/// value in transit). The run fails without labelling it, and its retry, which finds the
+/// rotation's own lease, refuses rather than moving `current` onto it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_never_promotes_a_version_that_failed_its_check() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a-verified").await?;
+    w.moto.label_param("/app/a", 1, "current").await?;
+    let ev = regenerate(json!({"names": ["/app/a"]}), ID_1, json!({}));
+
+    w.doctor.tamper_next_put();
+    let (status, report) = rotate_once(&w, &ev, &[]).await?;
+    assert_eq!(status, 1);
+    assert!(reason(&report.results[0]).contains("read-back"));
+    assert!(
+        !reason(&report.results[0]).contains(TAMPERED),
+        "no value in reasons"
+    );
+    assert_eq!(
+        w.value("/app/a").await?,
+        TAMPERED,
+        "the bad version is the latest"
+    );
+
+    // Lambda's retry of the same event.
+    for _ in 0..2 {
+        let (status, report) = rotate_once(&w, &ev, &[]).await?;
+        assert_eq!(status, 1, "{report:?}");
+        let r = &report.results[0];
+        assert_eq!(r.outcome, Outcome::Failed, "{}", reason(r));
+        assert!(reason(r).contains("not promoting"), "{}", reason(r));
+        assert_eq!(w.value("/app/a:current").await?, "OLD-a-verified");
+        let labels = w.labels("/app/a").await?;
+        assert_eq!(labels.get("current"), Some(&1), "{labels:?}");
+        assert_eq!(labels.get("previous"), None, "{labels:?}");
+    }
+    assert_eq!(w.history("/app/a").await?.len(), 2, "nothing written again");
+    Ok(())
+}
+
+/// Case 2: another writer gets in between the rotation's read and its write (the
+/// re-encrypt scenario: re-writing the value read earlier would revert their update).
+/// The write lands at N+2, not N+1: outcome `conflict`, naming both, nothing labelled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_is_not_exactly_old_plus_one_is_a_conflict_naming_both() -> anyhow::Result<()>
+{
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    w.moto.label_param("/app/a", 1, "current").await?;
+    w.doctor.foreign_write_before_next_put();
+    let ev = input(
+        json!({"names": ["/app/a"]}),
+        "alias/app-secrets",
+        "reencrypt",
+        ID_1,
+        json!({}),
+    );
+    let (status, report) = rotate_once(&w, &ev, &[]).await?;
+    assert_eq!(status, 1, "{report:?}");
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Conflict, "{}", reason(r));
+    assert_eq!((r.old_version, r.new_version), (Some(1), Some(3)));
+    assert!(reason(r).contains("wrote version 3"), "{}", reason(r));
+    assert!(
+        reason(r).contains("version 2 came from another writer"),
+        "{}",
+        reason(r)
+    );
+    let labels = w.labels("/app/a").await?;
+    assert_eq!(labels.get("current"), Some(&1), "{labels:?}");
+    assert_eq!(labels.get("previous"), None, "{labels:?}");
+    assert_eq!(w.value("/app/a:2").await?, FOREIGN, "their update is kept");
+    Ok(())
+}
+
+/// Case 2: runs never interleave on one parameter. A run that stops mid-way (killed while
+/// its write hangs) leaves a lease that anyone can see in the parameter's history; a
+/// second run leaves the parameter alone until the lease expires, then rotates it and
+/// removes the dead run's label.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_visible_in_aws_keeps_other_runs_out_and_expires_after_a_crash(
+) -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    w.moto.label_param("/app/a", 1, "current").await?;
+
+    // Run A, the real binary with a short lease, hangs in PutParameter.
+    w.proxy.fail_next(Some("PutParameter"), 5, Fault::Stall);
+    let ev_a = regenerate(json!({"names": ["/app/a"]}), ID_1, json!({}));
+    let mut cmd = rotator_command(&w.doctor.endpoint())?;
+    cmd.args(["--input", "-"])
+        .env("LOCKBOX_LEASE_SECONDS", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut a = cmd.spawn()?;
+    if let Some(mut pipe) = a.stdin.take() {
+        pipe.write_all(ev_a.to_string().as_bytes()).await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while w.proxy.calls("PutParameter") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "run A never wrote");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        w.mark("/app/a", LABEL_1).await?,
+        Some((1, 1)),
+        "run A's lease is on version 1: {:?}",
+        w.labels("/app/a").await?
+    );
+
+    // Run B, another rotation id, while A holds the lease.
+    let ev_b = regenerate(json!({"names": ["/app/a"]}), ID_2, json!({}));
+    let (status, report) = rotate_once(&w, &ev_b, &[]).await?;
+    assert_eq!(status, 1, "{report:?}");
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Conflict, "{}", reason(r));
+    assert!(
+        reason(r).contains(LABEL_1),
+        "names the holder: {}",
+        reason(r)
+    );
+    assert_eq!(w.proxy.calls("PutParameter"), 1, "B wrote nothing");
+
+    // A crashes. Once its lease has expired, B's retry rotates.
+    a.kill().await?;
+    w.proxy.clear_faults();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let (status, report) = rotate_once(&w, &ev_b, &[]).await?;
+        if status == 0 {
+            break report;
+        }
+        assert_eq!(report.results[0].outcome, Outcome::Conflict, "{report:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Rotated, "{}", reason(r));
+    assert_eq!((r.old_version, r.new_version), (Some(1), Some(2)));
+    assert_eq!(
+        w.mark("/app/a", LABEL_1).await?,
+        None,
+        "the dead lease is gone"
+    );
+    assert_eq!(w.value("/app/a:previous").await?, "OLD-a");
+    assert_eq!(w.history("/app/a").await?.len(), 2);
+    Ok(())
+}
+
+/// Case 3: SSM records `KeyId` as the writer passed it. A value written under
+/// `alias/app-secrets` before the alias moved to a new key is under the OLD key, though
+/// the recorded text equals the requested alias. Re-encrypting by that alias must move it.
+#[tokio::test(flavor = "multi_thread")]
+async fn reencrypt_by_alias_moves_values_recorded_under_the_alias_before_it_moved(
+) -> anyhow::Result<()> {
+    let w = World::start().await?;
+    // Written with the alias text as KeyId while the alias named the first key.
+    w.moto
+        .put_param(
+            "/app/by-alias",
+            "OLD-under-first-key",
+            ParameterType::SecureString,
+            Some("alias/app-secrets"),
+        )
+        .await?;
+    assert_eq!(
+        w.history("/app/by-alias").await?[0].key_id(),
+        Some("alias/app-secrets"),
+        "the alias text is what SSM recorded"
+    );
+    // The alias moves to a new key.
+    let kms = w.moto.kms();
+    let second = kms
+        .create_key()
+        .key_spec(KeySpec::SymmetricDefault)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await?
+        .key_metadata()
+        .context("metadata")?
+        .clone();
+    kms.update_alias()
+        .alias_name("alias/app-secrets")
+        .target_key_id(second.key_id())
+        .send()
+        .await?;
+    let second_arn = second.arn().context("arn")?.to_owned();
+    // Already under the new key, by its ARN: nothing to do for this one.
+    w.moto
+        .put_param(
+            "/app/by-arn",
+            "OLD-under-second-key",
+            ParameterType::SecureString,
+            Some(&second_arn),
+        )
+        .await?;
+
+    let ev = input(
+        json!({"paths": ["/app"]}),
+        "alias/app-secrets",
+        "reencrypt",
+        ID_1,
+        json!({}),
+    );
+    let (status, report) = rotate_once(&w, &ev, &[]).await?;
+    assert_eq!(status, 0, "{report:?}");
+    let moved = result(&report, "/app/by-alias");
+    assert_eq!(moved.outcome, Outcome::Rotated, "{}", reason(moved));
+    assert_eq!(moved.key_id, second_arn);
+    let history = w.history("/app/by-alias").await?;
+    assert_eq!(history[1].key_id(), Some(second_arn.as_str()));
+    assert_eq!(w.value("/app/by-alias").await?, "OLD-under-first-key");
+    assert_eq!(result(&report, "/app/by-arn").outcome, Outcome::Unchanged);
+    Ok(())
+}
+
+/// Case 4: at the 100-version limit lockbox takes its labels off the oldest version so
+/// SSM accepts the write. When the write is then refused (the key disabled after the
+/// check), they go back: readers of `name:current` never lose it.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_100_versions_a_refused_write_puts_the_oldest_versions_labels_back() -> anyhow::Result<()>
+{
+    let w = World::start().await?;
+    seed_versions(&w, "/app/full", 100).await?;
+    // 99 writes since the last rotation: `current` and that rotation's label (an older
+    // lockbox's shape) are on the oldest version.
+    w.moto.label_param("/app/full", 1, "current").await?;
+    w.moto
+        .label_param("/app/full", 1, "r-20250101T0300Z")
+        .await?;
+    w.moto.label_param("/app/full", 60, "previous").await?;
+
+    w.doctor.refuse_next_put("InvalidKeyId");
+    let ev = regenerate(json!({"names": ["/app/full"]}), ID_1, json!({}));
+    let (status, report) = rotate_once(&w, &ev, &[]).await?;
+    assert_eq!(status, 1, "{report:?}");
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert!(reason(r).contains("InvalidKeyId"), "{}", reason(r));
+    assert_eq!(w.value("/app/full:current").await?, "OLD-/app/full-1");
+    let labels = w.labels("/app/full").await?;
+    assert_eq!(labels.get("current"), Some(&1), "{labels:?}");
+    assert_eq!(labels.get("previous"), Some(&60), "{labels:?}");
+    assert_eq!(labels.get("r-20250101T0300Z"), Some(&1), "{labels:?}");
+    assert_eq!(w.history("/app/full").await?.len(), 100);
+    Ok(())
+}
+
+/// Case 5: rotation ids are the scheduled time to the second plus the schedule. Two runs
+/// in the same minute, and two schedules at the same second, are separate rotations.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_in_the_same_minute_or_from_two_schedules_are_separate_rotations() -> anyhow::Result<()>
+{
+    let w = World::start().await?;
+    w.seed("/app/a", "OLD-a").await?;
+    let run = |id: &str, extra: Value| regenerate(json!({"names": ["/app/a"]}), id, extra);
+
+    let (_, first) = rotate_once(&w, &run("2026-11-22T03:00:00Z", json!({})), &[]).await?;
+    assert_eq!(first.results[0].outcome, Outcome::Rotated);
+    let (_, second) = rotate_once(&w, &run("2026-11-22T03:00:30Z", json!({})), &[]).await?;
+    assert_eq!(
+        second.results[0].outcome,
+        Outcome::Rotated,
+        "{}",
+        reason(&second.results[0])
+    );
+    let nightly = "arn:aws:scheduler:us-east-1:123456789012:schedule/lockbox/nightly";
+    let hourly = "arn:aws:scheduler:us-east-1:123456789012:schedule/lockbox/hourly";
+    for schedule in [nightly, hourly] {
+        let ev = run("2026-11-22T04:00:00Z", json!({"schedule": schedule}));
+        let (_, report) = rotate_once(&w, &ev, &[]).await?;
+        assert_eq!(report.results[0].outcome, Outcome::Rotated, "{schedule}");
+        assert_eq!(report.schedule.as_deref(), Some(schedule));
+    }
+    // A redelivery of one of them is still recognised.
+    let ev = run("2026-11-22T04:00:00Z", json!({"schedule": hourly}));
+    let (_, again) = rotate_once(&w, &ev, &[]).await?;
+    assert_eq!(again.results[0].outcome, Outcome::Unchanged);
+    assert_eq!(w.history("/app/a").await?.len(), 5);
+    Ok(())
+}
+
+/// A log level's verbosity: error 1 ... trace 5.
+fn rank(level: &str) -> u8 {
+    match level.to_ascii_lowercase().as_str() {
+        "error" => 1,
+        "warn" => 2,
+        "info" => 3,
+        "debug" => 4,
+        "trace" => 5,
+        _ => 0,
+    }
+}
+
+/// Case 6: module-specific `RUST_LOG` directives are more specific than the caps on the
+/// SDK's wire-level logging, and used to win over them. The caps now hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_rust_log_directive_lifts_the_wire_level_caps() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    w.seed("/shell/a", "OLD-shell-a").await?;
+    let capped = lockbox_rotator::logging::WIRE_LEVEL_CAPS;
+    let ev = regenerate(json!({"names": ["/shell/a"]}), ID_1, json!({}));
+    for directives in [
+        "aws_smithy_runtime::client::orchestrator=trace,lockbox_rotator=info",
+        "info,aws_smithy_runtime::client=trace,aws_sigv4::http_request=trace,\
+         hyper_util::client::legacy=trace,aws_smithy_runtime_api=trace,aws_runtime=trace",
+        "trace",
+    ] {
+        let run = run_bin(
+            &w.doctor.endpoint(),
+            &["--input", "-"],
+            Some(&ev.to_string()),
+            &[("RUST_LOG", directives)],
+        )
+        .await?;
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        let mut wire = 0;
+        let mut lines = 0;
+        for line in run.stderr.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            lines += 1;
+            let target = v["target"].as_str().unwrap_or_default();
+            let level = rank(v["level"].as_str().unwrap_or_default());
+            let over_cap = capped.iter().any(|(krate, cap)| {
+                let own = target == *krate || target.starts_with(&format!("{krate}::"));
+                own && level > rank(&cap.to_string())
+            });
+            if over_cap {
+                wire += 1;
+            }
+        }
+        assert!(lines > 0, "{directives}: no JSON log lines at all");
+        assert_eq!(
+            wire, 0,
+            "{directives}: wire-level lines got through:\n{}",
+            run.stderr
+        );
+        assert_eq!(audit_lines(&run.stderr).len(), 1, "{directives}");
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 16: calls per parameter, opt-in selection, scale, staged rotation
+// ------------------------------------------------------------------------------------------
+
+/// Tags `name` so that `requireTag` selects it.
+async fn opt_in(w: &World, name: &str) -> anyhow::Result<()> {
+    w.moto
+        .ssm()
+        .add_tags_to_resource()
+        .resource_type(ResourceTypeForTagging::Parameter)
+        .resource_id(name)
+        .tags(Tag::builder().key("lockbox:rotate").value("true").build()?)
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// `regenerate` makes five AWS calls per parameter, three of them writes (counted at the
+/// proxy; the binary's run), and `requireTag` rotates only the parameters that opt in.
+#[tokio::test(flavor = "multi_thread")]
+async fn regenerate_makes_five_calls_and_three_writes_per_parameter() -> anyhow::Result<()> {
+    const N: usize = 20;
+    let w = World::start().await?;
+    for i in 0..N {
+        let name = format!("/app/opted-in/p{i:02}");
+        w.seed(&name, &format!("OLD-{i}")).await?;
+        opt_in(&w, &name).await?;
+    }
+    for i in 0..5 {
+        w.seed(&format!("/app/not-opted-in/p{i}"), "OLD-untagged")
+            .await?;
+    }
+    w.proxy.reset_counts();
+    let ev = regenerate(json!({"paths": ["/app/opted-in"]}), ID_1, json!({}));
+    let (status, report) = rotate_once(&w, &ev, &[]).await?;
+    assert_eq!(status, 0, "{report:?}");
+    assert_eq!(report.results.len(), N);
+    assert!(report.results.iter().all(|r| r.outcome == Outcome::Rotated));
+
+    let counts = w.proxy.call_counts();
+    let per_parameter = [
+        ("GetParameterHistory", 1),
+        ("LabelParameterVersion", 2),
+        ("PutParameter", 1),
+        ("GetParameter", 1),
+    ];
+    for (op, each) in per_parameter {
+        assert_eq!(counts.get(op), Some(&(each * N)), "{op}: {counts:?}");
+    }
+    // Once per run: the key gate, and the selection's pages (moto's are of 10).
+    assert_eq!(counts.get("DescribeKey"), Some(&1), "{counts:?}");
+    let pages = counts.get("DescribeParameters").copied().unwrap_or(0);
+    assert!((1..=N / 10 + 1).contains(&pages), "{counts:?}");
+    assert_eq!(w.proxy.total(), 5 * N + 1 + pages, "{counts:?}");
+    assert_eq!(w.writes(), 3 * N, "{counts:?}");
+
+    // Issue 16, case 7: with requireTag, a path selects only what opted in.
+    let ev = regenerate(
+        json!({"paths": ["/app"], "requireTag": "lockbox:rotate"}),
+        ID_2,
+        json!({}),
+    );
+    let (status, report) = rotate_once(&w, &ev, &[]).await?;
+    assert_eq!(status, 0, "{report:?}");
+    assert_eq!(report.results.len(), N, "only the opted-in parameters");
+    assert!(report
+        .results
+        .iter()
+        .all(|r| r.name.starts_with("/app/opted-in/")));
+    assert_eq!(w.history("/app/not-opted-in/p0").await?.len(), 1);
+    Ok(())
+}
+
+/// The Lambda Invoke API, as far as the rotator's hand-over uses it: records each
+/// asynchronous invocation, which the test then delivers to the sandbox as Lambda would.
+struct InvokeApi {
+    port: u16,
+    invoked: tokio::sync::mpsc::UnboundedReceiver<(String, String, Value)>,
+}
+
+impl InvokeApi {
+    async fn start() -> anyhow::Result<InvokeApi> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (tx, invoked) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/2015-03-31/functions/{function}/invocations",
+            axum::routing::post(
+                move |axum::extract::Path(function): axum::extract::Path<String>,
+                      headers: HeaderMap,
+                      body: axum::body::Bytes| {
+                    let tx = tx.clone();
+                    async move {
+                        let kind = headers
+                            .get("x-amz-invocation-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("RequestResponse")
+                            .to_owned();
+                        let payload = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let _ = tx.send((function, kind, payload));
+                        StatusCode::ACCEPTED
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(InvokeApi { port, invoked })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Scale: 2,000 parameters with a deadline a few seconds away. Each invocation stops
+/// starting parameters before its deadline, reports the rest `deferred` and invokes the
+/// function again asynchronously with the same input and `continueAfter`; the chain ends
+/// with every parameter rotated exactly once.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "about 6 minutes against moto, whose DescribeParameters takes some 15 s to select \
+            2,000 parameters in every invocation: cargo test -p lockbox-tests --test e2e -- \
+            --ignored two_thousand"]
+async fn two_thousand_parameters_rotate_exactly_once_across_invocations() -> anyhow::Result<()> {
+    const N: usize = 2000;
+    let w = World::start().await?;
+    let names: Vec<String> = (0..N).map(|i| format!("/fleet/p{i:04}")).collect();
+    let ssm = w.moto.ssm();
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let ssm = ssm.clone();
+            async move {
+                ssm.put_parameter()
+                    .name(&name)
+                    .value(format!("OLD-{name}"))
+                    .r#type(ParameterType::SecureString)
+                    .send()
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let mut invoke = InvokeApi::start().await?;
+    let sandbox = lockbox_tests::Sandbox::builder()
+        .binary(rotator_bin()?)
+        .env("AWS_ENDPOINT_URL", w.proxy.endpoint())
+        .env("AWS_ENDPOINT_URL_LAMBDA", invoke.endpoint())
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RUST_LOG", "warn")
+        .env("LOCKBOX_DEADLINE_RESERVE_MS", "1000")
+        // moto pages DescribeParameters by 10 and filters every parameter for each page:
+        // selecting 2,000 takes it about 15 s here, in every invocation. The timeout
+        // leaves a few seconds of rotating after that, so the chain needs several.
+        .function_timeout(Duration::from_secs(22))
+        .start()
+        .await?;
+    // Lambda's pace is for real accounts; moto takes any.
+    let mut payload = regenerate(
+        json!({"paths": ["/fleet"]}),
+        ID_1,
+        json!({"pace": {"writesPerSecond": 1000, "baseDelayMs": 1}}),
+    );
+    let mut rotated: HashMap<String, usize> = HashMap::new();
+    let mut invocations = 0;
+    loop {
+        invocations += 1;
+        assert!(invocations <= 100, "the chain does not end");
+        let outcome = sandbox
+            .invoke_runtime(payload.clone(), Duration::from_secs(60))
+            .await?;
+        let lockbox_tests::sandbox::RuntimeOutcome::Response(body) = outcome else {
+            panic!("invocation {invocations} failed\n{}", sandbox.report());
+        };
+        let report: Report = serde_json::from_str(&body)?;
+        assert_eq!(report.rotation_id, ID_1);
+        for r in &report.results {
+            match r.outcome {
+                Outcome::Rotated => *rotated.entry(r.name.clone()).or_default() += 1,
+                Outcome::Deferred => {}
+                other => panic!("{}: {other:?} {}", r.name, reason(r)),
+            }
+        }
+        match invoke.invoked.try_recv() {
+            Ok((function, kind, next)) => {
+                assert!(report.deferred() > 0, "handed over with nothing deferred");
+                assert_eq!(kind, "Event", "asynchronous");
+                assert!(function.contains("function"), "{function}");
+                assert_eq!(next["rotationId"], ID_1, "the same rotation id");
+                assert_eq!(
+                    next["continueAfter"].as_str(),
+                    report.continue_after.as_deref()
+                );
+                payload = next;
+            }
+            Err(_) => {
+                assert_eq!(report.deferred(), 0, "deferred but not handed over");
+                break;
+            }
+        }
+    }
+    assert!(
+        invocations >= 2,
+        "only {invocations} invocation: the deadline was not met"
+    );
+    assert_eq!(rotated.len(), N, "every parameter rotated");
+    assert!(rotated.values().all(|n| *n == 1), "each exactly once");
+    assert_eq!(w.proxy.forwarded("PutParameter"), N, "one write each");
+    // And SSM agrees: every parameter is at version 2.
+    let mut token = None;
+    let mut seen = 0;
+    loop {
+        let page = w
+            .moto
+            .ssm()
+            .describe_parameters()
+            .max_results(50)
+            .set_next_token(token.take())
+            .send()
+            .await?;
+        for p in page.parameters() {
+            assert_eq!(p.version(), 2, "{:?}", p.name());
+            seen += 1;
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, N);
+    sandbox.kill().await?;
+    Ok(())
+}
+
+/// HMAC-SHA256 (RFC 2104), for the staged test's signer and verifiers.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+/// A label's value through an extension, or `None` when the label is on no version.
+async fn through_extension(
+    client: &lockbox_tests::ExtClient,
+    name: &str,
+    label: &str,
+) -> anyhow::Result<Option<String>> {
+    let response = client
+        .get_parameter(&format!("{name}:{label}"), &[("withDecryption", "true")])
+        .await?;
+    if response.status != 200 {
+        return Ok(None);
+    }
+    let doc = response.json()?;
+    Ok(doc["Parameter"]["Value"].as_str().map(str::to_owned))
+}
+
+/// Staged rotation of a shared signing key, end to end: a signer signs with `current`
+/// and a verifier accepts what its keyring holds (`current`, `previous` and `pending`,
+/// read through the extension's `name:label` selector), each behind its own extension
+/// with a cache TTL. Across a whole staged rotation (write as pending, promote once the
+/// verifiers' caches have surely seen it) no signature is rejected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_staged_rotation_never_rejects_a_signature() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let name = "/shared/webhook-signing-key";
+    w.seed(name, "OLD-signing-key-0001").await?;
+    w.moto.label_param(name, 1, "current").await?;
+    let ttl = [("SSM_PARAMETER_STORE_TTL", "2")];
+    let (_signer, _signer_proxy, signer) = lockbox_tests::spawn_lockbox(&w.moto, &ttl).await?;
+    let (_verifier, _verifier_proxy, verifier) =
+        lockbox_tests::spawn_lockbox(&w.moto, &ttl).await?;
+    let rotator = w.rotator(&[]).await;
+    let staged = |id: &str| {
+        regenerate(
+            json!({"names": [name]}),
+            id,
+            json!({"staged": {"promoteAfterSeconds": 4}}),
+        )
+    };
+
+    let first = report_of(rotator.handle(staged(ID_1)).await?);
+    assert_eq!(
+        first.results[0].outcome,
+        Outcome::Staged,
+        "{}",
+        reason(&first.results[0])
+    );
+    assert_eq!(
+        w.value(&format!("{name}:current")).await?,
+        "OLD-signing-key-0001"
+    );
+    let new_key = w.value(&format!("{name}:pending")).await?;
+
+    let mut signed_with: Vec<String> = Vec::new();
+    let mut rejected = 0;
+    let mut promoted_at = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut message = 0u32;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotation did not finish"
+        );
+        message += 1;
+        let body = format!("event {message}");
+        let key = through_extension(&signer, name, "current")
+            .await?
+            .context("the signer reads current")?;
+        let signature = hmac_sha256(key.as_bytes(), body.as_bytes());
+        let mut keyring = Vec::new();
+        for label in ["current", "previous", "pending"] {
+            keyring.extend(through_extension(&verifier, name, label).await?);
+        }
+        if !keyring
+            .iter()
+            .any(|k| hmac_sha256(k.as_bytes(), body.as_bytes()) == signature)
+        {
+            rejected += 1;
+        }
+        if signed_with.last() != Some(&key) {
+            signed_with.push(key.clone());
+        }
+        if promoted_at.is_none() {
+            let report = report_of(rotator.handle(staged(ID_2)).await?);
+            match report.results[0].outcome {
+                Outcome::Unchanged => assert!(reason(&report.results[0]).contains("pending until")),
+                Outcome::Promoted => promoted_at = Some(tokio::time::Instant::now()),
+                other => panic!("{other:?}: {}", reason(&report.results[0])),
+            }
+        } else if key == new_key
+            && promoted_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rejected, 0, "signatures rejected across the rotation");
+    assert_eq!(
+        signed_with,
+        ["OLD-signing-key-0001".to_owned(), new_key.clone()],
+        "the signer moved from the old key to the new one"
+    );
+    let labels = w.labels(name).await?;
+    assert_eq!(labels.get("current"), Some(&2), "{labels:?}");
+    assert_eq!(labels.get("previous"), Some(&1), "{labels:?}");
+    assert_eq!(labels.get("pending"), None, "{labels:?}");
     Ok(())
 }
