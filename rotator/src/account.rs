@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use lockbox_aws::{ExternalId, NameError, Partition, RegionName, RoleArn, SessionName};
 
-use crate::input::InputError;
+use crate::input_error::InputError;
 use crate::Clients;
 
 /// The session name's prefix when the input gives none; the rest is the rotation-id

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::account::{Access, AssumeRoleSpec};
 use crate::generate::SourceKind;
+pub use crate::input_error::InputError;
 use crate::mark;
 use crate::pace::PaceSpec;
 use crate::policy::{Policy, PolicySpec};
@@ -163,17 +164,6 @@ impl Default for Labels {
             pending: default_pending(),
         }
     }
-}
-
-/// What is wrong with an input.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    /// Not JSON, wrong types, unknown or missing fields.
-    #[error("input does not parse: {0}")]
-    Parse(String),
-    /// Parsed, but a value is not acceptable.
-    #[error("invalid input: {0}")]
-    Invalid(String),
 }
 
 /// The rotation id and the label that records it.

@@ -30,6 +30,7 @@
 pub mod account;
 pub mod generate;
 pub mod input;
+mod input_error;
 pub mod keycheck;
 pub mod logging;
 pub mod mark;
