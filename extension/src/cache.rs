@@ -133,10 +133,25 @@ impl Key {
 pub enum Item {
     /// From SSM.
     Parameter(Parameter),
-    /// From SSM, a path's parameters.
-    Parameters(Vec<Parameter>),
+    /// From SSM, a path's parameters: each is the entry it is also cached as under its own
+    /// name (an [`Item::Parameter`]), so a value read by path is held once.
+    Parameters(Vec<Arc<Entry>>),
     /// From Secrets Manager.
     Secret(Secret),
+}
+
+impl Item {
+    /// A path read's parameters, in the order SSM listed them.
+    pub fn path_parameters(&self) -> impl Iterator<Item = &Parameter> {
+        let entries = match self {
+            Item::Parameters(entries) => entries.as_slice(),
+            _ => &[],
+        };
+        entries.iter().filter_map(|entry| match &entry.item {
+            Item::Parameter(parameter) => Some(parameter),
+            _ => None,
+        })
+    }
 }
 
 /// One cache entry: the value and when it was fetched.

@@ -148,7 +148,7 @@ pub struct Config {
     pub max_stale: Duration,
     /// Connections from function code served at once.
     pub max_client_connections: usize,
-    /// Time a client has to send a request head.
+    /// Time a client has to send a request head, and to take any more of a response.
     pub client_timeout: Duration,
     /// SnapStart (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`): Init runs once for a
     /// snapshot that is restored later, so nothing fetched during Init may be served after

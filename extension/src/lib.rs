@@ -14,6 +14,9 @@
 //!   role through STS, another region); each scope has its own clients and cache entries.
 //! - [`model`] holds the values (zeroized on drop) and the AWS layer's JSON shapes;
 //!   [`error`] turns every failure into one HTTP status and JSON body.
+//! - [`json_key`] picks one key out of a JSON value for `jsonKey=` and references alike,
+//!   wiping what it parsed.
+//! - [`write_timeout`] bounds how long a response waits for a client that stopped reading.
 //! - [`logging`] writes one JSON object per line, never a value.
 //!
 //! References (`{{resolve:ssm:...}}`, CloudFormation's syntax) for programs that cannot
@@ -31,6 +34,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod json_key;
 pub mod lifecycle;
 pub mod local_api;
 pub mod logging;
@@ -44,3 +48,4 @@ pub mod resolve;
 pub mod scope;
 pub mod server;
 pub mod source;
+pub mod write_timeout;

@@ -147,6 +147,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     let limits = ServerLimits {
         max_connections: config.max_client_connections,
         header_timeout: config.client_timeout,
+        write_timeout: config.client_timeout,
         max_header_bytes: crate::config::MAX_HEADER_BYTES,
     };
     let server = tokio::spawn(server::serve(listener, app.clone(), limits, async move {
@@ -210,7 +211,7 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
     //    for the first INVOKE after the restore, as prefetch does.
     let mut renderer = (!config.render.is_empty()).then(|| Renderer::load(&config.render));
     if let (Some(renderer), false) = (renderer.as_mut(), config.snap_start) {
-        let fetch = CacheFetch::new(app.cache(), app.source());
+        let fetch = CacheFetch::new(app.cache(), app.scopes());
         let problem =
             match tokio::time::timeout(config.prefetch_timeout, renderer.render(&fetch)).await {
                 Ok(report) => {
@@ -326,7 +327,7 @@ impl Running {
             return;
         };
         let mut renderer = renderer.lock().await;
-        let fetch = CacheFetch::new(self.app.cache(), self.app.source());
+        let fetch = CacheFetch::new(self.app.cache(), self.app.scopes());
         match tokio::time::timeout(self.refresh_bound, renderer.render(&fetch)).await {
             Ok(report) => {
                 if report.written > 0 {

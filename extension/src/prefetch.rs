@@ -287,10 +287,7 @@ async fn run_scope(
     };
     let path_reads = join_all(paths.iter().map(|path| async move {
         match batch::path(cache, source, path, true, true, Purpose::Prefetch).await {
-            Ok((entry, _)) => match &entry.item {
-                crate::cache::Item::Parameters(found) => (found.len(), Vec::new()),
-                _ => (0, Vec::new()),
-            },
+            Ok((entry, _)) => (entry.item.path_parameters().count(), Vec::new()),
             Err(err) => (0, vec![format!("ssm-path:{path}: {}", err.code)]),
         }
     }));
