@@ -9,9 +9,15 @@ MAKEFLAGS += --no-print-directory
 ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 VENV := $(ROOT)/.venv
 STAMP := $(VENV)/.lockbox-setup
+# moto alone, for the demo.
+MOTO_STAMP := $(VENV)/.lockbox-setup-moto
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
+# What the demo runs, and nothing else: the extension, the rotator and the demo itself (no
+# test targets, no dev-dependencies, none of the layer's tools).
+DEMO_BINS := -p lockbox-extension --bin lockbox -p lockbox-rotator --bin lockbox-rotator \
+             -p lockbox-tests --bin demo
 DIST := $(ROOT)/dist
 TEMPLATE := $(ROOT)/template.yaml
-LAYER_ZIP_X86_64 := $(DIST)/lockbox-layer-x86_64.zip
 
 # The project's tools (moto, cfn-lint, sam, cargo-lambda, zig) come first.
 export PATH := $(VENV)/bin:$(PATH)
@@ -29,7 +35,7 @@ ONLY ?=
 # nextest's ci profile (.config/nextest.toml) when CI=true: no fail-fast, hung tests killed.
 NEXTEST_PROFILE := $(if $(filter true,$(CI)),ci,default)
 
-.PHONY: help setup build test check lint demo bench layer layer-x86_64 layer-arm64 \
+.PHONY: help setup setup-demo build test check lint demo bench layer layer-x86_64 layer-arm64 \
         layer-check sam-build clean distclean build-LockboxLayer build-RotatorFunction
 
 help: ## List the verbs
@@ -41,17 +47,20 @@ setup: $(STAMP) ## Prepare .venv (moto, cfn-lint, SAM CLI, cargo-lambda, zig) an
 
 $(STAMP): $(ROOT)/scripts/setup.sh $(ROOT)/scripts/requirements.txt
 	@$(ROOT)/scripts/setup.sh
+	@touch $@ $(MOTO_STAMP)
+
+setup-demo: $(MOTO_STAMP) ## Prepare .venv with moto only: all the demo runs (make setup has it too)
+
+$(MOTO_STAMP): $(ROOT)/scripts/setup.sh $(ROOT)/scripts/requirements.txt
+	@$(ROOT)/scripts/setup.sh moto
 	@touch $@
 
 build: ## Debug build of the workspace, all targets (the end-to-end tests run these binaries)
 	cargo build --workspace --all-targets
 
-# The deploy test runs with --workspace, like `make build`: with -p alone cargo resolves
+# The test commands run with --workspace, like `make build`: with -p alone cargo resolves
 # features for one package and rebuilds dozens of crates (minutes on 2 cores).
-test: setup build lint layer-x86_64 ## Everything: template lint, the x86_64 layer check, all tests
-	@echo "+ layer zip check: $(LAYER_ZIP_X86_64)"
-	LOCKBOX_LAYER_ZIP=$(LAYER_ZIP_X86_64) cargo test --workspace --test e2e -- --ignored deploy::
-	cargo test --workspace --doc
+test: setup build lint ## Everything: template lint, a layer zip check (profile layer-test), all tests
 	@$(ROOT)/scripts/test.sh
 
 check: setup ## What CI checks first: rustfmt, clippy -D warnings, template lint
@@ -63,14 +72,15 @@ lint: setup ## Template lint: cfn-lint and sam validate --lint (offline)
 	cfn-lint $(TEMPLATE)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} sam validate --lint --template-file $(TEMPLATE)
 
-demo: setup build ## Run the demo: moto, a key, parameters, a secret, the extension in the sandbox
+demo: setup-demo ## Run the demo: moto, a key, parameters, a secret, the extension in the sandbox
 	@$(ROOT)/scripts/require-bin.sh demo
-	cargo run -p lockbox-tests --bin demo
+	cargo build $(DEMO_BINS)
+	$(TARGET_DIR)/debug/demo
 
 bench: setup ## The layer's build (profile lambda), then the benchmark figures (ONLY="memory hits" for some)
-	@$(ROOT)/scripts/require-bin.sh bench
+	@$(ROOT)/scripts/require-bin.sh bench lockbox-bench
 	cargo build --profile lambda -p lockbox-extension -p lockbox-rotator -p lockbox-ceiling
-	cargo run --release -p lockbox-tests --bin bench -- $(ONLY)
+	cargo run --release -p lockbox-bench --bin bench -- $(ONLY)
 
 layer: setup ## Layer zips for x86_64 and arm64 in dist/ (says so plainly when arm64 cannot be built)
 	$(ROOT)/scripts/layer.sh zip x86_64 arm64

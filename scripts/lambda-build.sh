@@ -8,11 +8,13 @@
 # exec:      target/lambda/<arch>/extensions/lockbox-exec (the exec wrapper; the layer puts
 #            it at its root, never in extensions/, where Lambda would start it)
 # rotator:   target/lambda/<arch>/lockbox-rotator/bootstrap
+# (target/<profile>/<arch>/... for another LAMBDA_PROFILE)
 #
 # The profile is `lambda` (release: the hot path for speed, the rest for size; see
-# Cargo.toml), overridable with LAMBDA_PROFILE. Each architecture gets its own output
-# folder so the two never overwrite each other. Exit status 3 means the architecture
-# cannot be built on this machine.
+# Cargo.toml), overridable with LAMBDA_PROFILE (`make test` uses `layer-test`, whose
+# outputs go to target/layer-test/<arch>, so they never stand in for the shipped ones).
+# Each architecture gets its own output folder so the two never overwrite each other.
+# Exit status 3 means the architecture cannot be built on this machine.
 set -euo pipefail
 
 usage() { echo "usage: $0 extension|exec|rotator x86_64|arm64 [DEST]" >&2; exit 2; }
@@ -39,7 +41,7 @@ if ! command -v cargo-lambda >/dev/null; then
 fi
 
 profile=${LAMBDA_PROFILE:-lambda}
-lambda_dir=$root/target/lambda/$arch
+lambda_dir=$root/target/$profile/$arch
 case $what in
   extension) package=lockbox-extension bin=lockbox flags=(--extension)
              out=$lambda_dir/extensions/lockbox ;;

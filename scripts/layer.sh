@@ -5,7 +5,7 @@
 # Both mode 755, built for provided.al2023 (glibc 2.34 at most) with the `lambda` profile
 # (Cargo.toml).
 #
-#   scripts/layer.sh zip x86_64 [arm64]   ->  dist/lockbox-layer-<arch>.zip
+#   scripts/layer.sh zip x86_64 [arm64]   ->  dist/lockbox-layer-<arch>.zip (LAYER_DIST: elsewhere)
 #   scripts/layer.sh stage ARCH DIR       ->  the tree above in DIR (SAM's ARTIFACTS_DIR)
 #
 # zip: when arm64 cannot be built on this machine and other architectures were asked for
@@ -75,7 +75,7 @@ case $verb in
     ;;
   zip)
     [ $# -ge 1 ] || usage
-    dist=$root/dist
+    dist=${LAYER_DIST:-$root/dist}
     mkdir -p "$dist"
     built=() skipped=()
     for arch in "$@"; do

@@ -3,8 +3,16 @@
 #   .venv/                    python3 -m venv, with the tools pinned in scripts/requirements.txt
 #   aarch64 standard library  rustup target add (optional: without it only x86_64 is built)
 #   cargo-nextest             only when missing and asked for (TEST_RUNNER=nextest)
+#
+#   scripts/setup.sh          all of the above (make setup: what make test needs)
+#   scripts/setup.sh moto     moto alone in .venv (make demo: the only tool the demo runs)
 # Idempotent; the Makefile reruns it only when this file or the requirements change.
 set -euo pipefail
+what=${1:-all}
+case $what in
+  all | moto) ;;
+  *) echo "usage: $0 [moto]" >&2; exit 2 ;;
+esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/.venv
@@ -20,18 +28,39 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/nu
   "$python" -m venv "$venv" || { say "could not create a virtualenv with $python -m venv"; exit 1; }
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
-say "installing the pinned tools (scripts/requirements.txt) into .venv"
-if ! "${pip[@]}" install --quiet -r "$requirements"; then
+# The requirements without comments and blank lines; `moto` keeps only moto's line.
+specs() {
+  sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$requirements" | grep -v '^$' \
+    | if [ "$what" = moto ]; then grep '^moto\b'; else cat; fi
+}
+if [ "$what" = moto ]; then
+  mapfile -t wanted < <(specs)
+  say "installing ${wanted[*]} (pinned in scripts/requirements.txt) into .venv"
+  "${pip[@]}" install --quiet "${wanted[@]}" || failed+=("${wanted[*]} (pip)")
+  [ -x "$venv/bin/moto_server" ] || failed+=("moto_server (not found in .venv/bin after install)")
+elif ! { say "installing the pinned tools (scripts/requirements.txt) into .venv"
+         "${pip[@]}" install --quiet -r "$requirements"; }; then
   # Find out which ones, one at a time, so the message names them.
   while read -r spec; do
     if ! "${pip[@]}" install --quiet "$spec" >/dev/null 2>&1; then failed+=("$spec (pip)"); fi
-  done < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$requirements" | grep -v '^$')
+  done < <(specs)
   [ ${#failed[@]} -gt 0 ] || failed+=("the requirements together (pip could not resolve them)")
 fi
-for tool in moto_server cfn-lint sam cargo-lambda; do
-  [ -x "$venv/bin/$tool" ] || failed+=("$tool (not found in .venv/bin after install)")
-done
-"$venv/bin/python" -m ziglang version >/dev/null 2>&1 || failed+=("zig (python -m ziglang does not run)")
+if [ "$what" = all ]; then
+  for tool in moto_server cfn-lint sam cargo-lambda; do
+    [ -x "$venv/bin/$tool" ] || failed+=("$tool (not found in .venv/bin after install)")
+  done
+  "$venv/bin/python" -m ziglang version >/dev/null 2>&1 || failed+=("zig (python -m ziglang does not run)")
+fi
+if [ "$what" = moto ]; then
+  if [ ${#failed[@]} -gt 0 ]; then
+    say "FAILED. Could not install:"
+    for item in "${failed[@]}"; do echo "  - $item"; done
+    exit 1
+  fi
+  say "moto ready (make setup installs the rest: cfn-lint, SAM CLI, cargo-lambda, zig)"
+  exit 0
+fi
 
 # --- Rust: rustfmt and clippy for make check ------------------------------------------------
 for component in rustfmt clippy; do

@@ -11,9 +11,13 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::prefetch::{PlanError, PrefetchPlan};
-use crate::render::{RenderPlan, RenderPlanError, DEFAULT_RENDER_ROOT};
-use crate::scope::{RoleArn, RolePolicy};
+use crate::aws::SourceSettings;
+use crate::cache::CacheSettings;
+use crate::domain::{AskedScope, ParameterName, RoleArn, RolePolicy};
+use crate::features::prefetch::{PlanError, Planned, PrefetchEntry, PrefetchPlan};
+use crate::features::render::{RenderPlan, RenderPlanError, DEFAULT_RENDER_ROOT};
+use crate::http::query::{parse_parameter, parse_scope};
+use crate::http::{AuthToken, ServerLimits};
 
 /// Port the AWS layer listens on; function code hard-codes it, so it is ours too.
 pub const DEFAULT_PORT: u16 = 2773;
@@ -191,25 +195,41 @@ impl fmt::Debug for Config {
     }
 }
 
-/// The request token. It is a session credential, so it is never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthToken(String);
-
-impl AuthToken {
-    /// Wraps a token value.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+impl Config {
+    /// What the cache is built with.
+    pub fn cache_settings(&self) -> CacheSettings {
+        CacheSettings {
+            enabled: self.cache_enabled,
+            capacity: self.cache_size,
+            parameter_ttl: self.ssm_ttl,
+            secret_ttl: self.secrets_ttl,
+            max_stale: self.max_stale,
+        }
     }
 
-    /// The raw bytes, for the constant-time comparison in the server.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+    /// What the AWS clients are built with.
+    pub fn source_settings(&self) -> SourceSettings {
+        SourceSettings {
+            ssm_timeout: self.ssm_timeout,
+            secrets_timeout: self.secrets_timeout,
+            max_connections: self.max_connections,
+        }
     }
-}
 
-impl fmt::Debug for AuthToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted, {} bytes>", self.0.len())
+    /// What the server holds function code's connections to.
+    pub fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            max_connections: self.max_client_connections,
+            header_timeout: self.client_timeout,
+            write_timeout: self.client_timeout,
+            max_header_bytes: MAX_HEADER_BYTES,
+        }
+    }
+
+    /// The bound on one AWS read of either service: what a refresh round or a render after
+    /// one may take.
+    pub fn backend_bound(&self) -> Duration {
+        self.ssm_timeout.max(self.secrets_timeout)
     }
 }
 
@@ -273,7 +293,7 @@ impl RawConfig {
         Self { vars }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         // An empty variable is treated as unset: templates often render absent values as "".
         self.vars
             .get(name)
@@ -315,7 +335,7 @@ impl RawConfig {
         }
     }
 
-    fn number(
+    pub(crate) fn number(
         &self,
         name: &'static str,
         default: u64,
@@ -345,7 +365,7 @@ impl RawConfig {
         })
     }
 
-    fn token(&self) -> Result<AuthToken, ConfigError> {
+    pub(crate) fn token(&self) -> Result<AuthToken, ConfigError> {
         // SnapStart functions have no session token; Lambda sets the container token instead.
         self.get("AWS_SESSION_TOKEN")
             .or_else(|| self.get("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
@@ -394,7 +414,7 @@ impl RawConfig {
             ssm_timeout: self.timeout("SSM_PARAMETER_STORE_TIMEOUT_MILLIS")?,
             secrets_timeout: self.timeout("SECRETS_MANAGER_TIMEOUT_MILLIS")?,
             token: self.token()?,
-            prefetch: PrefetchPlan::parse(self.get("LOCKBOX_PREFETCH").unwrap_or(""))?,
+            prefetch: parse_prefetch(self.get("LOCKBOX_PREFETCH").unwrap_or(""))?,
             prefetch_timeout: Duration::from_millis(self.number(
                 "LOCKBOX_PREFETCH_TIMEOUT_MS",
                 DEFAULT_PREFETCH_TIMEOUT.as_millis() as u64,
@@ -466,7 +486,8 @@ impl RawConfig {
                     ))
                 }
                 None => {
-                    RoleArn::parse(pattern).map_err(|why| entry(ALLOWED, pattern, why))?;
+                    RoleArn::parse(pattern)
+                        .map_err(|why| entry(ALLOWED, pattern, why.to_string()))?;
                 }
             }
             allowed.push(pattern.to_owned());
@@ -484,7 +505,8 @@ impl RawConfig {
                     "the account is not a 12-digit account id".into(),
                 ));
             }
-            let role = RoleArn::parse(role.trim()).map_err(|why| entry(ACCOUNTS, pair, why))?;
+            let role = RoleArn::parse(role.trim())
+                .map_err(|why| entry(ACCOUNTS, pair, why.to_string()))?;
             if account_roles.insert(account.to_owned(), role).is_some() {
                 return Err(entry(
                     ACCOUNTS,
@@ -537,7 +559,7 @@ impl RawConfig {
     }
 
     /// `LOCKBOX_RENDER`, with destinations checked against `LOCKBOX_RENDER_ROOT`.
-    fn render(&self) -> Result<RenderPlan, ConfigError> {
+    pub(crate) fn render(&self) -> Result<RenderPlan, ConfigError> {
         const ROOT: &str = "LOCKBOX_RENDER_ROOT";
         let root = self.get(ROOT).unwrap_or(DEFAULT_RENDER_ROOT);
         let root_path = std::path::Path::new(root);
@@ -575,72 +597,6 @@ impl RawConfig {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// The exec wrapper (`lockbox-exec`): its own settings, validated the same way. It reads the
-// extension's port and token to reach it, and `LOCKBOX_RENDER` to wait for its files.
-// ---------------------------------------------------------------------------------------
-
-/// How long the exec wrapper waits for the extension (and rendered files) by default.
-pub const DEFAULT_EXEC_WAIT: Duration = Duration::from_millis(5000);
-/// Upper bound of `LOCKBOX_EXEC_WAIT_MS`: Lambda's Init limit is 10 s.
-pub const MAX_EXEC_WAIT_MS: u64 = 9_500;
-
-/// What the exec wrapper does with a variable whose references cannot be resolved
-/// (`LOCKBOX_EXEC_ON_ERROR`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// Stop: the runtime is not started and Init fails, naming the variable (the default).
-    Fail,
-    /// Leave the variable as it was, log the problem and start the runtime.
-    Keep,
-}
-
-/// The exec wrapper's validated settings.
-#[derive(Debug, Clone)]
-pub struct ExecConfig {
-    /// The extension's loopback port.
-    pub port: u16,
-    /// The request token; only needed when there is something to resolve.
-    pub token: Option<AuthToken>,
-    /// How long to wait for the extension to answer `/ping` (and for rendered files).
-    pub wait: Duration,
-    /// What to do with an unresolvable reference.
-    pub on_error: OnError,
-    /// The files the extension renders, to wait for. Read leniently: a bad
-    /// `LOCKBOX_RENDER` is the extension's to report, and leaves nothing to wait for here.
-    pub render: RenderPlan,
-}
-
-impl RawConfig {
-    /// Validates the exec wrapper's variables. The first bad one is reported.
-    pub fn validate_exec(&self) -> Result<ExecConfig, ConfigError> {
-        const ON_ERROR: &str = "LOCKBOX_EXEC_ON_ERROR";
-        let on_error = match self.get(ON_ERROR) {
-            None => OnError::Fail,
-            Some(v) if v.eq_ignore_ascii_case("fail") => OnError::Fail,
-            Some(v) if v.eq_ignore_ascii_case("keep") => OnError::Keep,
-            Some(v) => return Err(invalid(ON_ERROR, v, "fail or keep")),
-        };
-        Ok(ExecConfig {
-            port: self.number(
-                "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
-                u64::from(DEFAULT_PORT),
-                1..=65535,
-                "a port number from 1 to 65535",
-            )? as u16,
-            token: self.token().ok(),
-            wait: Duration::from_millis(self.number(
-                "LOCKBOX_EXEC_WAIT_MS",
-                DEFAULT_EXEC_WAIT.as_millis() as u64,
-                0..=MAX_EXEC_WAIT_MS,
-                "a whole number of milliseconds from 0 to 9500 (Lambda's Init limit is 10 s)",
-            )?),
-            on_error,
-            render: self.render().unwrap_or_default(),
-        })
-    }
-}
-
 /// The entries of a comma- or whitespace-separated list variable.
 fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
     value
@@ -649,7 +605,7 @@ fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
         .filter(|e| !e.is_empty())
 }
 
-fn invalid(name: &'static str, value: &str, allowed: &'static str) -> ConfigError {
+pub(crate) fn invalid(name: &'static str, value: &str, allowed: &'static str) -> ConfigError {
     ConfigError::Invalid {
         name,
         value: value.to_owned(),
@@ -657,9 +613,59 @@ fn invalid(name: &'static str, value: &str, allowed: &'static str) -> ConfigErro
     }
 }
 
+/// Parses `LOCKBOX_PREFETCH`: a comma- or newline-separated list of `ssm:`, `ssm-path:` and `secret:`
+/// entries, each optionally followed by `?roleArn=ARN&region=REGION` (neither SSM names
+/// nor secret names may contain `?`). Blank entries are ignored.
+pub fn parse_prefetch(raw: &str) -> Result<PrefetchPlan, PlanError> {
+    let mut entries = Vec::new();
+    for text in raw
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let error = |reason: &str| PlanError {
+            entry: text.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (spec, scope) = match text.split_once('?') {
+            Some((spec, query)) => (spec, parse_scope(query).map_err(|e| error(&e.to_string()))?),
+            None => (text, AskedScope::default()),
+        };
+        let (kind, target) = spec
+            .split_once(':')
+            .ok_or_else(|| error("expected ssm:NAME, ssm-path:/PATH/ or secret:ID"))?;
+        if target.trim().is_empty() {
+            return Err(error("nothing after the prefix"));
+        }
+        let entry = match kind.trim() {
+            "ssm" => {
+                // Same name and selector rules as the HTTP route.
+                let encoded: String = percent_encoding::utf8_percent_encode(
+                    target,
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .collect();
+                let req = parse_parameter(Some(&format!("name={encoded}")))
+                    .map_err(|e| error(&e.to_string()))?;
+                PrefetchEntry::Parameter(ParameterName {
+                    name: req.name,
+                    selector: req.selector,
+                })
+            }
+            "ssm-path" if target.starts_with('/') => PrefetchEntry::Path(target.to_owned()),
+            "ssm-path" => return Err(error("a path starts with '/'")),
+            "secret" => PrefetchEntry::Secret(target.to_owned()),
+            _ => return Err(error("unknown prefix; use ssm:, ssm-path: or secret:")),
+        };
+        entries.push(Planned { entry, scope });
+    }
+    Ok(PrefetchPlan { entries })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Selector;
 
     fn raw(pairs: &[(&str, &str)]) -> RawConfig {
         let mut all = vec![("AWS_SESSION_TOKEN", "tok")];
@@ -777,45 +783,6 @@ mod tests {
     }
 
     #[test]
-    fn exec_settings_have_defaults_and_named_errors() {
-        let none: [(&str, &str); 0] = [];
-        let exec = RawConfig::from_pairs(none).validate_exec().unwrap();
-        assert_eq!(exec.port, DEFAULT_PORT);
-        assert_eq!(exec.wait, DEFAULT_EXEC_WAIT);
-        assert_eq!(exec.on_error, OnError::Fail);
-        assert!(exec.token.is_none());
-        let exec = raw(&[
-            ("LOCKBOX_EXEC_WAIT_MS", "250"),
-            ("LOCKBOX_EXEC_ON_ERROR", "KEEP"),
-            ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "3000"),
-            // The extension reports a bad LOCKBOX_RENDER; the wrapper only waits for less.
-            ("LOCKBOX_RENDER", "nonsense"),
-        ])
-        .validate_exec()
-        .unwrap();
-        assert_eq!(exec.wait, Duration::from_millis(250));
-        assert_eq!(exec.on_error, OnError::Keep);
-        assert_eq!(exec.port, 3000);
-        assert_eq!(exec.token, Some(AuthToken::new("tok")));
-        assert!(exec.render.is_empty());
-        for (name, value) in [
-            ("LOCKBOX_EXEC_WAIT_MS", "10000"),
-            ("LOCKBOX_EXEC_WAIT_MS", "soon"),
-            ("LOCKBOX_EXEC_ON_ERROR", "ignore"),
-            ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "0"),
-        ] {
-            let message = raw(&[(name, value)])
-                .validate_exec()
-                .unwrap_err()
-                .to_string();
-            assert!(
-                message.contains(name) && message.contains(value),
-                "{message}"
-            );
-        }
-    }
-
-    #[test]
     fn token_falls_back_to_the_snapstart_variable() {
         let pairs = [("AWS_CONTAINER_AUTHORIZATION_TOKEN", "snap")];
         let config = RawConfig::from_pairs(pairs).validate().unwrap();
@@ -901,5 +868,91 @@ mod tests {
         let raw = raw(&[("AWS_SESSION_TOKEN", "super-secret-token")]);
         let config = raw.validate().unwrap();
         assert!(!format!("{raw:?}{config:?}").contains("super-secret-token"));
+    }
+
+    #[test]
+    fn parses_every_kind_with_commas_and_newlines() {
+        let plan = parse_prefetch(
+            "ssm:/app/db/password, ssm:/app/flag:3\nssm-path:/app/prod/,\n secret:prod/db ,ssm:/app/x:Dev",
+        )
+        .unwrap();
+        assert_eq!(plan.entries.len(), 5);
+        assert_eq!(
+            plan.entries[1].entry,
+            PrefetchEntry::Parameter(ParameterName {
+                name: "/app/flag".into(),
+                selector: Some(Selector::Version(3)),
+            })
+        );
+        assert_eq!(
+            plan.entries[2].entry,
+            PrefetchEntry::Path("/app/prod/".into())
+        );
+        assert_eq!(
+            plan.entries[3].entry,
+            PrefetchEntry::Secret("prod/db".into())
+        );
+        assert_eq!(
+            plan.entries[4].entry,
+            PrefetchEntry::Parameter(ParameterName {
+                name: "/app/x".into(),
+                selector: Some(Selector::Label("Dev".into())),
+            })
+        );
+    }
+
+    #[test]
+    fn entries_name_a_role_and_region_after_a_question_mark() {
+        let plan = parse_prefetch(
+            "secret:shared/db?roleArn=arn:aws-cn:iam::222222222222:role/r&region=cn-north-1,\
+             ssm:/a:3?region=us-gov-west-1,ssm-path:/p/",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.entries[0].entry,
+            PrefetchEntry::Secret("shared/db".into())
+        );
+        assert_eq!(
+            plan.entries[0].scope.role.as_ref().map(|r| r.as_str()),
+            Some("arn:aws-cn:iam::222222222222:role/r")
+        );
+        assert_eq!(
+            plan.entries[0].scope.region.as_ref().map(|r| r.as_str()),
+            Some("cn-north-1")
+        );
+        assert_eq!(
+            plan.entries[1].entry,
+            PrefetchEntry::Parameter(ParameterName {
+                name: "/a".into(),
+                selector: Some(Selector::Version(3)),
+            })
+        );
+        assert!(plan.entries[1].scope.role.is_none());
+        assert!(plan.entries[2].scope.is_empty());
+        assert_eq!(plan.roles().len(), 1);
+        for (raw, reason) in [
+            ("secret:x?roleArn=nope", "roleArn"),
+            ("secret:x?region=EU", "region"),
+            ("secret:x?label=a", "unknown query parameter"),
+        ] {
+            let err = parse_prefetch(raw).unwrap_err();
+            assert_eq!(err.entry, raw);
+            assert!(err.reason.contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn malformed_entries_are_named() {
+        for (raw, bad) in [
+            ("ssm:/a,nonsense", "nonsense"),
+            ("ssm:/a,parameter:/b", "parameter:/b"),
+            ("ssm-path:app/", "ssm-path:app/"),
+            ("secret:", "secret:"),
+            ("ssm:/a:0", "ssm:/a:0"),
+        ] {
+            let err = parse_prefetch(raw).unwrap_err();
+            assert_eq!(err.entry, bad, "{raw}");
+            assert!(err.to_string().contains(bad));
+        }
     }
 }

@@ -1,51 +1,32 @@
 //! lockbox's Lambda extension: SSM parameters and Secrets Manager secrets, cached and served
 //! on `127.0.0.1:2773` with the AWS Parameters and Secrets Lambda Extension's interface.
 //!
-//! How a request flows:
+//! The modules are layers; each imports only the layers listed before it
+//! (`ARCHITECTURE.md` draws them):
 //!
-//! - [`lifecycle`] is the spine: register with Lambda, validate [`config`], start the
-//!   [`server`], [`prefetch`], run the event loop ([`refresh`] ahead of expiry on each
-//!   INVOKE), shut down.
-//! - [`server`] checks the request (relay, host, method, token), [`request`] parses its
-//!   query into a typed read, and [`cache`] answers it or asks the [`source`] (SSM or
-//!   Secrets Manager through the AWS SDK); [`batch`] does the same for many values at
-//!   once with the batch APIs.
-//! - [`scope`] says whose credentials and which region a read uses (another account's
-//!   role through STS, another region); each scope has its own clients and cache entries.
-//! - [`model`] holds the values (zeroized on drop) and the AWS layer's JSON shapes;
-//!   [`error`] turns every failure into one HTTP status and JSON body.
-//! - [`json_key`] picks one key out of a JSON value for `jsonKey=` and references alike,
-//!   wiping what it parsed.
-//! - [`write_timeout`] bounds how long a response waits for a client that stopped reading.
-//! - [`logging`] writes one JSON object per line, never a value.
-//!
-//! References (`{{resolve:ssm:...}}`, CloudFormation's syntax) for programs that cannot
-//! call the API:
-//!
-//! - [`reference`] parses them; [`resolve`] reads a set of them in one round of batch reads,
-//!   through the cache ([`resolve::CacheFetch`]) or over HTTP ([`local_api`]).
-//! - [`exec`] is the exec wrapper (`lockbox-exec`): it resolves the references in the
-//!   runtime's environment variables, then `exec`s the runtime.
-//! - [`render`] writes template files with their references resolved under `/tmp`, during
-//!   Init and again when a value changes.
+//! 1. [`domain`]: values (zeroized on drop), parameters, secrets, selectors, names and
+//!    scopes. No I/O.
+//! 2. [`aws`]: the [`aws::Source`] trait, its SDK implementation, the classification of
+//!    every AWS failure, and [`aws::Scopes`], one source per role and region.
+//! 3. [`cache`]: bounded, TTL per kind, one fetch per key, stale serving on transient
+//!    failures; the prefetch gate.
+//! 4. [`read`]: reads through the cache (one value, many, a path) and [`read::Core`], the
+//!    cache and the scopes every read works with.
+//! 5. [`features`]: prefetch, refresh ahead, rendered files, references.
+//! 6. [`http`]: the localhost API (routes, query parsing, envelopes, errors, server).
+//! 7. [`config`]: the environment, raw then validated, and the settings each layer below
+//!    is built with.
+//! 8. [`lifecycle`] (the extension: register → validate → serve → prefetch → render →
+//!    event loop → shutdown) and [`exec`] (the exec wrapper, `lockbox-exec`) are the two
+//!    entry points; [`logging`] writes one JSON object per line, never a value.
 
-pub mod batch;
+pub mod aws;
 pub mod cache;
 pub mod config;
-pub mod error;
+pub mod domain;
 pub mod exec;
-pub mod json_key;
+pub mod features;
+pub mod http;
 pub mod lifecycle;
-pub mod local_api;
 pub mod logging;
-pub mod model;
-pub mod prefetch;
-pub mod reference;
-pub mod refresh;
-pub mod render;
-pub mod request;
-pub mod resolve;
-pub mod scope;
-pub mod server;
-pub mod source;
-pub mod write_timeout;
+pub mod read;

@@ -1,34 +1,44 @@
-//! The extension's life, step by step, as Lambda drives it:
+//! The extension's life, step by step, as Lambda drives it. [`run`] reads as the steps:
 //!
 //! 1. **register** with the Extensions API (Lambda starts the function's Init only after
 //!    every extension registered);
 //! 2. **validate** the configuration, reporting a bad one as an init error;
 //! 3. **serve**: bind the loopback port and start answering, before the first `next`, so
 //!    function code can read values from the first moment of its own Init;
-//! 4. **prefetch** what `LOCKBOX_PREFETCH` names, concurrently with the function's Init,
-//!    for at most `LOCKBOX_PREFETCH_TIMEOUT_MS`;
-//! 5. **render** the files `LOCKBOX_RENDER` names from the cache prefetch filled;
+//! 4. **prefetch** what `LOCKBOX_PREFETCH` names, concurrently with the function's Init;
+//! 5. **render** the files `LOCKBOX_RENDER` names from the cache prefetch filled. Prefetch
+//!    and render share one [`InitDeadline`], `LOCKBOX_PREFETCH_TIMEOUT_MS` from the start
+//!    of prefetch, so together they never hold Init longer than that;
 //! 6. **event loop**: `next` returns INVOKE events (each one refreshes what is about to
 //!    expire, then renders again the files whose values changed) until SHUTDOWN;
 //! 7. **shutdown**: stop accepting, finish in-flight requests, wipe the cache, exit, all
 //!    inside Lambda's 2 s budget.
+//!
+//! The lifecycle owns the [`Core`] (the cache and the per-scope sources): it builds it once
+//! and hands it to the server and to each feature.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
-use tokio::sync::mpsc;
+use lambda_extension::{
+    service_fn, Error as BoxError, Extension, LambdaEvent, NextEvent, RegisteredExtension, Service,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::cache::{Cache, CacheSettings};
+use crate::aws::{AwsSource, Scopes, Source, SourceFactory};
+use crate::cache::{Cache, GateOpener};
 use crate::config::{Config, ConfigError, LogLevel, RawConfig};
-use crate::prefetch::{self, PrefetchGate};
-use crate::refresh;
-use crate::render::Renderer;
-use crate::resolve::CacheFetch;
-use crate::scope::{Scope, Scopes, SourceFactory};
-use crate::server::{self, App, ServerLimits};
-use crate::source::{AwsSource, Source};
+use crate::domain::Scope;
+use crate::features::prefetch::{self, PrefetchPlan};
+use crate::features::reference::resolve::CacheFetch;
+use crate::features::refresh;
+use crate::features::render::Renderer;
+use crate::http::{self, App};
+use crate::read::Core;
 
 /// The name Lambda knows the extension by: the executable's file name in the layer.
 pub const EXTENSION_NAME: &str = "lockbox";
@@ -40,7 +50,7 @@ const DRAIN_BUDGET: Duration = Duration::from_millis(1500);
 pub enum LifecycleError {
     /// The Extensions API refused or could not be reached.
     #[error("could not register with the Lambda Extensions API: {0}")]
-    Register(String),
+    Register(#[source] BoxError),
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
@@ -60,7 +70,10 @@ pub enum LifecycleError {
     Render(String),
     /// The Extensions API went away before SHUTDOWN.
     #[error("the Lambda Extensions API failed: {0}")]
-    EventLoop(String),
+    EventLoop(#[source] BoxError),
+    /// The Extensions API's event stream ended before SHUTDOWN.
+    #[error("the Lambda Extensions API's event stream ended before SHUTDOWN")]
+    EventStreamEnded,
 }
 
 impl LifecycleError {
@@ -76,6 +89,38 @@ impl LifecycleError {
     }
 }
 
+/// The one deadline Init's own work runs within: prefetch, then render, each taking what
+/// the other left. Lambda's Init is 10 s in all, and `LOCKBOX_PREFETCH_TIMEOUT_MS` is at
+/// most 9,500 ms, so two budgets of their own could take Init past it.
+#[derive(Debug, Clone, Copy)]
+pub struct InitDeadline {
+    at: Instant,
+    budget: Duration,
+}
+
+impl InitDeadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self {
+            at: Instant::now() + budget,
+            budget,
+        }
+    }
+
+    /// Runs `work` until it is done or the deadline passes (`None`).
+    pub async fn run<F: Future>(&self, work: F) -> Option<F::Output> {
+        tokio::time::timeout_at(self.at, work).await.ok()
+    }
+
+    /// Why work was cut short, naming the variable that sets the budget.
+    fn spent(&self) -> String {
+        format!(
+            "not done within LOCKBOX_PREFETCH_TIMEOUT_MS={}",
+            self.budget.as_millis()
+        )
+    }
+}
+
 /// Lifecycle notifications from the Extensions API's event loop.
 enum Signal {
     Shutdown { reason: String },
@@ -83,32 +128,77 @@ enum Signal {
 
 /// Runs the extension from registration to exit.
 pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
-    // 1. Register. The event processor runs inside `next`'s loop; SHUTDOWN is handed to
-    //    this function so the shutdown sequence stays here.
-    //    INVOKE refreshes what is about to expire before returning: the environment may be
-    //    frozen as soon as `next` is called again, so background work would stall.
-    let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
     let running: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
-    let processor = service_fn({
+    let (extension, signals) = register(running.clone()).await?;
+    let init = InitReporter {
+        extension_id: extension.extension_id.clone(),
+    };
+
+    let config = init.check(validate(raw)).await?;
+    let listener = init.check(bind(&config).await).await?;
+    let core = build_core(&config).await;
+    let (gate, gate_opener) = config.prefetch.gate();
+    let server = Server::start(
+        listener,
+        &config,
+        App::new(core.clone(), config.token.clone(), gate),
+    );
+
+    let deadline = InitDeadline::after(config.prefetch_timeout);
+    let mut renderer = (!config.render.is_empty()).then(|| Renderer::load(&config.render));
+    let loaded = async {
+        prefetch(&config, &core, gate_opener, deadline).await?;
+        render(&config, &core, renderer.as_mut(), deadline).await
+    };
+    if let Err(err) = loaded.await {
+        server.stop();
+        return Err(init.report(err).await);
+    }
+    let _ = running.set(Running::new(&config, core.clone(), renderer));
+
+    let outcome = event_loop(extension, signals).await;
+    shutdown(server, &core).await;
+    outcome
+}
+
+/// Step 1: registers for INVOKE and SHUTDOWN. The event processor runs inside `next`'s
+/// loop: INVOKE does its work (see [`Running::on_invoke`]) before returning, as the
+/// environment may be frozen as soon as `next` is called again; SHUTDOWN is handed back
+/// through the returned channel so the shutdown sequence stays in [`run`].
+async fn register(
+    running: Arc<OnceLock<Running>>,
+) -> Result<
+    (
+        RegisteredExtension<
+            impl Service<
+                LambdaEvent,
+                Response = (),
+                Error = BoxError,
+                Future = impl Future<Output = Result<(), BoxError>>,
+            >,
+        >,
+        mpsc::UnboundedReceiver<Signal>,
+    ),
+    LifecycleError,
+> {
+    let (signals, signal_rx) = mpsc::unbounded_channel::<Signal>();
+    let processor = service_fn(move |event: LambdaEvent| {
+        let signals = signals.clone();
         let running = running.clone();
-        move |event: LambdaEvent| {
-            let signals = signals.clone();
-            let running = running.clone();
-            async move {
-                match event.next {
-                    NextEvent::Shutdown(shutdown) => {
-                        let _ = signals.send(Signal::Shutdown {
-                            reason: shutdown.shutdown_reason,
-                        });
-                    }
-                    NextEvent::Invoke(_) => {
-                        if let Some(running) = running.get() {
-                            running.on_invoke().await;
-                        }
+        async move {
+            match event.next {
+                NextEvent::Shutdown(shutdown) => {
+                    let _ = signals.send(Signal::Shutdown {
+                        reason: shutdown.shutdown_reason,
+                    });
+                }
+                NextEvent::Invoke(_) => {
+                    if let Some(running) = running.get() {
+                        running.on_invoke().await;
                     }
                 }
-                Ok::<(), lambda_extension::Error>(())
             }
+            Ok::<(), BoxError>(())
         }
     });
     let registered = Extension::new()
@@ -117,144 +207,190 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
         .with_events_processor(processor)
         .register()
         .await
-        .map_err(|e| LifecycleError::Register(e.to_string()))?;
-    let extension_id = registered.extension_id.clone();
+        .map_err(LifecycleError::Register)?;
     tracing::info!(function = %registered.function_name, "registered");
+    Ok((registered, signal_rx))
+}
 
-    // 2. Validate.
-    let config = match raw.validate() {
-        Ok(config) => config,
-        Err(err) => return Err(report_init_error(&extension_id, err.into()).await),
-    };
+/// Step 2: the configuration, validated.
+fn validate(raw: RawConfig) -> Result<Config, LifecycleError> {
+    let config = raw.validate()?;
     if config.log_level == LogLevel::Debug {
         tracing::debug!(config = ?config, "effective configuration");
     }
+    Ok(config)
+}
 
-    // 3. Serve.
-    let listener = match server::bind(config.port).await {
-        Ok(listener) => listener,
-        Err(source) => {
-            let err = LifecycleError::Bind {
-                port: config.port,
-                source,
-            };
-            return Err(report_init_error(&extension_id, err).await);
-        }
-    };
-    let (gate, gate_opener) = PrefetchGate::closed_for(&config.prefetch);
-    let app = build_app(&config, gate).await;
-    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = ServerLimits {
-        max_connections: config.max_client_connections,
-        header_timeout: config.client_timeout,
-        write_timeout: config.client_timeout,
-        max_header_bytes: crate::config::MAX_HEADER_BYTES,
-    };
-    let server = tokio::spawn(server::serve(listener, app.clone(), limits, async move {
-        let _ = serving_stopped.await;
-    }));
-    tracing::info!(port = config.port, "serving on 127.0.0.1");
+/// Step 3, first half: the loopback listener.
+async fn bind(config: &Config) -> Result<tokio::net::TcpListener, LifecycleError> {
+    http::bind(config.port)
+        .await
+        .map_err(|source| LifecycleError::Bind {
+            port: config.port,
+            source,
+        })
+}
 
-    // 4. Prefetch, within the budget. Whatever is not loaded by then is fetched on demand;
-    //    requests waiting at the gate are let through either way. Under SnapStart, Init
-    //    ends in a snapshot that may be restored days later: prefetch waits for the first
-    //    INVOKE after the restore instead.
+/// The cache and the AWS clients, from the validated configuration.
+async fn build_core(config: &Config) -> Core {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let settings = config.source_settings();
+    let home: Arc<dyn Source> = Arc::new(AwsSource::new(&sdk, &settings));
+    let factory: SourceFactory = {
+        let (sdk, session) = (sdk.clone(), config.role_session_name.clone());
+        Arc::new(move |scope: Scope| {
+            let (sdk, session) = (sdk.clone(), session.clone());
+            Box::pin(async move {
+                Arc::new(AwsSource::for_scope(&sdk, &settings, scope, &session).await)
+                    as Arc<dyn Source>
+            })
+        })
+    };
+    let scopes = Scopes::new(
+        home,
+        sdk.region().map(|r| r.as_ref().to_owned()),
+        config.roles.clone(),
+        factory,
+    );
+    Core {
+        cache: Cache::new(config.cache_settings()),
+        scopes: Arc::new(scopes),
+    }
+}
+
+/// Step 3, second half: the server, answering until it is stopped.
+struct Server {
+    task: JoinHandle<std::io::Result<()>>,
+    stop: oneshot::Sender<()>,
+}
+
+impl Server {
+    fn start(listener: tokio::net::TcpListener, config: &Config, app: App) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(http::serve(
+            listener,
+            app,
+            config.server_limits(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        tracing::info!(port = config.port, "serving on 127.0.0.1");
+        Self { task, stop }
+    }
+
+    /// Stops accepting; in-flight requests finish on their own.
+    fn stop(self) -> JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.send(());
+        self.task
+    }
+}
+
+/// Step 4: loads the plan within the Init deadline. Whatever is not loaded by then is
+/// fetched on demand; requests waiting at the gate are let through either way. Under
+/// SnapStart, Init ends in a snapshot that may be restored days later: prefetch waits for
+/// the first INVOKE after the restore instead.
+async fn prefetch(
+    config: &Config,
+    core: &Core,
+    gate_opener: GateOpener,
+    deadline: InitDeadline,
+) -> Result<(), LifecycleError> {
     if config.snap_start {
         gate_opener.open();
         tracing::info!("SnapStart: prefetch deferred to the first invoke after restore");
-    } else if !config.prefetch.is_empty() {
-        let started = tokio::time::Instant::now();
-        let task = tokio::spawn({
-            let app = app.clone();
-            let plan = config.prefetch.clone();
-            async move { prefetch::run(app.cache(), app.scopes(), &plan).await }
-        });
-        let outcome = tokio::time::timeout(config.prefetch_timeout, task).await;
-        gate_opener.open();
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let problem = match outcome {
-            Ok(Ok(report)) => {
-                tracing::info!(
-                    loaded = report.loaded,
-                    failed = report.failures.len(),
-                    elapsed_ms,
-                    "prefetch done"
-                );
-                for failure in &report.failures {
-                    tracing::warn!(entry = %failure, "prefetch could not load");
-                }
-                (!report.failures.is_empty()).then(|| report.failures.join("; "))
-            }
-            Ok(Err(_)) => Some("prefetch task failed".to_owned()),
-            Err(_) => {
-                tracing::warn!(
-                    elapsed_ms,
-                    "prefetch budget spent; the rest loads on demand"
-                );
-                Some(format!(
-                    "not done within LOCKBOX_PREFETCH_TIMEOUT_MS={}",
-                    config.prefetch_timeout.as_millis()
-                ))
-            }
-        };
-        if let (true, Some(problem)) = (config.prefetch_required, problem) {
-            let _ = stop_serving.send(());
-            return Err(report_init_error(&extension_id, LifecycleError::Prefetch(problem)).await);
-        }
-    } else {
-        gate_opener.open();
+        return Ok(());
     }
-
-    // 5. Render, from what prefetch loaded, within the same budget. A file that cannot be
-    //    rendered is not written; it fails Init only when values are required at Init.
-    //    Under SnapStart a file written now would be part of the snapshot: rendering waits
-    //    for the first INVOKE after the restore, as prefetch does.
-    let mut renderer = (!config.render.is_empty()).then(|| Renderer::load(&config.render));
-    if let (Some(renderer), false) = (renderer.as_mut(), config.snap_start) {
-        let fetch = CacheFetch::new(app.cache(), app.scopes());
-        let problem =
-            match tokio::time::timeout(config.prefetch_timeout, renderer.render(&fetch)).await {
-                Ok(report) => {
-                    tracing::info!(
-                        written = report.written,
-                        failed = report.failures.len(),
-                        "render done"
-                    );
-                    for failure in &report.failures {
-                        tracing::warn!(file = %failure, "could not render");
-                    }
-                    (!report.failures.is_empty()).then(|| report.failures.join("; "))
-                }
-                Err(_) => {
-                    tracing::warn!("render did not finish within LOCKBOX_PREFETCH_TIMEOUT_MS");
-                    Some(format!(
-                        "not done within LOCKBOX_PREFETCH_TIMEOUT_MS={}",
-                        config.prefetch_timeout.as_millis()
-                    ))
-                }
-            };
-        if let (true, Some(problem)) = (config.prefetch_required, problem) {
-            let _ = stop_serving.send(());
-            return Err(report_init_error(&extension_id, LifecycleError::Render(problem)).await);
-        }
+    if config.prefetch.is_empty() {
+        gate_opener.open();
+        return Ok(());
     }
-    let _ = running.set(Running {
-        app: app.clone(),
-        refresh_ahead: config.refresh_ahead,
-        refresh_bound: config.ssm_timeout.max(config.secrets_timeout),
-        restore_pending: AtomicBool::new(config.snap_start),
-        plan: config.prefetch.clone(),
-        prefetch_budget: config.prefetch_timeout,
-        renderer: renderer.map(tokio::sync::Mutex::new),
-    });
+    let started = Instant::now();
+    let outcome = deadline.run(prefetch::run(core, &config.prefetch)).await;
+    gate_opener.open();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let problem = match outcome {
+        Some(report) => {
+            tracing::info!(
+                loaded = report.loaded,
+                failed = report.failures.len(),
+                elapsed_ms,
+                "prefetch done"
+            );
+            for failure in &report.failures {
+                tracing::warn!(entry = %failure, "prefetch could not load");
+            }
+            (!report.failures.is_empty()).then(|| report.failures.join("; "))
+        }
+        None => {
+            tracing::warn!(
+                elapsed_ms,
+                "prefetch budget spent; the rest loads on demand"
+            );
+            Some(deadline.spent())
+        }
+    };
+    match (config.prefetch_required, problem) {
+        (true, Some(problem)) => Err(LifecycleError::Prefetch(problem)),
+        _ => Ok(()),
+    }
+}
 
-    // 6. Event loop: the first `next` ends our part of Init.
-    let outcome = tokio::select! {
-        result = registered.run() => Err(LifecycleError::EventLoop(match result {
-            Ok(()) => "event stream ended".to_owned(),
-            Err(e) => e.to_string(),
-        })),
-        signal = signal_rx.recv() => {
+/// Step 5: renders the files from what prefetch loaded, within what is left of the Init
+/// deadline. A file that cannot be rendered is not written; it fails Init only when values
+/// are required at Init. Under SnapStart a file written now would be part of the
+/// snapshot: rendering waits for the first INVOKE after the restore, as prefetch does.
+async fn render(
+    config: &Config,
+    core: &Core,
+    renderer: Option<&mut Renderer>,
+    deadline: InitDeadline,
+) -> Result<(), LifecycleError> {
+    let Some(renderer) = renderer.filter(|_| !config.snap_start) else {
+        return Ok(());
+    };
+    let fetch = CacheFetch::new(&core.cache, &core.scopes);
+    let problem = match deadline.run(renderer.render(&fetch)).await {
+        Some(report) => {
+            tracing::info!(
+                written = report.written,
+                failed = report.failures.len(),
+                "render done"
+            );
+            for failure in &report.failures {
+                tracing::warn!(file = %failure, "could not render");
+            }
+            (!report.failures.is_empty()).then(|| report.failures.join("; "))
+        }
+        None => {
+            tracing::warn!("render did not finish within LOCKBOX_PREFETCH_TIMEOUT_MS");
+            Some(deadline.spent())
+        }
+    };
+    match (config.prefetch_required, problem) {
+        (true, Some(problem)) => Err(LifecycleError::Render(problem)),
+        _ => Ok(()),
+    }
+}
+
+/// Step 6: the first `next` ends our part of Init; INVOKE events are handled inside it
+/// until SHUTDOWN arrives or the Extensions API goes away.
+async fn event_loop<E>(
+    extension: RegisteredExtension<E>,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) -> Result<(), LifecycleError>
+where
+    E: Service<LambdaEvent, Response = (), Error = BoxError>,
+    E::Future: Future<Output = Result<(), BoxError>>,
+{
+    tokio::select! {
+        result = extension.run() => Err(match result {
+            Ok(()) => LifecycleError::EventStreamEnded,
+            Err(err) => LifecycleError::EventLoop(err),
+        }),
+        signal = signals.recv() => {
             let reason = match signal {
                 Some(Signal::Shutdown { reason }) => reason,
                 None => "event processor stopped".to_owned(),
@@ -262,40 +398,54 @@ pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
             tracing::info!(%reason, "shutdown");
             Ok(())
         }
-    };
+    }
+}
 
-    // 7. Shutdown: in-flight requests get what is left of the budget; the cache's values
-    //    are wiped as they are dropped.
-    let _ = stop_serving.send(());
-    if tokio::time::timeout(DRAIN_BUDGET, server).await.is_err() {
+/// Step 7: in-flight requests get what is left of the budget; the cache's values are wiped
+/// as they are dropped.
+async fn shutdown(server: Server, core: &Core) {
+    if tokio::time::timeout(DRAIN_BUDGET, server.stop())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within the shutdown budget");
     }
-    app.cache().clear().await;
-    outcome
+    core.cache.clear();
 }
 
 /// What INVOKE events work with, set once Init is done.
 struct Running {
-    app: App,
+    core: Core,
     refresh_ahead: f64,
     refresh_bound: Duration,
     /// SnapStart: the first INVOKE follows a restore.
     restore_pending: AtomicBool,
-    plan: prefetch::PrefetchPlan,
+    plan: PrefetchPlan,
     prefetch_budget: Duration,
     /// The `LOCKBOX_RENDER` files, rendered again after each refresh.
     renderer: Option<tokio::sync::Mutex<Renderer>>,
 }
 
 impl Running {
+    fn new(config: &Config, core: Core, renderer: Option<Renderer>) -> Self {
+        Self {
+            core,
+            refresh_ahead: config.refresh_ahead,
+            refresh_bound: config.backend_bound(),
+            restore_pending: AtomicBool::new(config.snap_start),
+            plan: config.prefetch.clone(),
+            prefetch_budget: config.prefetch_timeout,
+            renderer: renderer.map(tokio::sync::Mutex::new),
+        }
+    }
+
     /// Work done while an invoke is in flight (the only time an extension can work).
     async fn on_invoke(&self) {
-        let (cache, scopes) = (self.app.cache(), self.app.scopes());
         if self.restore_pending.swap(false, Ordering::SeqCst) {
             // Whatever the snapshot holds was fetched before it was taken: forget it and
             // load the plan afresh.
-            cache.clear().await;
-            let round = prefetch::run(cache, scopes, &self.plan);
+            self.core.cache.clear();
+            let round = prefetch::run(&self.core, &self.plan);
             match tokio::time::timeout(self.prefetch_budget, round).await {
                 Ok(report) => tracing::info!(
                     loaded = report.loaded,
@@ -308,7 +458,7 @@ impl Running {
             return;
         }
         if self.refresh_ahead > 0.0 {
-            let round = refresh::run(cache, scopes, self.refresh_ahead);
+            let round = refresh::run(&self.core, self.refresh_ahead);
             if tokio::time::timeout(self.refresh_bound, round)
                 .await
                 .is_err()
@@ -327,7 +477,7 @@ impl Running {
             return;
         };
         let mut renderer = renderer.lock().await;
-        let fetch = CacheFetch::new(self.app.cache(), self.app.scopes());
+        let fetch = CacheFetch::new(&self.core.cache, &self.core.scopes);
         match tokio::time::timeout(self.refresh_bound, renderer.render(&fetch)).await {
             Ok(report) => {
                 if report.written > 0 {
@@ -342,64 +492,162 @@ impl Running {
     }
 }
 
-/// Builds the cache and the AWS clients from the validated configuration.
-async fn build_app(config: &Config, gate: PrefetchGate) -> App {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    let cache = Cache::new(CacheSettings {
-        enabled: config.cache_enabled,
-        capacity: config.cache_size,
-        parameter_ttl: config.ssm_ttl,
-        secret_ttl: config.secrets_ttl,
-        max_stale: config.max_stale,
-    });
-    let home: Arc<dyn Source> = Arc::new(AwsSource::new(&sdk, config));
-    let factory: SourceFactory = {
-        let (sdk, config) = (sdk.clone(), config.clone());
-        Arc::new(move |scope: Scope| {
-            let (sdk, config) = (sdk.clone(), config.clone());
-            Box::pin(async move {
-                let session = config.role_session_name.clone();
-                Arc::new(AwsSource::for_scope(&sdk, &config, scope, &session).await)
-                    as Arc<dyn Source>
-            })
-        })
-    };
-    let scopes = Scopes::new(
-        home,
-        sdk.region().map(|r| r.as_ref().to_owned()),
-        config.roles.clone(),
-        factory,
-    );
-    App::with_scopes(cache, Arc::new(scopes), config.token.clone(), gate)
+/// Reports a failed Init step to Lambda (it shows in the function's error).
+struct InitReporter {
+    extension_id: String,
 }
 
-/// Tells Lambda why Init failed (it shows in the function's error), then hands the error
-/// back for the exit status.
-async fn report_init_error(extension_id: &str, err: LifecycleError) -> LifecycleError {
-    let message = err.to_string();
-    tracing::error!(error = %message, "init failed");
-    let error_type = err.error_type();
-    let request = lambda_extension::requests::init_error(
-        extension_id,
-        error_type,
-        Some(lambda_extension::requests::ErrorRequest {
-            error_message: &message,
-            error_type,
-            stack_trace: Vec::new(),
-        }),
-    );
-    match (
-        request,
-        lambda_runtime_api_client::Client::builder().build(),
-    ) {
-        (Ok(request), Ok(client)) => {
-            if let Err(e) = client.call(request).await {
-                tracing::warn!(error = %e, "could not report the init error to Lambda");
-            }
+impl InitReporter {
+    /// Passes a step's value on, or reports its error and hands it back for the exit
+    /// status.
+    async fn check<T>(&self, step: Result<T, LifecycleError>) -> Result<T, LifecycleError> {
+        match step {
+            Ok(value) => Ok(value),
+            Err(err) => Err(self.report(err).await),
         }
-        _ => tracing::warn!("could not build the init error report"),
     }
-    err
+
+    /// Tells Lambda why Init failed, then hands the error back.
+    async fn report(&self, err: LifecycleError) -> LifecycleError {
+        let message = err.to_string();
+        tracing::error!(error = %message, "init failed");
+        let error_type = err.error_type();
+        let request = lambda_extension::requests::init_error(
+            &self.extension_id,
+            error_type,
+            Some(lambda_extension::requests::ErrorRequest {
+                error_message: &message,
+                error_type,
+                stack_trace: Vec::new(),
+            }),
+        );
+        match (
+            request,
+            lambda_runtime_api_client::Client::builder().build(),
+        ) {
+            (Ok(request), Ok(client)) => {
+                if let Err(e) = client.call(request).await {
+                    tracing::warn!(error = %e, "could not report the init error to Lambda");
+                }
+            }
+            _ => tracing::warn!("could not build the init error report"),
+        }
+        err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::{FailureKind, ParameterBatch, SecretBatch, SourceError};
+    use crate::domain::{Parameter, ParameterName, Secret, SecretVersion};
+    use futures::future::BoxFuture;
+
+    /// AWS that never answers within any budget: every call takes a minute, then fails.
+    struct Stalled;
+
+    async fn stall<T>() -> Result<T, SourceError> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Err(SourceError::new(FailureKind::Timeout, "Timeout", "stalled"))
+    }
+
+    impl Source for Stalled {
+        fn get_parameter<'a>(
+            &'a self,
+            _: &'a ParameterName,
+            _: bool,
+        ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
+            Box::pin(stall())
+        }
+        fn get_secret<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<&'a SecretVersion>,
+        ) -> BoxFuture<'a, Result<Secret, SourceError>> {
+            Box::pin(stall())
+        }
+        fn get_parameters<'a>(
+            &'a self,
+            _: &'a [String],
+            _: bool,
+        ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>> {
+            Box::pin(stall())
+        }
+        fn get_parameters_by_path<'a>(
+            &'a self,
+            _: &'a str,
+            _: bool,
+            _: bool,
+        ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
+            Box::pin(stall())
+        }
+        fn batch_get_secrets<'a>(
+            &'a self,
+            _: &'a [String],
+        ) -> BoxFuture<'a, Result<SecretBatch, SourceError>> {
+            Box::pin(stall())
+        }
+    }
+
+    /// With the longest budget and AWS stalled, prefetch spends the whole budget; render,
+    /// which must read the same value again, gets only what is left (nothing), so Init's
+    /// own work ends at the budget, inside Lambda's 10 s, not at twice the budget.
+    #[tokio::test(start_paused = true)]
+    async fn prefetch_and_render_share_one_init_deadline() {
+        let dir =
+            std::env::temp_dir().join(format!("lockbox-init-deadline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = dir.join("app.conf.tmpl");
+        std::fs::write(&template, "password={{resolve:ssm-secure:/app/db}}\n").unwrap();
+        let dest = dir.join("app.conf");
+        let config = RawConfig::from_pairs([
+            ("AWS_SESSION_TOKEN", "t".to_owned()),
+            ("LOCKBOX_PREFETCH", "ssm:/app/db".to_owned()),
+            ("LOCKBOX_PREFETCH_TIMEOUT_MS", "9500".to_owned()),
+            ("LOCKBOX_RENDER_ROOT", dir.display().to_string()),
+            (
+                "LOCKBOX_RENDER",
+                format!("{}:{}", template.display(), dest.display()),
+            ),
+        ])
+        .validate()
+        .unwrap();
+        let core = Core {
+            cache: Cache::new(config.cache_settings()),
+            scopes: Arc::new(Scopes::home_only(Arc::new(Stalled))),
+        };
+        let mut renderer = Some(Renderer::load(&config.render));
+        let (_gate, opener) = config.prefetch.gate();
+
+        let started = Instant::now();
+        let deadline = InitDeadline::after(config.prefetch_timeout);
+        prefetch(&config, &core, opener, deadline).await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            config.prefetch_timeout,
+            "prefetch spent its budget"
+        );
+        render(&config, &core, renderer.as_mut(), deadline)
+            .await
+            .unwrap();
+        assert_eq!(
+            started.elapsed(),
+            config.prefetch_timeout,
+            "render added nothing past the one deadline"
+        );
+        assert!(!dest.exists(), "an unresolved template is not written");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_past_the_deadline_is_cut_short_and_names_the_budget() {
+        let deadline = InitDeadline::after(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let late = deadline.run(tokio::time::sleep(Duration::from_millis(1)));
+        assert_eq!(late.await, None, "nothing waits past it");
+        assert_eq!(
+            deadline.spent(),
+            "not done within LOCKBOX_PREFETCH_TIMEOUT_MS=100"
+        );
+    }
 }

@@ -9,13 +9,16 @@
 //! - [`client`]: function code's HTTP client for the extension's port.
 //! - [`bins`]: where the built binaries are; free ports.
 //! - [`check`]: the assertions and small helpers the end-to-end tests share.
+//! - [`fixture`]: the opening most tests share: moto seeded with parameters and secrets,
+//!   the proxy, the extension started with the test's environment.
 //!
 //! Data flows: test code -> [`client::ExtClient`] -> lockbox (under [`sandbox::Sandbox`])
-//! -> [`proxy::Proxy`] -> [`moto::Moto`]. [`spawn_lockbox`] wires all of it up.
+//! -> [`proxy::Proxy`] -> [`moto::Moto`]. [`Fixture`] wires all of it up.
 
 pub mod bins;
 pub mod check;
 pub mod client;
+pub mod fixture;
 pub mod moto;
 pub mod proxy;
 pub mod sandbox;
@@ -28,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 pub use crate::client::{ExtClient, Response};
+pub use crate::fixture::{Fixture, Lockbox};
 pub use crate::moto::Moto;
 pub use crate::proxy::{DownMode, Fault, Proxy};
 pub use crate::sandbox::{Lifecycle, Sandbox, SandboxBuilder};
@@ -40,8 +44,7 @@ const SPAWN_ATTEMPTS: usize = 3;
 /// A sandbox builder for the real `lockbox` binary with the environment Lambda would give
 /// it, pointed at `aws_endpoint`, plus a client for the port and token it was given.
 ///
-/// Tests that need to remove or break a variable start from this; most use
-/// [`spawn_lockbox`].
+/// Tests that need to remove or break a variable start from this; most use [`Fixture`].
 pub fn lockbox_builder(aws_endpoint: &str) -> anyhow::Result<(SandboxBuilder, ExtClient)> {
     let port = bins::free_port()?;
     let token = format!("sandbox-token-{}", random_hex(24));
@@ -61,18 +64,29 @@ pub fn lockbox_builder(aws_endpoint: &str) -> anyhow::Result<(SandboxBuilder, Ex
 /// Starts the real extension under the sandbox, behind a counting proxy in front of `moto`,
 /// and waits until it has finished Init (its first `next`).
 ///
-/// `extra_env` is applied last, so it can override any default.
+/// `extra_env` is applied last, so it can override any default. [`Fixture`] does the same
+/// and seeds moto first.
 pub async fn spawn_lockbox(
     moto: &Moto,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<(Sandbox, Proxy, ExtClient)> {
     let proxy = Proxy::start(&moto.endpoint()).await?;
+    let (sandbox, client) = spawn_behind(&proxy, extra_env).await?;
+    Ok((sandbox, proxy, client))
+}
+
+/// Starts the real extension behind `proxy` and waits until it has finished Init, starting
+/// it again on another port if the one it was given was taken meanwhile.
+pub(crate) async fn spawn_behind(
+    proxy: &Proxy,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<(Sandbox, ExtClient)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (sandbox, client) = start_lockbox_behind(&proxy, extra_env).await?;
+        let (sandbox, client) = start_lockbox_behind(proxy, extra_env).await?;
         match sandbox.wait_init_done(INIT_TIMEOUT).await {
-            Ok(_) => return Ok((sandbox, proxy, client)),
+            Ok(_) => return Ok((sandbox, client)),
             Err(_) if attempt < SPAWN_ATTEMPTS && port_was_taken(&sandbox) => continue,
             Err(err) => return Err(err).context("lockbox did not finish Init"),
         }

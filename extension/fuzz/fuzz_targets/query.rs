@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockbox_extension::request;
+use lockbox_extension::http::api::MAX_BATCH;
+use lockbox_extension::http::query as request;
 
 fuzz_target!(|data: &[u8]| {
     // axum hands the handlers the raw query as text; the URI parser has made it ASCII.
@@ -19,12 +20,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!req.secret_id.is_empty());
     }
     if let Ok(req) = request::parse_parameters(Some(query)) {
-        assert!(!req.names.is_empty() && req.names.len() <= request::MAX_BATCH);
+        assert!(!req.names.is_empty() && req.names.len() <= MAX_BATCH);
     }
     if let Ok(req) = request::parse_path(Some(query)) {
         assert!(req.path.starts_with('/'));
     }
     if let Ok(req) = request::parse_secrets(Some(query)) {
-        assert!(!req.ids.is_empty() && req.ids.len() <= request::MAX_BATCH);
+        assert!(!req.ids.is_empty() && req.ids.len() <= MAX_BATCH);
     }
 });

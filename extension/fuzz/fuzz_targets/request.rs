@@ -11,14 +11,13 @@ use axum::body::Body;
 use axum::http::Request;
 use futures::future::BoxFuture;
 use libfuzzer_sys::fuzz_target;
-use lockbox_extension::cache::{Cache, CacheSettings};
-use lockbox_extension::config::AuthToken;
-use lockbox_extension::model::Secret;
-use lockbox_extension::model::{Parameter, SecretText};
-use lockbox_extension::prefetch::PrefetchGate;
-use lockbox_extension::request::{ParameterRequest, SecretRequest};
-use lockbox_extension::server::{router, App};
-use lockbox_extension::source::{FailureKind, ParameterBatch, SecretBatch, Source, SourceError};
+use lockbox_extension::aws::{
+    FailureKind, ParameterBatch, Scopes, SecretBatch, Source, SourceError,
+};
+use lockbox_extension::cache::{Cache, CacheSettings, PrefetchGate};
+use lockbox_extension::domain::{Parameter, ParameterName, Secret, SecretText, SecretVersion};
+use lockbox_extension::http::{router, App, AuthToken};
+use lockbox_extension::read::Core;
 use tower::ServiceExt;
 
 const TOKEN: &str = "fuzz-token";
@@ -39,9 +38,8 @@ fn parameter(name: &str) -> Parameter {
         arn: None,
         data_type: Some("text".into()),
         last_modified_date: None,
-        name: name.to_owned(),
-        selector: None,
-        source_result: None,
+        name: name.into(),
+        extra: None,
         kind: "String".into(),
         value: SecretText::new(r#"{"a":{"b":[1,"two"]},"c.d":"e"}"#.into()),
         version: 1,
@@ -51,11 +49,12 @@ fn parameter(name: &str) -> Parameter {
 impl Source for FakeAws {
     fn get_parameter<'a>(
         &'a self,
-        req: &'a ParameterRequest,
+        name: &'a ParameterName,
+        _decrypt: bool,
     ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
         Box::pin(async move {
-            if req.name.starts_with("/fuzz/") {
-                Ok(parameter(&req.name))
+            if name.name.starts_with("/fuzz/") {
+                Ok(parameter(&name.name))
             } else {
                 Err(not_found("parameter"))
             }
@@ -64,7 +63,8 @@ impl Source for FakeAws {
 
     fn get_secret<'a>(
         &'a self,
-        _req: &'a SecretRequest,
+        _id: &'a str,
+        _version: Option<&'a SecretVersion>,
     ) -> BoxFuture<'a, Result<Secret, SourceError>> {
         Box::pin(async { Err(not_found("secret")) })
     }
@@ -121,12 +121,11 @@ fn app() -> App {
         secret_ttl: Duration::from_secs(300),
         max_stale: Duration::from_secs(60),
     });
-    App::new(
+    let core = Core {
         cache,
-        Arc::new(FakeAws),
-        AuthToken::new(TOKEN),
-        PrefetchGate::open(),
-    )
+        scopes: Arc::new(Scopes::home_only(Arc::new(FakeAws))),
+    };
+    App::new(core, AuthToken::new(TOKEN), PrefetchGate::open())
 }
 
 fuzz_target!(|data: &[u8]| {

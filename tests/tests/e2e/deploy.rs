@@ -1,7 +1,7 @@
 //! Deployment checks, offline.
 //!
-//! - The SAM template (`template.yaml`), read as data: the security properties the Deploy
-//!   section of the README promises (no wildcard resources on SSM and KMS actions, KMS use
+//! - The SAM template (`template.yaml`), read as data: the security properties
+//!   `docs/deploy.md` promises (no wildcard resources on SSM and KMS actions, KMS use
 //!   only via SSM and only for the owned path, a retried and dead-lettered schedule whose
 //!   input carries the scheduled time, partition-aware ARNs) and the wiring SAM needs.
 //! - The layer zips `make layer` builds (ignored unless `LOCKBOX_LAYER_ZIP` names them, as
@@ -70,9 +70,46 @@ const AL2_RUNTIMES: &[&str] = &[
 // Reading the template
 // ------------------------------------------------------------------------------------------
 
-/// The README, which some checks hold to what the stack and the code do.
-fn readme() -> String {
-    std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md is readable")
+/// A page of the docs (`README.md`, `docs/rotator.md`), which some checks hold to what the
+/// stack and the code do.
+fn doc(path: &str) -> String {
+    std::fs::read_to_string(workspace_root().join(path))
+        .unwrap_or_else(|err| panic!("reading {path}: {err}"))
+}
+
+/// Every page of the docs: the README, CONTRIBUTING.md, ARCHITECTURE.md when it is there,
+/// and each page under `docs/`.
+fn doc_pages() -> Vec<String> {
+    let mut pages: Vec<String> = ["README.md", "CONTRIBUTING.md", "ARCHITECTURE.md"]
+        .into_iter()
+        .filter(|page| workspace_root().join(page).is_file())
+        .map(str::to_owned)
+        .collect();
+    let mut under_docs: Vec<String> = std::fs::read_dir(workspace_root().join("docs"))
+        .expect("docs/ is readable")
+        .map(|entry| entry.expect("a docs/ entry").file_name())
+        .filter_map(|name| name.to_str().map(str::to_owned))
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    under_docs.sort_unstable();
+    pages.extend(under_docs);
+    pages
+}
+
+/// The `## ` section headings of a markdown page, outside code blocks.
+fn sections(text: &str) -> Vec<&str> {
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code && line.starts_with("## ") {
+            out.push(line);
+        }
+    }
+    out
 }
 
 /// template.yaml as JSON, with CloudFormation's short tags (`!Sub x`) turned into their
@@ -616,38 +653,62 @@ fn the_rotator_role_allows_exactly_the_calls_the_rotator_makes() {
     assert!(!input.contains("randomSource"), "{input}");
 
     // Not granted by this stack, which attaches the rotator to no secret and rotates its
-    // own account only; the README says what each would need.
+    // own account only; the rotator's page says what each would need.
     assert!(of(&granted, "secretsmanager:").is_empty(), "{granted:?}");
     assert!(of(&granted, "sts:").is_empty(), "{granted:?}");
-    let docs = readme();
+    let docs = doc("docs/rotator.md").to_ascii_lowercase();
     for call in of(&calls, "secretsmanager:")
         .iter()
         .chain(&["sts:assumerole".to_owned()])
     {
         let operation = call.split(':').nth(1).unwrap_or_default();
         assert!(
-            docs.to_ascii_lowercase().contains(operation),
-            "the README does not say that {call} is needed"
+            docs.contains(operation),
+            "docs/rotator.md does not say that {call} is needed"
         );
     }
 }
 
-/// The README is read top to bottom by a newcomer: each of its sections appears once (an
-/// edit that pastes a section again leaves two that disagree).
+/// Each page of the docs is read top to bottom by a newcomer: each of its sections appears
+/// once (an edit that pastes a section again leaves two that disagree). The README keeps
+/// the front door's sections, and the figures have their own page.
 #[test]
-fn the_readme_has_each_section_once() {
-    let docs = readme();
-    let mut seen = BTreeSet::new();
-    let mut in_code = false;
-    for line in docs.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
-        }
-        if !in_code && line.starts_with("## ") {
-            assert!(seen.insert(line), "README.md has {line:?} twice");
+fn each_doc_page_has_each_section_once() {
+    let pages = doc_pages();
+    for page in &pages {
+        let text = doc(page);
+        let mut seen = BTreeSet::new();
+        for line in sections(&text) {
+            assert!(seen.insert(line), "{page} has {line:?} twice");
         }
     }
-    assert!(seen.contains("## Benchmark"), "{seen:?}");
+    let readme = doc("README.md");
+    let readme_sections = sections(&readme);
+    for needed in [
+        "## Two commands",
+        "## Quick start",
+        "## Routes",
+        "## Documentation",
+    ] {
+        assert!(
+            readme_sections.contains(&needed),
+            "README.md lacks {needed}: {readme_sections:?}"
+        );
+    }
+    for page in pages.iter().filter(|page| page.starts_with("docs/")) {
+        assert!(
+            readme.contains(&format!("]({page}")),
+            "README.md does not link {page}"
+        );
+    }
+    assert!(
+        pages.iter().any(|page| page == "docs/benchmarks.md"),
+        "{pages:?}"
+    );
+    assert!(
+        sections(&doc("docs/benchmarks.md")).contains(&"## `make bench`"),
+        "docs/benchmarks.md lacks its make bench section"
+    );
 }
 
 #[test]

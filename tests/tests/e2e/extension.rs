@@ -11,7 +11,8 @@ use lockbox_tests::client::{parameter_path, secret_path, ExtClient, Response, WI
 use lockbox_tests::moto::ACCOUNT_ID;
 use lockbox_tests::sandbox::{Lifecycle, Sandbox};
 use lockbox_tests::{
-    lockbox_builder, lockbox_refusing, spawn_lockbox, DownMode, Fault, Moto, Proxy, INIT_TIMEOUT,
+    lockbox_builder, lockbox_refusing, spawn_lockbox, DownMode, Fault, Fixture, Lockbox, Moto,
+    Proxy, INIT_TIMEOUT,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -65,11 +66,19 @@ async fn read_until(
 async fn lockbox_with_p_and_s(
     env: &[(&str, &str)],
 ) -> anyhow::Result<(Moto, Sandbox, Proxy, ExtClient)> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
+    let Lockbox {
+        moto,
+        sandbox,
+        proxy,
+        client,
+        ..
+    } = Fixture::new()
+        .await?
+        .param("/app/p", "v")
+        .secret("app/s", "s")
+        .envs(env)
+        .start()
         .await?;
-    moto.create_secret("app/s", "s").await?;
-    let (sandbox, proxy, client) = spawn_lockbox(&moto, env).await?;
     Ok((moto, sandbox, proxy, client))
 }
 
@@ -93,10 +102,12 @@ async fn assert_s_served(client: &ExtClient) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn registers_as_lockbox_and_serves_before_its_first_next() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/early", "ready", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/early", "ready")
+        .start()
         .await?;
-    let (sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (sandbox, client) = (&lockbox.sandbox, &lockbox.client);
 
     let registration = sandbox.registration().expect("registered");
     assert_eq!(registration.name, "lockbox");
@@ -135,10 +146,12 @@ async fn registers_as_lockbox_and_serves_before_its_first_next() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn function_reads_during_invokes_hit_aws_once() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/greeting", "hello", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/greeting", "hello")
+        .start()
         .await?;
-    let (sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
 
     for invoke in 1..=3 {
         let response = sandbox
@@ -155,8 +168,8 @@ async fn function_reads_during_invokes_hit_aws_once() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_exits_zero_within_two_seconds() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let (sandbox, _proxy, _client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = Fixture::new().await?.start().await?;
+    let sandbox = &lockbox.sandbox;
     sandbox.invoke(WAIT).await?;
 
     let (status, took) = sandbox.shutdown(WAIT).await?;
@@ -172,10 +185,12 @@ async fn shutdown_exits_zero_within_two_seconds() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_finishes_a_request_in_flight() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/slow", "worth-the-wait", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/slow", "worth-the-wait")
+        .start()
         .await?;
-    let (sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
     proxy.set_latency(Duration::from_millis(800));
 
     let in_flight = tokio::spawn({
@@ -203,10 +218,12 @@ async fn shutdown_finishes_a_request_in_flight() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn string_parameter_has_the_aws_layer_shape_on_both_routes() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/flag", "on", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/flag", "on")
+        .start()
         .await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let client = &lockbox.client;
 
     let body = ok_json(&client.get_parameter("/app/flag", &[]).await?);
     let p = &body["Parameter"];
@@ -246,15 +263,16 @@ async fn string_parameter_has_the_aws_layer_shape_on_both_routes() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn string_list_comes_back_as_the_raw_string() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param(
-        "/app/regions",
-        "eu-west-1,us-east-1,ap-south-1",
-        ParameterType::StringList,
-        None,
-    )
-    .await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = Fixture::new()
+        .await?
+        .param_of(
+            "/app/regions",
+            "eu-west-1,us-east-1,ap-south-1",
+            ParameterType::StringList,
+        )
+        .start()
+        .await?;
+    let client = &lockbox.client;
 
     let body = ok_json(&client.get_parameter("/app/regions", &[]).await?);
     assert_eq!(body["Parameter"]["Type"], "StringList");
@@ -264,16 +282,12 @@ async fn string_list_comes_back_as_the_raw_string() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secure_string_is_decrypted_only_when_asked() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let key = moto.create_cmk("alias/lockbox-e2e").await?;
-    moto.put_param(
-        "/app/db/password",
-        "pw-plain-4d1f",
-        ParameterType::SecureString,
-        Some(&key),
-    )
-    .await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = Fixture::new()
+        .await?
+        .secure("/app/db/password", "pw-plain-4d1f")
+        .start()
+        .await?;
+    let client = &lockbox.client;
 
     let clear = ok_json(
         &client
@@ -298,13 +312,15 @@ async fn secure_string_is_decrypted_only_when_asked() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn version_and_label_selectors_pick_the_right_version() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     moto.put_param("/app/mode", "one", ParameterType::String, None)
         .await?;
     moto.put_param("/app/mode", "two", ParameterType::String, None)
         .await?;
     moto.label_param("/app/mode", 1, "stable").await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let client = &lockbox.client;
 
     let latest = ok_json(&client.get_parameter("/app/mode", &[]).await?);
     assert_eq!(latest["Parameter"]["Value"], "two");
@@ -335,10 +351,12 @@ async fn version_and_label_selectors_pick_the_right_version() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parameter_arn_works_as_a_name() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/by-arn", "found", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/by-arn", "found")
+        .start()
         .await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let client = &lockbox.client;
 
     let arn = format!("arn:aws:ssm:us-east-1:{ACCOUNT_ID}:parameter/app/by-arn");
     let body = ok_json(&client.get_parameter(&arn, &[]).await?);
@@ -349,10 +367,12 @@ async fn parameter_arn_works_as_a_name() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secret_by_default_stage_by_stage_and_by_version_id() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let first = moto.create_secret("app/db", "first-secret").await?;
     let second = moto.put_secret_value("app/db", "second-secret").await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let client = &lockbox.client;
 
     let current = ok_json(&client.get_secret("app/db", &[]).await?);
     assert_eq!(current["SecretString"], "second-secret");
@@ -390,10 +410,12 @@ async fn secret_by_default_stage_by_stage_and_by_version_id() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_secret_has_the_aws_layer_shape() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let secret_string = r#"{"ConnectionString":"Server=db;User=app;Password=cs-9b2e"}"#;
     let created = moto.create_secret("demo/api", secret_string).await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let client = &lockbox.client;
 
     let body = ok_json(&client.get_secret("demo/api", &[]).await?);
     assert_eq!(body["ARN"], created.arn.as_str());
@@ -418,10 +440,12 @@ async fn json_secret_has_the_aws_layer_shape() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_secret_comes_back_as_base64() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     moto.create_binary_secret("app/cert", &[0, 1, 2, 0xff])
         .await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let client = &lockbox.client;
 
     let body = ok_json(&client.get_secret("app/cert", &[]).await?);
     assert_eq!(body["SecretBinary"], "AAEC/w==");
@@ -432,9 +456,11 @@ async fn binary_secret_comes_back_as_base64() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_manager_reference_reads_a_secret_through_the_parameter_route() -> anyhow::Result<()>
 {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let created = moto.create_secret("app/api-key", "ref-value-51c0").await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let client = &lockbox.client;
 
     let body = ok_json(
         &client
@@ -462,11 +488,13 @@ async fn secrets_manager_reference_reads_a_secret_through_the_parameter_route() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn second_read_is_served_from_the_cache() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/cached", "v1", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/cached", "v1")
+        .secret("app/cached", "s1")
+        .start()
         .await?;
-    moto.create_secret("app/cached", "s1").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (moto, proxy, client) = (&lockbox.moto, &lockbox.proxy, &lockbox.client);
 
     let first = client.get_parameter("/app/cached", &[]).await?;
     assert_eq!(value_of(&first).as_deref(), Some("v1"));
@@ -487,11 +515,13 @@ async fn second_read_is_served_from_the_cache() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parameter_is_fetched_again_after_its_ttl() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/ttl", "before", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/ttl", "before")
+        .env("SSM_PARAMETER_STORE_TTL", "1")
+        .start()
         .await?;
-    let (_sandbox, proxy, client) =
-        spawn_lockbox(&moto, &[("SSM_PARAMETER_STORE_TTL", "1")]).await?;
+    let (moto, proxy, client) = (&lockbox.moto, &lockbox.proxy, &lockbox.client);
 
     let path = parameter_path("/app/ttl", &[]);
     let first_read = Instant::now();
@@ -511,7 +541,7 @@ async fn parameter_is_fetched_again_after_its_ttl() -> anyhow::Result<()> {
 
     moto.put_param("/app/ttl", "after", ParameterType::String, None)
         .await?;
-    let (_, _) = read_until(&client, &path, |r| value_of(r).as_deref() == Some("after")).await?;
+    let (_, _) = read_until(client, &path, |r| value_of(r).as_deref() == Some("after")).await?;
     assert!(
         first_read.elapsed() >= Duration::from_millis(900),
         "refetched before the 1 s TTL passed"
@@ -522,9 +552,13 @@ async fn parameter_is_fetched_again_after_its_ttl() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secret_is_fetched_again_after_its_ttl() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.create_secret("app/ttl", "before").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[("SECRETS_MANAGER_TTL", "1")]).await?;
+    let lockbox = Fixture::new()
+        .await?
+        .secret("app/ttl", "before")
+        .env("SECRETS_MANAGER_TTL", "1")
+        .start()
+        .await?;
+    let (moto, proxy, client) = (&lockbox.moto, &lockbox.proxy, &lockbox.client);
 
     let path = secret_path("app/ttl", &[]);
     let first_read = Instant::now();
@@ -543,7 +577,7 @@ async fn secret_is_fetched_again_after_its_ttl() -> anyhow::Result<()> {
     );
 
     moto.put_secret_value("app/ttl", "after").await?;
-    read_until(&client, &path, |r| value_of(r).as_deref() == Some("after")).await?;
+    read_until(client, &path, |r| value_of(r).as_deref() == Some("after")).await?;
     assert!(first_read.elapsed() >= Duration::from_millis(900));
     assert_eq!(proxy.calls("GetSecretValue"), 2);
     Ok(())
@@ -551,11 +585,13 @@ async fn secret_is_fetched_again_after_its_ttl() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_now_skips_the_cache_and_refreshes_it() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/refresh", "old", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/refresh", "old")
+        .secret("app/refresh", "old-secret")
+        .start()
         .await?;
-    moto.create_secret("app/refresh", "old-secret").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (moto, proxy, client) = (&lockbox.moto, &lockbox.proxy, &lockbox.client);
 
     assert_eq!(
         value_of(&client.get_parameter("/app/refresh", &[]).await?).as_deref(),
@@ -590,13 +626,17 @@ async fn refresh_now_skips_the_cache_and_refreshes_it() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn least_recently_used_entry_is_evicted_at_the_size_bound() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     for name in ["/lru/a", "/lru/b", "/lru/c"] {
         moto.put_param(name, name, ParameterType::String, None)
             .await?;
     }
-    let (_sandbox, proxy, client) =
-        spawn_lockbox(&moto, &[("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "2")]).await?;
+    let lockbox = fixture
+        .env("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "2")
+        .start()
+        .await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     for name in ["/lru/a", "/lru/b", "/lru/c"] {
         assert_eq!(
@@ -616,11 +656,13 @@ async fn least_recently_used_entry_is_evicted_at_the_size_bound() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_first_reads_make_one_aws_call() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/hot", "hot-value", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/hot", "hot-value")
+        .secret("app/hot", "hot-secret")
+        .start()
         .await?;
-    moto.create_secret("app/hot", "hot-secret").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
     // Slow AWS so that all fifty requests arrive while the first fetch is in flight.
     proxy.set_latency(Duration::from_millis(200));
 
@@ -646,7 +688,8 @@ async fn fifty_concurrent_first_reads_make_one_aws_call() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_key_separates_decryption_selectors_and_stages() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let key = moto.create_cmk("lockbox-keytest").await?;
     moto.put_param(
         "/app/key",
@@ -664,7 +707,8 @@ async fn cache_key_separates_decryption_selectors_and_stages() -> anyhow::Result
     .await?;
     moto.create_secret("app/key", "stage-previous").await?;
     moto.put_secret_value("app/key", "stage-current").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     for round in 0..2 {
         let decrypted = client.get_parameter("/app/key", &[WITH_DECRYPTION]).await?;
@@ -718,11 +762,13 @@ async fn disabled_cache_zero_ttl_and_zero_size_always_call_aws() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_or_wrong_token_is_403_and_never_reaches_aws() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/guarded", "v", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/guarded", "v")
+        .secret("app/guarded", "s")
+        .start()
         .await?;
-    moto.create_secret("app/guarded", "s").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     for path in [
         parameter_path("/app/guarded", &[]),
@@ -796,10 +842,8 @@ async fn malformed_requests_are_400_and_never_reach_aws() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_with_x_forwarded_for_is_refused() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
-        .await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = Fixture::new().await?.param("/app/p", "v").start().await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     let relayed = client
         .get_with_headers(
@@ -814,10 +858,8 @@ async fn request_with_x_forwarded_for_is_refused() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_get_methods_are_405() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/p", "v", ParameterType::String, None)
-        .await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = Fixture::new().await?.param("/app/p", "v").start().await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         for path in [parameter_path("/app/p", &[]), secret_path("app/s", &[])] {
@@ -831,8 +873,8 @@ async fn non_get_methods_are_405() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_paths_are_404() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = Fixture::new().await?.start().await?;
+    let client = &lockbox.client;
 
     for path in [
         "/",
@@ -848,8 +890,8 @@ async fn unknown_paths_are_404() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_http_is_rejected_and_the_server_keeps_serving() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = Fixture::new().await?.start().await?;
+    let client = &lockbox.client;
 
     let garbage = client.send_raw(b"NOT HTTP AT ALL\r\n\r\n").await?;
     assert!(
@@ -1033,27 +1075,26 @@ async fn bad_environment_variable_stops_the_extension_with_an_init_error() -> an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn documented_extremes_of_each_range_are_accepted() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "100000"),
-            ("SSM_PARAMETER_STORE_TTL", "86400"),
-            ("SECRETS_MANAGER_TTL", "0"),
-            ("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", "1"),
-            ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "0"),
-            ("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "true"),
-            ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "INFO"),
-        ],
-    )
-    .await?;
+    let lockbox = Fixture::new()
+        .await?
+        .env("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "100000")
+        .env("SSM_PARAMETER_STORE_TTL", "86400")
+        .env("SECRETS_MANAGER_TTL", "0")
+        .env("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", "1")
+        .env("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "0")
+        .env("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "true")
+        .env("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "INFO")
+        .start()
+        .await?;
+    let client = &lockbox.client;
     assert_eq!(client.get_without_token("/ping").await?.status, 200);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_are_json_lines_and_never_contain_secret_values() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let key = moto.create_cmk("lockbox-logs").await?;
     let secure = "pw-never-log-3e1a";
     let secret = r#"{"ConnectionString":"Password=never-log-9c4d"}"#;
@@ -1065,10 +1106,13 @@ async fn logs_are_json_lines_and_never_contain_secret_values() -> anyhow::Result
         Some(&key),
     )
     .await?;
-    moto.create_secret("app/json", secret).await?;
-    moto.create_secret("app/ref", referenced).await?;
-    let (sandbox, proxy, client) =
-        spawn_lockbox(&moto, &[("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "777")]).await?;
+    let lockbox = fixture
+        .secret("app/json", secret)
+        .secret("app/ref", referenced)
+        .env("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "777")
+        .start()
+        .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
 
     sandbox
         .invoke_with(|| async {

@@ -15,7 +15,7 @@ use lockbox_tests::client::{
 };
 use lockbox_tests::sandbox::Lifecycle;
 use lockbox_tests::{
-    lockbox_refusing, spawn_lockbox, start_lockbox_behind, DownMode, Fault, Moto, Proxy,
+    lockbox_refusing, spawn_lockbox, start_lockbox_behind, DownMode, Fault, Fixture, Moto, Proxy,
     INIT_TIMEOUT,
 };
 use serde_json::{json, Value};
@@ -152,10 +152,14 @@ async fn read_all(client: &ExtClient, seeded: &Seeded) -> anyhow::Result<Vec<Str
 #[tokio::test(flavor = "multi_thread")]
 async fn first_invoke_reading_fifty_prefetched_parameters_and_ten_secrets_makes_no_aws_call(
 ) -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let seeded = seed_function(&moto, 30, 10, 10, 10).await?;
-    let (sandbox, proxy, client) =
-        spawn_lockbox(&moto, &[("LOCKBOX_PREFETCH", &seeded.prefetch)]).await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
+    let seeded = seed_function(moto, 30, 10, 10, 10).await?;
+    let lockbox = fixture
+        .env("LOCKBOX_PREFETCH", &seeded.prefetch)
+        .start()
+        .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
 
     // Prefetch used the batch APIs: 40 names in 10s, one path, 10 secrets in one call.
     let calls = proxy.call_counts();
@@ -170,7 +174,7 @@ async fn first_invoke_reading_fifty_prefetched_parameters_and_ten_secrets_makes_
         .await?;
 
     let before = proxy.total();
-    let headers = sandbox.invoke_with(|| read_all(&client, &seeded)).await??;
+    let headers = sandbox.invoke_with(|| read_all(client, &seeded)).await??;
     assert_eq!(headers.len(), 60);
     assert!(
         headers.iter().all(|h| h == "hit"),
@@ -188,15 +192,17 @@ async fn first_invoke_reading_fifty_prefetched_parameters_and_ten_secrets_makes_
 #[tokio::test(flavor = "multi_thread")]
 async fn first_next_comes_only_after_prefetch_is_done() -> anyhow::Result<()> {
     let latency = Duration::from_millis(400);
-    let moto = Moto::start().await?;
-    let seeded = seed_function(&moto, 20, 0, 4, 3).await?;
-    let proxy = Proxy::start(&moto.endpoint()).await?;
-    proxy.set_latency(latency);
-    let (sandbox, client) =
-        start_lockbox_behind(&proxy, &[("LOCKBOX_PREFETCH", &seeded.prefetch)]).await?;
+    let fixture = Fixture::new().await?;
+    let seeded = seed_function(fixture.moto(), 20, 0, 4, 3).await?;
+    let lockbox = fixture
+        .latency(latency)
+        .env("LOCKBOX_PREFETCH", &seeded.prefetch)
+        .launch()
+        .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
     sandbox.wait_init_done(INIT_TIMEOUT).await?;
 
-    let init = init_after_registration(&sandbox);
+    let init = init_after_registration(sandbox);
     assert!(
         init >= latency,
         "next called {init:?} after registering, before one AWS round trip ({latency:?}):\n{}",
@@ -218,7 +224,7 @@ async fn first_next_comes_only_after_prefetch_is_done() -> anyhow::Result<()> {
         "prefetch took {elapsed_ms} ms; Init {init:?}"
     );
 
-    let headers = sandbox.invoke_with(|| read_all(&client, &seeded)).await??;
+    let headers = sandbox.invoke_with(|| read_all(client, &seeded)).await??;
     assert!(headers.iter().all(|h| h == "hit"), "{headers:?}");
     assert_eq!(proxy.calls("GetParameter"), 0, "{:?}", proxy.call_counts());
     assert_eq!(
@@ -235,23 +241,19 @@ async fn first_next_comes_only_after_prefetch_is_done() -> anyhow::Result<()> {
 async fn stalled_aws_ends_init_at_the_prefetch_budget_and_values_load_on_demand(
 ) -> anyhow::Result<()> {
     let budget = Duration::from_millis(1000);
-    let moto = Moto::start().await?;
-    moto.put_param("/app/late", "late-value", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/late", "late-value")
+        .secret("app/late", "late-secret")
+        .down(DownMode::Stall)
+        .env("LOCKBOX_PREFETCH", "ssm:/app/late,secret:app/late")
+        .env("LOCKBOX_PREFETCH_TIMEOUT_MS", "1000")
+        .launch()
         .await?;
-    moto.create_secret("app/late", "late-secret").await?;
-    let proxy = Proxy::start(&moto.endpoint()).await?;
-    proxy.set_down(DownMode::Stall);
-    let (sandbox, client) = start_lockbox_behind(
-        &proxy,
-        &[
-            ("LOCKBOX_PREFETCH", "ssm:/app/late,secret:app/late"),
-            ("LOCKBOX_PREFETCH_TIMEOUT_MS", "1000"),
-        ],
-    )
-    .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
     sandbox.wait_init_done(INIT_TIMEOUT).await?;
 
-    let init = init_after_registration(&sandbox);
+    let init = init_after_registration(sandbox);
     assert!(
         init >= budget - Duration::from_millis(50),
         "Init ended after {init:?}, before the budget: did prefetch wait at all?\n{}",
@@ -379,17 +381,15 @@ async fn malformed_prefetch_entry_fails_init_naming_the_entry() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread")]
 async fn request_during_init_for_a_prefetched_value_waits_for_it() -> anyhow::Result<()> {
     let latency = Duration::from_millis(600);
-    let moto = Moto::start().await?;
-    moto.put_param("/app/early", "worth-waiting", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/early", "worth-waiting")
+        .secret("app/early", "secret-early")
+        .latency(latency)
+        .env("LOCKBOX_PREFETCH", "ssm:/app/early,secret:app/early")
+        .launch()
         .await?;
-    moto.create_secret("app/early", "secret-early").await?;
-    let proxy = Proxy::start(&moto.endpoint()).await?;
-    proxy.set_latency(latency);
-    let (sandbox, client) = start_lockbox_behind(
-        &proxy,
-        &[("LOCKBOX_PREFETCH", "ssm:/app/early,secret:app/early")],
-    )
-    .await?;
+    let (sandbox, proxy, client) = (&lockbox.sandbox, &lockbox.proxy, &lockbox.client);
     sandbox.wait_registered(WAIT).await?;
 
     // Function code starting its own Init: it reads as soon as the port answers, which is
@@ -442,7 +442,8 @@ async fn request_during_init_for_a_prefetched_value_waits_for_it() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_many_parameters_mirrors_get_parameters_and_shares_the_cache() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let key = moto.create_cmk("alias/lockbox-batch").await?;
     moto.put_param("/app/a", "alpha", ParameterType::String, None)
         .await?;
@@ -453,11 +454,12 @@ async fn get_many_parameters_mirrors_get_parameters_and_shares_the_cache() -> an
         Some(&key),
     )
     .await?;
-    moto.put_param("/app/mode", "one", ParameterType::String, None)
+    let lockbox = fixture
+        .param("/app/mode", "one")
+        .param("/app/mode", "two")
+        .start()
         .await?;
-    moto.put_param("/app/mode", "two", ParameterType::String, None)
-        .await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     let many = path_with_query(
         "/systemsmanager/parameters/get-many",
@@ -603,10 +605,12 @@ async fn get_many_finds_secrets_by_partial_arn_and_by_name_and_arn_together() ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_many_secrets_mirrors_batch_get_secret_value() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let one = moto.create_secret("app/one", "first-secret").await?;
     moto.create_secret("app/two", r#"{"user":"u2"}"#).await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     let many = path_with_query(
         "/secretsmanager/get-many",
@@ -657,7 +661,8 @@ async fn get_many_secrets_mirrors_batch_get_secret_value() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let key = moto.create_cmk("alias/lockbox-path").await?;
     moto.put_param("/svc/a", "va", ParameterType::String, None)
         .await?;
@@ -668,13 +673,13 @@ async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
         Some(&key),
     )
     .await?;
-    moto.put_param("/svc/deep/c", "vc", ParameterType::String, None)
+    let lockbox = fixture
+        .param("/svc/deep/c", "vc")
+        .param("/svc/deep/er/d", "vd")
+        .param("/other/x", "vx")
+        .start()
         .await?;
-    moto.put_param("/svc/deep/er/d", "vd", ParameterType::String, None)
-        .await?;
-    moto.put_param("/other/x", "vx", ParameterType::String, None)
-        .await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     let names = |body: &Value| -> Vec<(String, String)> {
         let mut found: Vec<(String, String)> = body["Parameters"]
@@ -772,7 +777,8 @@ async fn get_by_path_is_recursive_only_when_asked() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn value_only_and_json_key_answer_plain_text() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let document = json!({
         "db": {"host": "db.internal", "port": 5432, "replicas": ["r1", "r2"]},
         "a.b": "dotted",
@@ -794,7 +800,8 @@ async fn value_only_and_json_key_answer_plain_text() -> anyhow::Result<()> {
     .await?;
     moto.create_binary_secret("app/blob", &[0, 159, 146, 150])
         .await?;
-    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let lockbox = fixture.start().await?;
+    let client = &lockbox.client;
 
     let text = |response: &Response| -> String {
         assert_eq!(response.status, 200, "{}", response.body);
@@ -903,20 +910,22 @@ async fn json_key_reads_a_dotted_top_level_key_as_references_do() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changed_values_arrive_through_refresh_ahead_without_a_miss() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/rotating", "v1", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/rotating", "v1")
+        .secret("app/rotating", "s1")
+        .env("LOCKBOX_PREFETCH", "ssm:/app/rotating,secret:app/rotating")
+        .env("SSM_PARAMETER_STORE_TTL", "2")
+        .env("SECRETS_MANAGER_TTL", "2")
+        .env("LOCKBOX_REFRESH_AHEAD", "0.9")
+        .start()
         .await?;
-    moto.create_secret("app/rotating", "s1").await?;
-    let (sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("LOCKBOX_PREFETCH", "ssm:/app/rotating,secret:app/rotating"),
-            ("SSM_PARAMETER_STORE_TTL", "2"),
-            ("SECRETS_MANAGER_TTL", "2"),
-            ("LOCKBOX_REFRESH_AHEAD", "0.9"),
-        ],
-    )
-    .await?;
+    let (moto, sandbox, proxy, client) = (
+        &lockbox.moto,
+        &lockbox.sandbox,
+        &lockbox.proxy,
+        &lockbox.client,
+    );
     let prefetch_calls = proxy.calls("GetParameters") + proxy.calls("BatchGetSecretValue");
 
     let read = || async {
@@ -984,19 +993,16 @@ async fn changed_values_arrive_through_refresh_ahead_without_a_miss() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_outage_after_expiry_serves_stale_with_age_then_recovers() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/steady", "before-outage", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/steady", "before-outage")
+        .secret("app/steady", "secret-before")
+        .env("SSM_PARAMETER_STORE_TTL", "1")
+        .env("SECRETS_MANAGER_TTL", "1")
+        .env("LOCKBOX_REFRESH_AHEAD", "0")
+        .start()
         .await?;
-    moto.create_secret("app/steady", "secret-before").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("SSM_PARAMETER_STORE_TTL", "1"),
-            ("SECRETS_MANAGER_TTL", "1"),
-            ("LOCKBOX_REFRESH_AHEAD", "0"),
-        ],
-    )
-    .await?;
+    let (moto, proxy, client) = (&lockbox.moto, &lockbox.proxy, &lockbox.client);
 
     let parameter = client.get_parameter("/app/steady", &[]).await?;
     let secret = client.get_secret("app/steady", &[]).await?;
@@ -1060,19 +1066,15 @@ async fn aws_outage_after_expiry_serves_stale_with_age_then_recovers() -> anyhow
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_serves_stale_but_a_deleted_value_is_never_served_stale() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/throttled", "t-value", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/throttled", "t-value")
+        .param("/app/deleted", "d-value")
+        .env("SSM_PARAMETER_STORE_TTL", "1")
+        .env("LOCKBOX_REFRESH_AHEAD", "0")
+        .start()
         .await?;
-    moto.put_param("/app/deleted", "d-value", ParameterType::String, None)
-        .await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("SSM_PARAMETER_STORE_TTL", "1"),
-            ("LOCKBOX_REFRESH_AHEAD", "0"),
-        ],
-    )
-    .await?;
+    let (moto, proxy, client) = (&lockbox.moto, &lockbox.proxy, &lockbox.client);
     for name in ["/app/throttled", "/app/deleted"] {
         assert_eq!(
             cache_header(&client.get_parameter(name, &[]).await?),
@@ -1105,14 +1107,14 @@ async fn throttling_serves_stale_but_a_deleted_value_is_never_served_stale() -> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn max_stale_zero_never_serves_stale() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    moto.put_param("/app/strict", "s-value", ParameterType::String, None)
+    let lockbox = Fixture::new()
+        .await?
+        .param("/app/strict", "s-value")
+        .env("SSM_PARAMETER_STORE_TTL", "1")
+        .env("LOCKBOX_MAX_STALE", "0")
+        .start()
         .await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[("SSM_PARAMETER_STORE_TTL", "1"), ("LOCKBOX_MAX_STALE", "0")],
-    )
-    .await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
     assert_eq!(
         cache_header(&client.get_parameter("/app/strict", &[]).await?),
         "miss"

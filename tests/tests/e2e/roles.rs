@@ -15,7 +15,7 @@ use lockbox_tests::check::{assert_error, cache_header, ok_json, ok_value};
 use lockbox_tests::client::{
     parameter_path, secret_path, ExtClient, CACHE_HEADER, WITH_DECRYPTION,
 };
-use lockbox_tests::{spawn_lockbox, Fault, Moto, Proxy};
+use lockbox_tests::{Fault, Fixture, Proxy};
 use tokio::time::Instant;
 
 const ROLE_A: &str = "arn:aws:iam::222222222222:role/shared-reader";
@@ -82,7 +82,8 @@ fn assume_role_calls(proxy: &Proxy) -> usize {
 
 #[tokio::test]
 async fn each_role_reads_its_own_account_and_never_sees_anothers_values() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let name = "/shared/db/password";
     let home = moto.sdk_config_as(None, None).await;
     let as_a = moto.sdk_config_as(Some(ROLE_A), None).await;
@@ -96,18 +97,16 @@ async fn each_role_reads_its_own_account_and_never_sees_anothers_values() -> any
     // Role A is read through by a prefetch entry (configured, so allowed); role B is
     // allowed by prefix.
     let prefetch = format!("ssm:{name}?roleArn={ROLE_A}");
-    let (sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("LOCKBOX_PREFETCH", prefetch.as_str()),
-            (
-                "LOCKBOX_ALLOWED_ROLES",
-                "arn:aws:iam::333333333333:role/team/*",
-            ),
-        ],
-    )
-    .await?;
-    assert_eq!(assume_role_calls(&proxy), 1, "prefetch assumed role A once");
+    let lockbox = fixture
+        .env("LOCKBOX_PREFETCH", prefetch.as_str())
+        .env(
+            "LOCKBOX_ALLOWED_ROLES",
+            "arn:aws:iam::333333333333:role/team/*",
+        )
+        .start()
+        .await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
+    assert_eq!(assume_role_calls(proxy), 1, "prefetch assumed role A once");
 
     let through = |role: Option<&'static str>| {
         let mut extra = vec![WITH_DECRYPTION];
@@ -170,26 +169,23 @@ async fn each_role_reads_its_own_account_and_never_sees_anothers_values() -> any
     assert_eq!(ok_json(&by_path)["Parameters"][0]["Value"], "value-of-a");
 
     // One AssumeRole per role, for every read through it: credentials are cached.
-    assert_eq!(assume_role_calls(&proxy), 2);
-    drop(sandbox);
+    assert_eq!(assume_role_calls(proxy), 2);
     Ok(())
 }
 
 #[tokio::test]
 async fn roles_are_opt_in_and_bounded() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("LOCKBOX_ALLOWED_ROLES", ROLE_A),
-            (
-                "LOCKBOX_ACCOUNT_ROLES",
-                "333333333333=arn:aws:iam::333333333333:role/team/shared-reader",
-            ),
-            ("LOCKBOX_MAX_ROLES", "1"),
-        ],
-    )
-    .await?;
+    let lockbox = Fixture::new()
+        .await?
+        .env("LOCKBOX_ALLOWED_ROLES", ROLE_A)
+        .env(
+            "LOCKBOX_ACCOUNT_ROLES",
+            "333333333333=arn:aws:iam::333333333333:role/team/shared-reader",
+        )
+        .env("LOCKBOX_MAX_ROLES", "1")
+        .start()
+        .await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     // Not in LOCKBOX_ALLOWED_ROLES: 403 naming the role, and STS is never asked.
     let other = "arn:aws:iam::999999999999:role/anything";
@@ -198,7 +194,7 @@ async fn roles_are_opt_in_and_bounded() -> anyhow::Result<()> {
         .await?;
     let message = assert_error(&denied, 403, "RoleNotAllowed");
     assert!(message.contains(other), "{message}");
-    assert_eq!(assume_role_calls(&proxy), 0);
+    assert_eq!(assume_role_calls(proxy), 0);
 
     // A malformed role ARN is a 400 naming the parameter.
     let bad = client
@@ -223,23 +219,22 @@ async fn roles_are_opt_in_and_bounded() -> anyhow::Result<()> {
         message.contains("LOCKBOX_MAX_ROLES=1") && message.contains(ROLE_B),
         "{message}"
     );
-    assert_eq!(assume_role_calls(&proxy), 1);
+    assert_eq!(assume_role_calls(proxy), 1);
     Ok(())
 }
 
 #[tokio::test]
 async fn a_role_that_cannot_be_assumed_is_a_403_naming_it_not_a_hang() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     let as_a = moto.sdk_config_as(Some(ROLE_A), None).await;
     put_as(&as_a, "/p", "value-of-a").await?;
-    let (_sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("LOCKBOX_ALLOWED_ROLES", "arn:aws:iam::222222222222:role/*"),
-            ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "5000"),
-        ],
-    )
-    .await?;
+    let lockbox = fixture
+        .env("LOCKBOX_ALLOWED_ROLES", "arn:aws:iam::222222222222:role/*")
+        .env("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "5000")
+        .start()
+        .await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     // STS fails every attempt (the SDK retries): the read fails fast with a 403.
     proxy.fail_next(Some("AssumeRole"), 100, Fault::ServerError);
@@ -258,7 +253,7 @@ async fn a_role_that_cannot_be_assumed_is_a_403_naming_it_not_a_hang() -> anyhow
         "the STS status is named: {message}"
     );
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
-    assert!(assume_role_calls(&proxy) >= 1);
+    assert!(assume_role_calls(proxy) >= 1);
     assert_eq!(
         proxy.forwarded("GetParameter"),
         0,
@@ -279,7 +274,8 @@ async fn a_role_that_cannot_be_assumed_is_a_403_naming_it_not_a_hang() -> anyhow
 
 #[tokio::test]
 async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
+    let fixture = Fixture::new().await?;
+    let moto = fixture.moto();
     // aws-cn: moto's default account in cn-north-1, and a role's account there.
     let cn_home = moto.sdk_config_as(None, Some("cn-north-1")).await;
     let as_cn_role = moto.sdk_config_as(Some(CN_ROLE), Some("cn-north-1")).await;
@@ -302,18 +298,16 @@ async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
     );
 
     let account_roles = format!("444444444444={GOV_ROLE}");
-    let (_sandbox, proxy, client) = spawn_lockbox(
-        &moto,
-        &[
-            ("LOCKBOX_ALLOWED_ROLES", CN_ROLE),
-            ("LOCKBOX_ACCOUNT_ROLES", account_roles.as_str()),
-        ],
-    )
-    .await?;
+    let lockbox = fixture
+        .env("LOCKBOX_ALLOWED_ROLES", CN_ROLE)
+        .env("LOCKBOX_ACCOUNT_ROLES", account_roles.as_str())
+        .start()
+        .await?;
+    let (proxy, client) = (&lockbox.proxy, &lockbox.client);
 
     // An aws-cn ARN: the region comes from the ARN, the answer keeps its partition; the
     // second read is a hit (the cache key holds the name and the region).
-    assert_miss_then_hit(&client, &cn_arn, "cn-value").await?;
+    assert_miss_then_hit(client, &cn_arn, "cn-value").await?;
     // The same name by region=, and through a role of the aws-cn partition.
     let r = client
         .get(&parameter_path(
@@ -345,8 +339,8 @@ async fn other_partitions_and_regions_read_end_to_end() -> anyhow::Result<()> {
 
     // An aws-us-gov ARN in an account with a configured role: region from the ARN, role
     // from LOCKBOX_ACCOUNT_ROLES.
-    assert_miss_then_hit(&client, &gov_arn, "gov-value").await?;
-    assert_eq!(assume_role_calls(&proxy), 2, "one session per role");
+    assert_miss_then_hit(client, &gov_arn, "gov-value").await?;
+    assert_eq!(assume_role_calls(proxy), 2, "one session per role");
 
     // region= that contradicts the ARN is a 400 naming both.
     let r = client

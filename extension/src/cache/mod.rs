@@ -1,0 +1,854 @@
+//! The cache: bounded (least recently used goes first), a TTL per backend, one AWS call for
+//! any number of concurrent misses on the same key, and stale serving on transient failures.
+//!
+//! Storage and eviction order are the `lru` crate's, behind one mutex held only to look up,
+//! insert or remove. Not moka: it keeps its own copy of the key, deque and timer nodes for
+//! every entry, several times what `lru` keeps (the key and two links), and that took
+//! lockbox past the memory `make bench` holds it to (the figures are in the benchmark
+//! docs). The extension serves from one runtime thread, so the mutex is uncontended.
+//! Freshness and retention are decided here, with `tokio::time::Instant`, so that tests can
+//! pause and advance the clock: an entry is forgotten once it is past its TTL *and* past
+//! the stale window.
+//!
+//! One fetch per key at a time: a caller that misses takes the key's turn (a
+//! `tokio::sync::Mutex` that exists only while someone is fetching that key), looks again,
+//! and fetches only if the entry is still not fresh. Callers queued behind it then find
+//! the fresh entry: one AWS call in all.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use lru::LruCache;
+use tokio::time::Instant;
+
+use crate::aws::SourceError;
+use crate::domain::{Parameter, Scope, Secret, SecretVersion, Selector};
+
+pub mod gate;
+
+pub use gate::{GateOpener, PrefetchGate};
+
+/// Everything that changes the answer, so two requests share an entry only when AWS would
+/// give them the same answer. The [`Scope`] (role and region) is part of every key: a value
+/// read through one role is a different entry from the same name read through another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A parameter read.
+    Parameter {
+        /// Whose credentials, which region.
+        scope: Scope,
+        /// Name or ARN without selector (the cached parameter's own name when it was asked
+        /// by name: one allocation for both).
+        name: Arc<str>,
+        /// Version or label; boxed, as few reads have one and every cached key would
+        /// otherwise carry its room.
+        selector: Option<Box<Selector>>,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A read of every parameter under a path (`GetParametersByPath`).
+    Path {
+        /// Whose credentials, which region.
+        scope: Scope,
+        /// The path, as asked.
+        path: String,
+        /// Whether deeper levels are included.
+        recursive: bool,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A secret read.
+    Secret {
+        /// Whose credentials, which region.
+        scope: Scope,
+        /// Name or ARN (a `Box<str>`: a word less than a `String`, which with the boxed
+        /// version keeps every key within [`KEY_BYTES`]).
+        id: Box<str>,
+        /// An explicit version id or staging label; `None` is `AWSCURRENT`. Boxed, for the
+        /// same reason as a parameter's selector.
+        version: Option<Box<SecretVersion>>,
+    },
+}
+
+impl Key {
+    /// The key of a parameter read. The name is an `Arc` so that a cached parameter asked
+    /// by its own name can share it.
+    pub fn parameter(
+        scope: &Scope,
+        name: Arc<str>,
+        selector: Option<&Selector>,
+        decrypt: bool,
+    ) -> Self {
+        Key::Parameter {
+            scope: scope.clone(),
+            name,
+            selector: selector.cloned().map(Box::new),
+            decrypt,
+        }
+    }
+
+    /// The key of a secret read; the version is boxed only when one is asked for.
+    pub fn secret(scope: &Scope, id: &str, version: Option<&SecretVersion>) -> Self {
+        Key::Secret {
+            scope: scope.clone(),
+            id: id.into(),
+            version: version.cloned().map(Box::new),
+        }
+    }
+
+    /// The role and region the entry was read with.
+    pub fn scope(&self) -> &Scope {
+        match self {
+            Key::Parameter { scope, .. } | Key::Path { scope, .. } | Key::Secret { scope, .. } => {
+                scope
+            }
+        }
+    }
+}
+
+/// A cached value.
+#[derive(Debug)]
+pub enum Item {
+    /// From SSM.
+    Parameter(Parameter),
+    /// From SSM, a path's parameters: each is the entry it is also cached as under its own
+    /// name (an [`Item::Parameter`]), so a value read by path is held once.
+    Parameters(Vec<Arc<Entry>>),
+    /// From Secrets Manager.
+    Secret(Secret),
+}
+
+impl Item {
+    /// A path read's parameters, in the order SSM listed them.
+    pub fn path_parameters(&self) -> impl Iterator<Item = &Parameter> {
+        let entries = match self {
+            Item::Parameters(entries) => entries.as_slice(),
+            _ => &[],
+        };
+        entries.iter().filter_map(|entry| match &entry.item {
+            Item::Parameter(parameter) => Some(parameter),
+            _ => None,
+        })
+    }
+}
+
+/// The most a cache key may take: every cached value has one, so it is pinned here.
+pub const KEY_BYTES: usize = 64;
+const _: () = assert!(std::mem::size_of::<Key>() <= KEY_BYTES);
+
+/// The most one entry's allocation may take (the `Arc`'s two counts and the [`Entry`]),
+/// pinned for the same reason.
+pub const ENTRY_ALLOCATION_BYTES: usize = 192;
+const _: () = assert!(
+    2 * std::mem::size_of::<usize>() + std::mem::size_of::<Entry>() <= ENTRY_ALLOCATION_BYTES
+);
+
+/// One cache entry: the value and when it was fetched.
+#[derive(Debug)]
+pub struct Entry {
+    /// The value (zeroized when the last `Arc` to the entry goes).
+    pub item: Item,
+    /// When AWS answered: nanoseconds since [`clock_base`]. Half an `Instant`, which (with
+    /// the TTL below) keeps an entry's allocation within [`ENTRY_ALLOCATION_BYTES`].
+    fetched_at: u64,
+    /// How long the entry is fresh, in milliseconds: a quarter of a `Duration` in each of
+    /// thousands of entries.
+    ttl_ms: u32,
+    /// Whether function code read it since it was fetched: only such entries are worth
+    /// refreshing ahead of expiry.
+    read: AtomicBool,
+}
+
+impl Entry {
+    fn new(item: Item, ttl: Duration) -> Self {
+        Self {
+            item,
+            fetched_at: since_base(Instant::now()),
+            ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+            read: AtomicBool::new(false),
+        }
+    }
+
+    /// How long the entry is fresh.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.into())
+    }
+
+    fn mark_read(&self) {
+        // Relaxed: a hint for refresh scheduling, not a synchronisation point.
+        if !self.read.load(Ordering::Relaxed) {
+            self.read.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the entry is worth refreshing now: read since fetched, and in the last
+    /// `fraction` of its TTL (or past it, while still kept for stale serving).
+    fn due_for_refresh(&self, fraction: f64, now: Instant) -> bool {
+        let threshold = self.ttl().mul_f64((1.0 - fraction).clamp(0.0, 1.0));
+        self.read.load(Ordering::Relaxed) && self.age_at(now) >= threshold
+    }
+
+    fn is_fresh(&self, now: Instant) -> bool {
+        self.age_at(now) < self.ttl()
+    }
+
+    fn age_at(&self, now: Instant) -> Duration {
+        Duration::from_nanos(since_base(now).saturating_sub(self.fetched_at))
+    }
+
+    /// Time since the entry was fetched.
+    pub fn age(&self) -> Duration {
+        self.age_at(Instant::now())
+    }
+}
+
+/// The instant entries count their fetch time from: a minute before it is first asked, so
+/// that an instant read a little earlier on another thread (or in another test's runtime)
+/// still comes after it.
+fn clock_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(60)).unwrap_or(now)
+    })
+}
+
+/// Nanoseconds from [`clock_base`] to `at` (0 for an earlier instant; 584 years fit).
+fn since_base(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(clock_base()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How an answer was obtained; reported in the `X-Lockbox-Cache` response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Served from the cache within its TTL.
+    Hit,
+    /// Fetched from AWS for this request (or a concurrent one it waited for).
+    Miss,
+    /// Past its TTL, served because AWS failed transiently.
+    Stale,
+    /// The cache is off for this kind of value.
+    Bypass,
+}
+
+impl Freshness {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Hit => "hit",
+            Freshness::Miss => "miss",
+            Freshness::Stale => "stale",
+            Freshness::Bypass => "bypass",
+        }
+    }
+}
+
+/// The answer to a lookup.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The entry served.
+    pub entry: Arc<Entry>,
+    /// Where it came from.
+    pub freshness: Freshness,
+}
+
+/// Cache settings, from the configuration (`Config::cache_settings`).
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// Whether the cache is on at all.
+    pub enabled: bool,
+    /// Entries kept at most; 0 turns the cache off.
+    pub capacity: usize,
+    /// Fresh time of parameters; 0 bypasses the cache for them.
+    pub parameter_ttl: Duration,
+    /// Fresh time of secrets; 0 bypasses the cache for them.
+    pub secret_ttl: Duration,
+    /// How long past its TTL an entry may still be served when AWS fails transiently.
+    pub max_stale: Duration,
+}
+
+/// The shared cache handle (cheap to clone).
+#[derive(Clone)]
+pub struct Cache {
+    store: Option<Arc<Store>>,
+    settings: CacheSettings,
+}
+
+/// Entries in least-recently-used order, and the keys being fetched now.
+struct Store {
+    entries: Mutex<LruCache<Key, Arc<Entry>>>,
+    /// One turn per key being fetched; removed when its last holder is done, so the map
+    /// holds only keys in flight.
+    turns: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    capacity: NonZeroUsize,
+}
+
+/// Locks a mutex whose holder cannot leave its data half-changed (every critical section
+/// is one call into `LruCache` or `HashMap`), so a poisoned lock is still sound to use.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Store {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            // Unbounded, with the bound enforced in `put`: `LruCache::new` would size its
+            // table for the full capacity up front, memory an idle function does not need.
+            entries: Mutex::new(LruCache::unbounded()),
+            turns: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// The entry for a key, marked most recently used.
+    fn get(&self, key: &Key) -> Option<Arc<Entry>> {
+        lock(&self.entries).get(key).cloned()
+    }
+
+    /// Stores an entry; the least recently used go when the bound is passed. Evicted and
+    /// replaced entries are dropped outside the lock (their values are zeroized then).
+    fn put(&self, key: Key, entry: Arc<Entry>) {
+        let mut gone = Vec::new();
+        {
+            let mut entries = lock(&self.entries);
+            gone.extend(entries.put(key, entry));
+            while entries.len() > self.capacity.get() {
+                gone.extend(entries.pop_lru().map(|(_, old)| old));
+            }
+        }
+        drop(gone);
+    }
+
+    /// Removes the entry for a key if it is still `entry` (a newer one stays).
+    fn remove_if_same(&self, key: &Key, entry: &Arc<Entry>) {
+        let removed = {
+            let mut entries = lock(&self.entries);
+            match entries.peek(key) {
+                Some(current) if Arc::ptr_eq(current, entry) => entries.pop(key),
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// Waits for the key's turn to fetch: at most one holder per key at a time.
+    async fn turn(&self, key: &Key) -> Turn<'_> {
+        let gate = lock(&self.turns).entry(key.clone()).or_default().clone();
+        let guard = gate.clone().lock_owned().await;
+        Turn {
+            store: self,
+            key: key.clone(),
+            gate,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// A key's turn to fetch. Dropping it (also when the request is cancelled) lets the next
+/// caller in, and forgets the turn once nobody else waits for it.
+struct Turn<'a> {
+    store: &'a Store,
+    key: Key,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut turns = lock(&self.store.turns);
+        // Two holders left (the map and this turn) means no one else has it: clones are
+        // only made under this same lock, so the count cannot rise behind our back.
+        if Arc::strong_count(&self.gate) == 2 {
+            turns.remove(&self.key);
+        }
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field(
+                "entries",
+                &self.store.as_ref().map(|s| lock(&s.entries).len()),
+            )
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Builds the cache; with `enabled == false` or capacity 0 every lookup goes to AWS.
+    pub fn new(settings: CacheSettings) -> Self {
+        let store = NonZeroUsize::new(settings.capacity)
+            .filter(|_| settings.enabled)
+            .map(|capacity| Arc::new(Store::new(capacity)));
+        Self { store, settings }
+    }
+
+    /// The TTL that applies to a key.
+    fn ttl(&self, key: &Key) -> Duration {
+        match key {
+            Key::Parameter { .. } | Key::Path { .. } => self.settings.parameter_ttl,
+            Key::Secret { .. } => self.settings.secret_ttl,
+        }
+    }
+
+    /// Whether an entry is past its TTL and its stale window: never served again.
+    fn past_retention(&self, entry: &Entry) -> bool {
+        entry.age() > entry.ttl() + self.settings.max_stale
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.store
+            .as_ref()
+            .map_or(0, |store| lock(&store.entries).len() as u64)
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns the fresh cached entry, or fetches it. Concurrent callers of the same key
+    /// wait for one fetch. With `force`, the cache is not read (but is updated), and a
+    /// failure is returned rather than a stale value: the caller asked for AWS's answer.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: Key,
+        force: bool,
+        fetch: F,
+    ) -> Result<Lookup, SourceError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Item, SourceError>>,
+    {
+        let ttl = self.ttl(&key);
+        let Some(store) = self.store.as_ref().filter(|_| !ttl.is_zero()) else {
+            let item = fetch().await?;
+            return Ok(Lookup {
+                entry: Arc::new(Entry::new(item, ttl)),
+                freshness: Freshness::Bypass,
+            });
+        };
+
+        if !force {
+            if let Some(entry) = store.get(&key) {
+                if entry.is_fresh(Instant::now()) {
+                    entry.mark_read();
+                    return Ok(Lookup {
+                        entry,
+                        freshness: Freshness::Hit,
+                    });
+                }
+            }
+        }
+
+        // Slow path: one fetch per key at a time. Whoever held the turn before us may have
+        // just stored a fresh entry, so look again once it is ours.
+        let turn = store.turn(&key).await;
+        let current = store.get(&key);
+        if let Some(entry) = current
+            .as_ref()
+            .filter(|e| !force && e.is_fresh(Instant::now()))
+        {
+            entry.mark_read();
+            return Ok(Lookup {
+                entry: entry.clone(),
+                freshness: Freshness::Hit,
+            });
+        }
+        let outcome = match fetch().await {
+            Ok(item) => {
+                let entry = Arc::new(Entry::new(item, ttl));
+                entry.mark_read();
+                store.put(key, entry.clone());
+                Ok(Lookup {
+                    entry,
+                    freshness: Freshness::Miss,
+                })
+            }
+            Err(err) => {
+                let stale_ok = !force
+                    && err.is_transient()
+                    && current.as_ref().is_some_and(|e| !self.past_retention(e));
+                match current {
+                    Some(entry) if stale_ok => {
+                        entry.mark_read();
+                        Ok(Lookup {
+                            entry,
+                            freshness: Freshness::Stale,
+                        })
+                    }
+                    // A permanent failure means the old value is gone or no longer ours
+                    // to read: forget it rather than serve it later.
+                    Some(entry) if !err.is_transient() => {
+                        store.remove_if_same(&key, &entry);
+                        Err(err)
+                    }
+                    _ => Err(err),
+                }
+            }
+        };
+        drop(turn);
+        outcome
+    }
+
+    /// The fresh entry for a key, if there is one (counts as a read).
+    pub fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+        let entry = self.store.as_ref()?.get(key)?;
+        entry.is_fresh(Instant::now()).then(|| {
+            entry.mark_read();
+            entry
+        })
+    }
+
+    /// The fresh entry for a key, without counting a read (for looking before choosing).
+    pub fn peek_fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+        let entry = self.store.as_ref()?.get(key)?;
+        entry.is_fresh(Instant::now()).then_some(entry)
+    }
+
+    /// Stores a value fetched outside [`Cache::get_or_fetch`] (batch reads, prefetch,
+    /// refresh) and returns the entry. `read` says whether a caller is reading it now.
+    pub fn insert(&self, key: Key, item: Item, read: bool) -> Arc<Entry> {
+        let entry = Arc::new(Entry::new(item, self.ttl(&key)));
+        if read {
+            entry.mark_read();
+        }
+        self.insert_entry(key, entry.clone());
+        entry
+    }
+
+    /// Stores an existing entry under one more key (an ARN as well as a name, a String
+    /// parameter for both decryption settings).
+    pub fn insert_entry(&self, key: Key, entry: Arc<Entry>) {
+        if let Some(store) = &self.store {
+            if !self.ttl(&key).is_zero() {
+                store.put(key, entry);
+            }
+        }
+    }
+
+    /// Keys worth refreshing now (see [`Entry::due_for_refresh`]). Called once per invoke,
+    /// it also forgets entries past their stale window: Lambda freezes the environment
+    /// between invokes, so no timer could do it sooner.
+    pub fn due_for_refresh(&self, fraction: f64) -> Vec<Key> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let (due, gone) = {
+            let mut entries = lock(&store.entries);
+            let expired: Vec<Key> = entries
+                .iter()
+                .filter(|(_, entry)| self.past_retention(entry))
+                .map(|(key, _)| key.clone())
+                .collect();
+            let gone: Vec<_> = expired.iter().filter_map(|k| entries.pop(k)).collect();
+            let due: Vec<Key> = entries
+                .iter()
+                .filter(|(_, entry)| entry.due_for_refresh(fraction, now))
+                .map(|(key, _)| key.clone())
+                .collect();
+            (due, gone)
+        };
+        drop(gone);
+        due
+    }
+
+    /// Drops every entry (their values are zeroized as the last reference goes).
+    pub fn clear(&self) {
+        if let Some(store) = &self.store {
+            let mut gone = LruCache::unbounded();
+            std::mem::swap(&mut *lock(&store.entries), &mut gone);
+            drop(gone);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::FailureKind;
+    use crate::domain::SecretText;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            enabled: true,
+            capacity: 10,
+            parameter_ttl: Duration::from_secs(300),
+            secret_ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(3600),
+        }
+    }
+
+    fn key(name: &str) -> Key {
+        Key::Parameter {
+            scope: Scope::default(),
+            name: name.into(),
+            selector: None,
+            decrypt: true,
+        }
+    }
+
+    fn item(value: &str) -> Item {
+        Item::Parameter(Parameter {
+            arn: None,
+            data_type: None,
+            last_modified_date: None,
+            name: "n".into(),
+            extra: None,
+            kind: "String".into(),
+            value: SecretText::new(value.into()),
+            version: 1,
+        })
+    }
+
+    fn value(l: &Lookup) -> String {
+        match &l.entry.item {
+            Item::Parameter(p) => p.value.expose().to_owned(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn transient() -> SourceError {
+        SourceError::new(FailureKind::Unreachable, "ConnectionError", "down")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hit_until_ttl_then_refetch() {
+        let cache = Cache::new(settings());
+        let calls = AtomicUsize::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(item("v"))
+        };
+        assert_eq!(
+            cache
+                .get_or_fetch(key("a"), false, fetch)
+                .await
+                .unwrap()
+                .freshness,
+            Freshness::Miss
+        );
+        assert_eq!(
+            cache
+                .get_or_fetch(key("a"), false, fetch)
+                .await
+                .unwrap()
+                .freshness,
+            Freshness::Hit
+        );
+        tokio::time::advance(Duration::from_secs(301)).await;
+        assert_eq!(
+            cache
+                .get_or_fetch(key("a"), false, fetch)
+                .await
+                .unwrap()
+                .freshness,
+            Freshness::Miss
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_only_on_transient_failures_and_within_window() {
+        let cache = Cache::new(settings());
+        cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("old")) })
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(400)).await;
+        let l = cache
+            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .await
+            .unwrap();
+        assert_eq!(l.freshness, Freshness::Stale);
+        assert_eq!(value(&l), "old");
+        // refreshNow never serves stale.
+        assert!(cache
+            .get_or_fetch(key("a"), true, || async { Err(transient()) })
+            .await
+            .is_err());
+        // A permanent failure forgets the entry.
+        let gone = SourceError::new(FailureKind::NotFound, "ParameterNotFound", "gone");
+        assert!(cache
+            .get_or_fetch(key("a"), false, || async { Err(gone) })
+            .await
+            .is_err());
+        let err = cache
+            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Unreachable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_window_ends() {
+        let cache = Cache::new(CacheSettings {
+            max_stale: Duration::from_secs(10),
+            ..settings()
+        });
+        cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("old")) })
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(311)).await;
+        assert!(cache
+            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .await
+            .is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_misses_make_one_fetch() {
+        let cache = Cache::new(settings());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = cache.clone();
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch(key("same"), false, || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(item("v"))
+                        })
+                        .await
+                        .map(|l| value(&l))
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), "v");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn evicts_least_recently_used_at_capacity() {
+        let cache = Cache::new(CacheSettings {
+            capacity: 2,
+            ..settings()
+        });
+        for name in ["a", "b"] {
+            cache
+                .get_or_fetch(key(name), false, || async { Ok(item(name)) })
+                .await
+                .unwrap();
+        }
+        // Touch a, so b is the least recently used when c arrives.
+        cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("a")) })
+            .await
+            .unwrap();
+        cache
+            .get_or_fetch(key("c"), false, || async { Ok(item("c")) })
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 2);
+        let a = cache
+            .get_or_fetch(key("a"), false, || async { Ok(item("a2")) })
+            .await
+            .unwrap();
+        assert_eq!(a.freshness, Freshness::Hit);
+        let b = cache
+            .get_or_fetch(key("b"), false, || async { Ok(item("b2")) })
+            .await
+            .unwrap();
+        assert_eq!(b.freshness, Freshness::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_read_entries_near_expiry_are_due_for_refresh() {
+        let cache = Cache::new(settings());
+        cache.insert(key("unread"), item("u"), false);
+        cache
+            .get_or_fetch(key("read"), false, || async { Ok(item("r")) })
+            .await
+            .unwrap();
+        assert!(cache.due_for_refresh(0.2).is_empty());
+        // 300 s TTL, last 20 % starts at 240 s.
+        tokio::time::advance(Duration::from_secs(241)).await;
+        assert_eq!(cache.due_for_refresh(0.2), vec![key("read")]);
+        assert!(cache.due_for_refresh(0.0).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_past_the_stale_window_are_forgotten_at_the_next_sweep() {
+        let cache = Cache::new(CacheSettings {
+            max_stale: Duration::from_secs(10),
+            ..settings()
+        });
+        cache.insert(key("old"), item("o"), false);
+        tokio::time::advance(Duration::from_secs(305)).await;
+        cache.insert(key("young"), item("y"), false);
+        // Past its TTL but within the stale window: kept.
+        cache.due_for_refresh(0.2);
+        assert_eq!(cache.len(), 2);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        cache.due_for_refresh(0.2);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.peek_fresh(&key("young")).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_fetch_lets_the_next_caller_fetch_and_turns_are_not_kept() {
+        let cache = Cache::new(settings());
+        let started = Arc::new(tokio::sync::Notify::new());
+        let leader = {
+            let (cache, started) = (cache.clone(), started.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_fetch(key("k"), false, || async move {
+                        started.notify_one();
+                        std::future::pending::<Result<Item, SourceError>>().await
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        let l = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_or_fetch(key("k"), false, || async { Ok(item("v")) }),
+        )
+        .await
+        .expect("the cancelled fetch still holds the key")
+        .unwrap();
+        assert_eq!(l.freshness, Freshness::Miss);
+        assert!(lock(&cache.store.as_ref().unwrap().turns).is_empty());
+    }
+
+    #[tokio::test]
+    async fn disabled_or_zero_ttl_bypasses() {
+        let off = Cache::new(CacheSettings {
+            enabled: false,
+            ..settings()
+        });
+        let l = off
+            .get_or_fetch(key("a"), false, || async { Ok(item("v")) })
+            .await
+            .unwrap();
+        assert_eq!(l.freshness, Freshness::Bypass);
+        let zero = Cache::new(CacheSettings {
+            parameter_ttl: Duration::ZERO,
+            ..settings()
+        });
+        let l = zero
+            .get_or_fetch(key("a"), false, || async { Ok(item("v")) })
+            .await
+            .unwrap();
+        assert_eq!(l.freshness, Freshness::Bypass);
+        assert!(zero.is_empty());
+    }
+}

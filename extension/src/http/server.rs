@@ -1,0 +1,637 @@
+//! The localhost HTTP API: the AWS layer's routes, token and response shapes.
+//!
+//! [`router`] builds the whole API from an [`App`] so tests can drive it in-process;
+//! [`bind`] and [`serve`] put it on a loopback socket. Request hygiene (relay, host, method,
+//! token) is one middleware, [`guard`], applied before any route runs.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::api::{self, AuthToken, CACHE_HEADER, TOKEN_HEADER};
+use super::body::WipingBuffer;
+use super::envelope::{
+    ParameterResponse, ParametersResponse, PathResponse, ResultMetadata, SecretResponse,
+    SecretsResponse,
+};
+use super::error::ApiError;
+use super::query::{self, Output};
+use super::write_timeout::WriteTimeout;
+use crate::aws::{FailureKind, Source, SourceError};
+use crate::cache::{Freshness, Item, Key, Lookup, PrefetchGate};
+use crate::domain::json_key::{json_key, JsonKeyError};
+use crate::domain::{AskedScope, Parameter, Secret, SecretVersion};
+use crate::read::{self, Core, Purpose};
+
+/// What the handlers share: cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    core: Core,
+    token: AuthToken,
+    gate: PrefetchGate,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("cache", &self.inner.core.cache)
+            .finish()
+    }
+}
+
+impl App {
+    /// Serves what `core` reads (its cache, through its scopes) to requests that carry
+    /// `token`; requests for values being prefetched wait at `gate`.
+    pub fn new(core: Core, token: AuthToken, gate: PrefetchGate) -> Self {
+        Self {
+            inner: Arc::new(AppInner { core, token, gate }),
+        }
+    }
+
+    /// The source for what a request asked for and the names it reads.
+    async fn source_for<'n>(
+        &self,
+        asked: &AskedScope,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<Arc<dyn Source>, ApiError> {
+        let scopes = &self.inner.core.scopes;
+        let scope = scopes.resolve(asked, names)?;
+        Ok(scopes.source(&scope).await?)
+    }
+}
+
+/// The whole API. Unknown paths and non-GET methods get JSON errors too.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route(api::PING, get(ping))
+        .route(api::PARAMETER, get(get_parameter))
+        .route(&format!("{}/", api::PARAMETER), get(get_parameter))
+        .route(api::SECRET, get(get_secret))
+        .route(&format!("{}/", api::SECRET), get(get_secret))
+        .route(api::PARAMETERS, get(get_parameters))
+        .route(api::PARAMETERS_BY_PATH, get(get_parameters_by_path))
+        .route(api::SECRETS, get(get_secrets))
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Request hygiene, in the order a request is judged: relayed, foreign host, method, token.
+/// `/ping` needs no token so that readiness can be probed without one.
+async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if headers.contains_key("x-forwarded-for") {
+        return ApiError::Forwarded.into_response();
+    }
+    if !host_is_local(headers) {
+        return ApiError::ForeignHost.into_response();
+    }
+    if req.method() != Method::GET {
+        return ApiError::MethodNotAllowed(req.method().to_string()).into_response();
+    }
+    // A GET has no body. One announced anyway is a request-smuggling shape (or a client
+    // bug): refused before it is read.
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return ApiError::BodyOnGet.into_response();
+    }
+    if req.uri().path() != api::PING && !token_matches(headers, &app.inner.token) {
+        return ApiError::Forbidden.into_response();
+    }
+    next.run(req).await
+}
+
+fn token_matches(headers: &HeaderMap, expected: &AuthToken) -> bool {
+    headers
+        .get(TOKEN_HEADER)
+        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+/// A request from function code names this machine (or no host at all, as HTTP/1.0 may).
+/// Anything else is a DNS-rebinding attempt from a browser or a misrouted request.
+fn host_is_local(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
+}
+
+async fn ping() -> &'static str {
+    "healthy"
+}
+
+async fn no_route(req: Request) -> ApiError {
+    ApiError::NoRoute(req.uri().path().chars().take(128).collect())
+}
+
+async fn get_parameter(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = query::parse_parameter(query.as_deref())?;
+    let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
+    let key = Key::parameter(
+        source.scope(),
+        req.name.as_str().into(),
+        req.selector.as_ref(),
+        req.with_decryption,
+    );
+    app.inner.gate.wait_for(&key).await;
+    let lookup = read::parameter(
+        &app.inner.core.cache,
+        source.as_ref(),
+        &req.parameter_name(),
+        req.with_decryption,
+        req.refresh_now,
+    )
+    .await
+    .inspect_err(|err| {
+        tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
+    })?;
+    tracing::debug!(name = %req.name, cache = lookup.freshness.as_str(), "parameter served");
+    let Item::Parameter(parameter) = &lookup.entry.item else {
+        return Err(internal("cache entry of the wrong kind"));
+    };
+    match &req.output {
+        Output::Envelope => Ok(with_cache_headers(
+            json(
+                &ParameterResponse {
+                    parameter,
+                    result_metadata: ResultMetadata::default(),
+                },
+                [parameter.payload_len()],
+            ),
+            &lookup,
+        )),
+        output => Ok(with_cache_headers(
+            plain(parameter.value.expose(), output)?,
+            &lookup,
+        )),
+    }
+}
+
+async fn get_secret(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = query::parse_secret(query.as_deref())?;
+    let source = app.source_for(&req.scope, [req.secret_id.as_str()]).await?;
+    let version = SecretVersion::asked(req.version_id.as_deref(), req.version_stage.as_deref());
+    let key = Key::secret(source.scope(), &req.secret_id, version.as_ref());
+    app.inner.gate.wait_for(&key).await;
+    let lookup = read::secret(
+        &app.inner.core.cache,
+        source.as_ref(),
+        &req.secret_id,
+        version.as_ref(),
+        req.refresh_now,
+    )
+    .await
+    .inspect_err(|err| {
+        tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
+    })?;
+    tracing::debug!(secret_id = %req.secret_id, cache = lookup.freshness.as_str(), "secret served");
+    let Item::Secret(secret) = &lookup.entry.item else {
+        return Err(internal("cache entry of the wrong kind"));
+    };
+    match &req.output {
+        Output::Envelope => Ok(with_cache_headers(
+            json(
+                &SecretResponse {
+                    secret,
+                    result_metadata: ResultMetadata::default(),
+                },
+                [secret.payload_len()],
+            ),
+            &lookup,
+        )),
+        output => {
+            let text = match (&secret.secret_string, &secret.secret_binary) {
+                (Some(s), _) => s.expose(),
+                (None, Some(_)) => {
+                    return Err(ApiError::NotText(
+                        "the secret is binary; read it without valueOnly/jsonKey".into(),
+                    ))
+                }
+                (None, None) => "",
+            };
+            Ok(with_cache_headers(plain(text, output)?, &lookup))
+        }
+    }
+}
+
+async fn get_parameters(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = query::parse_parameters(query.as_deref())?;
+    let source = app
+        .source_for(&req.scope, req.names.iter().map(|n| n.name.as_str()))
+        .await?;
+    for name in &req.names {
+        let key = Key::parameter(
+            source.scope(),
+            name.name.as_str().into(),
+            name.selector.as_ref(),
+            req.with_decryption,
+        );
+        app.inner.gate.wait_for(&key).await;
+    }
+    let purpose = if req.refresh_now {
+        Purpose::RequestFresh
+    } else {
+        Purpose::Request
+    };
+    let many = read::parameters(
+        &app.inner.core.cache,
+        source.as_ref(),
+        &req.names,
+        req.with_decryption,
+        purpose,
+    )
+    .await
+    .inspect_err(|err| tracing::warn!(code = %err.code, "batch parameter read failed"))?;
+    let parameters: Vec<&Parameter> = many
+        .found
+        .iter()
+        .filter_map(|e| match &e.item {
+            Item::Parameter(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let body = ParametersResponse {
+        parameters,
+        invalid_parameters: &many.invalid,
+        result_metadata: ResultMetadata::default(),
+    };
+    let mut response = json(&body, body.parameters.iter().map(|p| p.payload_len()));
+    batch_headers(&mut response, many.hits, req.names.len());
+    Ok(response)
+}
+
+async fn get_parameters_by_path(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = query::parse_path(query.as_deref())?;
+    let source = app.source_for(&req.scope, []).await?;
+    let key = Key::Path {
+        scope: source.scope().clone(),
+        path: req.path.clone(),
+        recursive: req.recursive,
+        decrypt: req.with_decryption,
+    };
+    app.inner.gate.wait_for(&key).await;
+    let purpose = if req.refresh_now {
+        Purpose::RequestFresh
+    } else {
+        Purpose::Request
+    };
+    let (entry, freshness) = read::path(
+        &app.inner.core.cache,
+        source.as_ref(),
+        &req.path,
+        req.recursive,
+        req.with_decryption,
+        purpose,
+    )
+    .await
+    .inspect_err(|err| tracing::warn!(path = %req.path, code = %err.code, "path read failed"))?;
+    if !matches!(entry.item, Item::Parameters(_)) {
+        return Err(internal("cache entry of the wrong kind"));
+    }
+    let parameters: Vec<&Parameter> = entry.item.path_parameters().collect();
+    let response = json(
+        &PathResponse {
+            result_metadata: ResultMetadata::default(),
+            parameters,
+        },
+        entry.item.path_parameters().map(Parameter::payload_len),
+    );
+    Ok(with_cache_headers(
+        response,
+        &Lookup {
+            entry: entry.clone(),
+            freshness,
+        },
+    ))
+}
+
+async fn get_secrets(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = query::parse_secrets(query.as_deref())?;
+    let source = app
+        .source_for(&req.scope, req.ids.iter().map(String::as_str))
+        .await?;
+    for id in &req.ids {
+        let key = Key::secret(source.scope(), id, None);
+        app.inner.gate.wait_for(&key).await;
+    }
+    let purpose = if req.refresh_now {
+        Purpose::RequestFresh
+    } else {
+        Purpose::Request
+    };
+    let many = read::secrets(&app.inner.core.cache, source.as_ref(), &req.ids, purpose)
+        .await
+        .inspect_err(|err| tracing::warn!(code = %err.code, "batch secret read failed"))?;
+    let secrets: Vec<&Secret> = many
+        .found
+        .iter()
+        .filter_map(|e| match &e.item {
+            Item::Secret(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let body = SecretsResponse {
+        secret_values: secrets,
+        errors: &many.errors,
+        result_metadata: ResultMetadata::default(),
+    };
+    let mut response = json(&body, body.secret_values.iter().map(|s| s.payload_len()));
+    batch_headers(&mut response, many.hits, req.ids.len());
+    Ok(response)
+}
+
+fn internal(message: &str) -> ApiError {
+    ApiError::Source(SourceError::new(
+        FailureKind::Internal,
+        "InternalError",
+        message,
+    ))
+}
+
+/// Bytes of names, ARNs, dates and field names the AWS layer's JSON adds around one value.
+const ENVELOPE_BYTES: usize = 512;
+
+/// A JSON body with room for its values (`payloads`: the bytes of each) and the envelope
+/// around each, so that the buffer rarely grows.
+fn json<T: serde::Serialize>(body: &T, payloads: impl IntoIterator<Item = usize>) -> Response {
+    let (items, values) = payloads
+        .into_iter()
+        .fold((0, 0), |(items, values), len| (items + 1, values + len));
+    let mut buffer = WipingBuffer::with_capacity(values + items.max(1) * ENVELOPE_BYTES);
+    match serde_json::to_writer(&mut buffer, body) {
+        Ok(()) => body_response(buffer, "application/json"),
+        Err(_) => internal("the value could not be encoded").into_response(),
+    }
+}
+
+/// The value alone, or one key of it, as text.
+fn plain(value: &str, output: &Output) -> Result<Response, ApiError> {
+    let picked;
+    let text = match output {
+        Output::JsonKey(key) => {
+            picked = json_key(value, key).map_err(|err| match err {
+                JsonKeyError::NotJson(_) => ApiError::NotText(err.to_string()),
+                JsonKeyError::NoSuchKey(key) => {
+                    ApiError::JsonKeyNotFound(key.chars().take(128).collect())
+                }
+            })?;
+            picked.as_str()
+        }
+        _ => value,
+    };
+    let mut buffer = WipingBuffer::with_capacity(text.len());
+    buffer
+        .write_all(text.as_bytes())
+        .map_err(|_| internal("the value could not be copied"))?;
+    Ok(body_response(buffer, "text/plain; charset=utf-8"))
+}
+
+fn body_response(buffer: WipingBuffer, content_type: &'static str) -> Response {
+    let mut response = Body::from(buffer.into_bytes()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Cache outcome of a single read: `X-Lockbox-Cache`, and `Age` when stale.
+fn with_cache_headers(mut response: Response, lookup: &Lookup) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        CACHE_HEADER,
+        HeaderValue::from_static(lookup.freshness.as_str()),
+    );
+    if lookup.freshness == Freshness::Stale {
+        // Standard `Age` header: seconds since AWS last answered for this value.
+        headers.insert(header::AGE, HeaderValue::from(lookup.entry.age().as_secs()));
+    }
+    response
+}
+
+/// Cache outcome of a batch read: how many of how many were hits.
+fn batch_headers(response: &mut Response, hits: usize, asked: usize) {
+    let value = format!("hits={hits}/{asked}");
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(CACHE_HEADER, value);
+    }
+}
+
+/// Bounds on what function code (or anything else on the box) can make the server hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once; one more gets 429 and is closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, idle keep-alive included: a client
+    /// that never finishes a request loses its slot after this.
+    pub header_timeout: Duration,
+    /// Time a response may wait for the client to take any more of it: a client that
+    /// never reads what it asked for loses its slot after this.
+    pub write_timeout: Duration,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+}
+
+/// Binds the loopback listener. Loopback only, and IP TTL 1 so that nothing it sends can
+/// cross a router even if a packet were misdirected.
+pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+    listener.set_ttl(1)?;
+    Ok(listener)
+}
+
+/// Serves the API on a bound listener until `shutdown` resolves, then finishes in-flight
+/// requests (closing idle connections) and returns.
+///
+/// hyper directly rather than `axum::serve`, for what `axum::serve` does not expose: a
+/// header read timeout, a write timeout, a head size bound and a connection bound answered
+/// with 429.
+pub async fn serve<F>(
+    listener: TcpListener,
+    app: App,
+    limits: ServerLimits,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let service = TowerToHyperService::new(router(app));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: transient, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Accepted sockets inherit the listener's TTL on Linux; set it anyway so the
+        // property does not depend on the platform.
+        let _ = stream.set_ttl(1);
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(stream, limits.max_connections));
+            continue;
+        };
+        let stream = WriteTimeout::new(stream, limits.write_timeout);
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Answers a connection over the limit with 429 and closes it. The request is read first
+/// (briefly) so that the client sees the answer rather than a reset.
+async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut scratch = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut scratch)).await;
+    let body = format!(
+        "{{\"__type\":\"TooManyConnections\",\"message\":\"more than {limit} connections are open; retry, or reuse a connection\"}}"
+    );
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::scopes::tests::scopes;
+    use crate::cache::{Cache, CacheSettings};
+
+    /// A TTL cannot be seen from the other end of a TCP connection, so the end-to-end tests
+    /// (tests/tests/e2e/hardening.rs) show only that other addresses are refused; the TTL
+    /// of 1 is checked here, on the listener and on a socket it accepted.
+    #[tokio::test]
+    async fn listener_binds_loopback_only_with_ip_ttl_one() {
+        let listener = bind(0).await.expect("bind a free loopback port");
+        let addr = listener.local_addr().expect("bound address");
+        assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
+        assert_eq!(listener.ttl().expect("listener TTL"), 1);
+
+        let _client = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect over loopback");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        // Set again in `serve` for every accepted socket; inherited on Linux anyway.
+        assert_eq!(accepted.ttl().expect("accepted socket TTL"), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_name_through_different_scopes_is_different_cache_entries() {
+        let cache = Cache::new(CacheSettings {
+            enabled: true,
+            capacity: 100,
+            parameter_ttl: Duration::from_secs(300),
+            secret_ttl: Duration::from_secs(300),
+            max_stale: Duration::ZERO,
+        });
+        let scopes = scopes();
+        let mut seen = Vec::new();
+        for (query, expected) in [
+            ("name=/a", "via home"),
+            (
+                "name=/a&roleArn=arn:aws:iam::222222222222:role/exact",
+                "via arn:aws:iam::222222222222:role/exact",
+            ),
+            ("name=/a&region=cn-north-1", "via cn-north-1"),
+            (
+                "name=arn:aws-us-gov:ssm:us-gov-west-1:444444444444:parameter/a",
+                "via arn:aws-us-gov:iam::444444444444:role/reader in us-gov-west-1",
+            ),
+        ] {
+            let req = query::parse_parameter(Some(query)).unwrap();
+            let scope = scopes.resolve(&req.scope, [req.name.as_str()]).unwrap();
+            let source = scopes.source(&scope).await.unwrap();
+            for round in 0..2 {
+                let lookup =
+                    read::parameter(&cache, source.as_ref(), &req.parameter_name(), false, false)
+                        .await
+                        .unwrap();
+                let Item::Parameter(p) = &lookup.entry.item else {
+                    panic!("a parameter");
+                };
+                assert_eq!(p.value.expose(), expected, "{query} round {round}");
+            }
+            seen.push(Key::Parameter {
+                scope,
+                name: req.name.as_str().into(),
+                selector: None,
+                decrypt: false,
+            });
+        }
+        assert_eq!(cache.len(), 4);
+        for key in &seen {
+            assert!(cache.peek_fresh(key).is_some(), "{key:?}");
+        }
+    }
+}
