@@ -170,7 +170,7 @@ pub struct Config {
     pub ttl_jitter: f64,
     /// Connections from function code served at once.
     pub max_client_connections: usize,
-    /// Time a client has to send a request head.
+    /// Time a client has to send a request head, and to take any more of a response.
     pub client_timeout: Duration,
     /// The kind of environment (`AWS_LAMBDA_INITIALIZATION_TYPE`). Under SnapStart, Init
     /// runs once for a snapshot that is restored later, so nothing fetched during Init may
@@ -243,6 +243,7 @@ impl Config {
         ServerLimits {
             max_connections: self.max_client_connections,
             header_timeout: self.client_timeout,
+            write_timeout: self.client_timeout,
             max_header_bytes: MAX_HEADER_BYTES,
         }
     }

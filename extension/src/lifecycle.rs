@@ -445,8 +445,7 @@ async fn render(
     let Some(renderer) = renderer.filter(|_| !config.mode.is_snap_start()) else {
         return Ok(());
     };
-    let home = core.scopes.home();
-    let fetch = CacheFetch::new(&core.cache, home.as_ref());
+    let fetch = CacheFetch::new(&core.cache, &core.scopes);
     let problem = match deadline.run(renderer.render(&fetch)).await {
         Some(report) => {
             tracing::info!(
@@ -655,8 +654,7 @@ impl Running {
             return;
         };
         let mut renderer = renderer.lock().await;
-        let home = self.core.scopes.home();
-        let fetch = CacheFetch::new(&self.core.cache, home.as_ref());
+        let fetch = CacheFetch::new(&self.core.cache, &self.core.scopes);
         match tokio::time::timeout(self.refresh_bound, renderer.render(&fetch)).await {
             Ok(report) => {
                 if report.written > 0 {

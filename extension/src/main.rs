@@ -1,6 +1,7 @@
 //! The `lockbox` executable, installed as `/opt/extensions/lockbox` by the layer.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use lockbox_extension::config::RawConfig;
 use lockbox_extension::{lifecycle, logging};
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match lifecycle::run(raw).await {
             Ok(()) => {
                 // The last line of a clean stop; Lambda sees the exit status, and so do the
@@ -35,5 +36,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // A template read may still be blocked (a FIFO nobody writes): dropping the runtime
+    // would wait for it forever.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
 }

@@ -63,6 +63,19 @@ pub enum ScopeError {
     Unavailable(Scope),
 }
 
+impl ScopeError {
+    /// The error code the API answers with, and a reference that cannot be read reports.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ScopeError::RoleNotAllowed(_) => "RoleNotAllowed",
+            ScopeError::TooManyRoles { .. } => "TooManyRoles",
+            ScopeError::TooManyRegions { .. } => "TooManyRegions",
+            ScopeError::RegionConflict { .. } | ScopeError::MixedScopes(_) => "InvalidRequest",
+            ScopeError::Unavailable(_) => "ScopeUnavailable",
+        }
+    }
+}
+
 /// Makes the source for a scope (the real one builds SDK clients and an `AssumeRole`
 /// credentials provider).
 pub type SourceFactory = Arc<dyn Fn(Scope) -> BoxFuture<'static, Arc<dyn Source>> + Send + Sync>;

@@ -124,10 +124,25 @@ impl Key {
 pub enum Item {
     /// From SSM.
     Parameter(Parameter),
-    /// From SSM, a path's parameters.
-    Parameters(Vec<Parameter>),
+    /// From SSM, a path's parameters: each is the entry it is also cached as under its own
+    /// name (an [`Item::Parameter`]), so a value read by path is held once.
+    Parameters(Vec<Arc<Entry>>),
     /// From Secrets Manager.
     Secret(Secret),
+}
+
+impl Item {
+    /// A path read's parameters, in the order SSM listed them.
+    pub fn path_parameters(&self) -> impl Iterator<Item = &Parameter> {
+        let entries = match self {
+            Item::Parameters(entries) => entries.as_slice(),
+            _ => &[],
+        };
+        entries.iter().filter_map(|entry| match &entry.item {
+            Item::Parameter(parameter) => Some(parameter),
+            _ => None,
+        })
+    }
 }
 
 /// The most a cache key may take: every cached value has one, so it is pinned here.
@@ -229,7 +244,8 @@ impl Item {
     pub fn value_bytes(&self) -> usize {
         match self {
             Item::Parameter(p) => p.payload_len(),
-            Item::Parameters(ps) => ps.iter().map(Parameter::payload_len).sum(),
+            // A path's entry points at its parameters' own entries, which count their bytes.
+            Item::Parameters(_) => 0,
             Item::Secret(s) => s.payload_len(),
         }
     }

@@ -5,6 +5,26 @@ use serde::Serialize;
 
 use super::value::{SecretBytes, SecretText, Timestamp};
 
+/// Length of the random suffix Secrets Manager appends to a secret's name in its ARN
+/// (`-AbCdEf`), dash included.
+const ARN_SUFFIX_LEN: usize = 7;
+
+/// Whether a secret called `name`, with `arn`, is the one `asked` names: by its name, its
+/// full ARN, or its partial ARN (the ARN without the random suffix, which Secrets Manager
+/// accepts as an id and answers with the full ARN).
+pub fn secret_answers_to(name: Option<&str>, arn: Option<&str>, asked: &str) -> bool {
+    if name == Some(asked) || arn == Some(asked) {
+        return true;
+    }
+    arn.and_then(|arn| arn.strip_prefix(asked))
+        .is_some_and(|suffix| {
+            asked.starts_with("arn:")
+                && suffix.len() == ARN_SUFFIX_LEN
+                && suffix.starts_with('-')
+                && suffix[1..].bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
 /// One Secrets Manager secret version, as `GetSecretValue` returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Secret {
@@ -75,4 +95,30 @@ pub struct SecretBatchError {
     /// AWS's message.
     #[serde(rename = "Message")]
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_answers_to_its_name_its_arn_and_its_partial_arn() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db-AbC123";
+        let answers = |asked: &str| secret_answers_to(Some("app/db"), Some(arn), asked);
+        assert!(answers("app/db"));
+        assert!(answers(arn));
+        assert!(answers(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db"
+        ));
+        // Neither a shorter name's partial ARN nor a name that only ends the same way.
+        assert!(!answers(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/d"
+        ));
+        assert!(!answers(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app"
+        ));
+        assert!(!answers("db-AbC123"));
+        assert!(!answers("app/db-AbC123"));
+        assert!(!secret_answers_to(Some("a"), None, "arn:x"));
+    }
 }

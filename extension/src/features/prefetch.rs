@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use futures::future::join_all;
 
 use crate::aws::Source;
-use crate::cache::{Cache, GateOpener, Item, PrefetchGate};
+use crate::cache::{Cache, GateOpener, PrefetchGate};
 use crate::domain::{AskedScope, ParameterName, RoleArn, Scope};
 use crate::read::{self, Core, Purpose};
 
@@ -183,10 +183,7 @@ async fn run_scope(
     };
     let path_reads = join_all(paths.iter().map(|path| async move {
         match read::path(cache, source, path, true, true, Purpose::Prefetch).await {
-            Ok((entry, _)) => match &entry.item {
-                Item::Parameters(found) => (found.len(), Vec::new()),
-                _ => (0, Vec::new()),
-            },
+            Ok((entry, _)) => (entry.item.path_parameters().count(), Vec::new()),
             Err(err) => (0, vec![format!("ssm-path:{path}: {}", err.code)]),
         }
     }));

@@ -5,20 +5,31 @@
 //!
 //! A file is written with mode 0600 to a temporary file in the same directory, synced and
 //! renamed over `DEST`, so a reader sees the old file or the new one, never half of one.
+//! Every directory below the root is opened relative to its parent without following
+//! symbolic links (and created, mode 0700, only once its parent is known to be under the
+//! root), so a link planted in the path cannot send a secret elsewhere.
 //! A template whose references cannot all be resolved is reported and not written.
+//!
+//! File I/O runs on tokio's blocking pool, never on the runtime thread that serves
+//! requests: a template on a slow filesystem (or a FIFO nobody writes) delays rendering,
+//! not the API.
 //!
 //! The lifecycle renders during Init, after prefetch, and again on each INVOKE after
 //! refresh: only files whose rendered content changed (compared by a keyed hash, so the
 //! values themselves are not kept) are written again.
 
 use std::collections::hash_map::RandomState;
-use std::fs::{self, OpenOptions};
+use std::ffi::OsStr;
+use std::fs;
 use std::hash::BuildHasher;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::io::{Read as _, Write as _};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use super::reference::resolve::{self, Fetch};
@@ -120,13 +131,31 @@ pub struct RenderReport {
     pub failures: Vec<String>,
 }
 
-/// A template, loaded, and what was last written from it.
+/// A template, loaded or being read, and what was last written from it.
 #[derive(Debug)]
 struct File {
     target: RenderTarget,
-    template: Result<Template, TemplateError>,
+    template: Loading,
     /// Keyed hash of the content last written.
     written: Option<u64>,
+}
+
+/// A template being read on the blocking pool, then its outcome. A render that gives up
+/// waiting leaves the read running; the next render waits for the same read.
+#[derive(Debug)]
+enum Loading {
+    Reading(JoinHandle<Result<Template, TemplateError>>),
+    Done(Result<Template, TemplateError>),
+}
+
+impl Loading {
+    /// Waits for the read to be over, if it is not.
+    async fn finish(&mut self) {
+        if let Loading::Reading(read) = self {
+            let outcome = read.await.unwrap_or(Err(TemplateError::TaskFailed));
+            *self = Loading::Done(outcome);
+        }
+    }
 }
 
 /// Renders the plan's files, keeping what it needs to tell whether a file changed.
@@ -140,16 +169,22 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// Reads and parses every template. A template that cannot be read or parsed is
-    /// reported by the first [`Renderer::render`].
+    /// Starts reading and parsing every template on the blocking pool; the first
+    /// [`Renderer::render`] waits for them. A template that cannot be read or parsed is
+    /// reported by that render. Must be called within a tokio runtime.
     pub fn load(plan: &RenderPlan) -> Self {
         let files = plan
             .targets
             .iter()
-            .map(|target| File {
-                target: target.clone(),
-                template: load_template(&target.source),
-                written: None,
+            .map(|target| {
+                let source = target.source.clone();
+                File {
+                    target: target.clone(),
+                    template: Loading::Reading(tokio::task::spawn_blocking(move || {
+                        load_template(&source)
+                    })),
+                    written: None,
+                }
             })
             .collect();
         Self {
@@ -169,10 +204,16 @@ impl Renderer {
     /// content changed.
     pub async fn render(&mut self, fetch: &dyn Fetch) -> RenderReport {
         let mut report = RenderReport::default();
+        for file in &mut self.files {
+            file.template.finish().await;
+        }
         let references: Vec<_> = self
             .files
             .iter()
-            .filter_map(|f| f.template.as_ref().ok())
+            .filter_map(|f| match &f.template {
+                Loading::Done(Ok(template)) => Some(template),
+                _ => None,
+            })
             .flat_map(|t| t.references().map(|(_, r)| r))
             .collect();
         let resolved = resolve::resolve(fetch, references).await;
@@ -184,13 +225,14 @@ impl Renderer {
                 file.target.dest.display()
             );
             let template = match &file.template {
-                Ok(template) => template,
-                Err(problem) => {
+                Loading::Done(Ok(template)) => template,
+                Loading::Done(Err(problem)) => {
                     if report_loads {
                         report.failures.push(format!("{named}: {problem}"));
                     }
                     continue;
                 }
+                Loading::Reading(_) => continue,
             };
             let content = template.substitute(|written, reference| {
                 resolved
@@ -241,17 +283,28 @@ enum TemplateError {
     /// The file is not UTF-8 text.
     #[error("could not read the template as UTF-8 text: {0}")]
     NotText(#[source] std::io::Error),
+    /// The blocking task reading it failed.
+    #[error("the template could not be read: the reading task failed")]
+    TaskFailed,
     /// A reference in it is malformed.
     #[error(transparent)]
     Reference(#[from] reference::ReferenceError),
 }
 
+/// Reads and parses one template (blocking: called on the blocking pool). At most
+/// [`MAX_TEMPLATE_BYTES`] are read, whatever the file claims its size is.
 fn load_template(source: &Path) -> Result<Template, TemplateError> {
-    let metadata = fs::metadata(source).map_err(TemplateError::Read)?;
-    if metadata.len() > MAX_TEMPLATE_BYTES {
+    let file = fs::File::open(source).map_err(TemplateError::Read)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TEMPLATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(TemplateError::Read)?;
+    if bytes.len() as u64 > MAX_TEMPLATE_BYTES {
         return Err(TemplateError::TooLarge);
     }
-    let text = fs::read_to_string(source).map_err(TemplateError::NotText)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        TemplateError::NotText(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })?;
     Ok(reference::parse(&text)?)
 }
 
@@ -259,58 +312,103 @@ fn load_template(source: &Path) -> Result<Template, TemplateError> {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `content` to `dest` through a temporary file in the same directory: mode 0600,
-/// synced, renamed over `dest`. The directory is created (mode 0700) if missing, and must
-/// still lie under `root` once symbolic links are followed.
+/// synced, renamed over `dest`.
+///
+/// `dest` must lie under `root` as written (checked before anything is touched). From
+/// `root` down, each directory is opened relative to its parent with `O_NOFOLLOW`, and
+/// created (mode 0700) if missing only after its parent was opened that way; the temporary
+/// file is created and renamed relative to the last one. A symbolic link anywhere below
+/// `root` is refused, so what is written cannot land outside it, whatever is swapped in
+/// meanwhile. `root` itself is the configured anchor and is opened as named.
 pub fn write_atomically(
     root: &Path,
     dest: &Path,
     content: Zeroizing<String>,
 ) -> std::io::Result<()> {
-    let invalid =
-        |message: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, message.to_owned());
-    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
-        return Err(invalid("DEST names no file"));
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    if !fs::canonicalize(dir)?.starts_with(fs::canonicalize(root)?) {
-        return Err(invalid("DEST's directory leads outside the render root"));
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    let below = dest.strip_prefix(root).map_err(|_| {
+        invalid(format!(
+            "DEST is not under the render root {}",
+            root.display()
+        ))
+    })?;
+    let mut parts = Vec::new();
+    for component in below.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            _ => return Err(invalid("DEST must not have '.' or '..' parts".into())),
+        }
     }
-    let temp = dir.join(format!(
+    let Some((name, dirs)) = parts.split_last() else {
+        return Err(invalid("DEST names no file".into()));
+    };
+    let mut dir = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for part in dirs {
+        dir = open_or_create_dir(&dir, part).map_err(|err| match err {
+            Errno::LOOP | Errno::NOTDIR => invalid(format!(
+                "{:?} under the render root is a symbolic link or not a directory",
+                part
+            )),
+            other => other.into(),
+        })?;
+    }
+    let temp = format!(
         ".{}.lockbox-{}-{}.tmp",
         name.to_string_lossy(),
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
+    );
+    let written = (|| -> std::io::Result<()> {
+        let fd = rustix::fs::openat(
+            &dir,
+            temp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )?;
         // The umask can only take bits away; set the mode exactly.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)?;
+        let mut file = fs::File::from(fd);
         file.write_all(content.as_bytes())?;
         file.sync_all()?;
-        fs::rename(&temp, dest)
+        // rename(2) replaces a link at `name` rather than following it.
+        rustix::fs::renameat(&dir, temp.as_str(), &dir, *name)?;
+        Ok(())
     })();
     if written.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
     }
     written?;
     // Make the rename itself durable; a failure here does not undo the write.
-    if let Ok(dir) = fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
+    let _ = rustix::fs::fsync(&dir);
     Ok(())
+}
+
+/// Opens the directory `name` in `parent` without following a link, creating it (mode
+/// 0700) if it does not exist.
+fn open_or_create_dir(parent: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+        Err(Errno::NOENT) => {
+            match rustix::fs::mkdirat(parent, name, Mode::RWXU) {
+                // Made by a concurrent write meanwhile: open it the same way.
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(err) => return Err(err),
+            }
+            rustix::fs::openat(parent, name, flags, Mode::empty())
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::features::reference::resolve::tests::{sample, FakeFetch};
+    use std::os::unix::fs::PermissionsExt as _;
 
     /// A fresh directory under the system's temporary directory, removed when dropped.
     struct Scratch(PathBuf);
@@ -376,6 +474,116 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
         assert!(fs::read_dir(&outside.0).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_link_in_the_path_is_refused_before_anything_is_created() {
+        let root = Scratch::new("root");
+        let outside = Scratch::new("outside");
+        std::os::unix::fs::symlink(&outside.0, root.0.join("escape")).unwrap();
+        // Directories below the link would be made outside the root if the path were
+        // created first and checked after.
+        let err = write_atomically(
+            &root.0,
+            &root.0.join("escape/new/deeper/x.conf"),
+            Zeroizing::new("v".into()),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("escape"), "{err}");
+        assert!(fs::read_dir(&outside.0).unwrap().next().is_none());
+        // A link to a directory inside the root is refused too: no step follows a link.
+        fs::create_dir(root.0.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.0.join("real"), root.0.join("inside")).unwrap();
+        let err = write_atomically(
+            &root.0,
+            &root.0.join("inside/x.conf"),
+            Zeroizing::new("v".into()),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert!(fs::read_dir(root.0.join("real")).unwrap().next().is_none());
+        // A destination outside the root is refused before anything is opened.
+        let err = write_atomically(
+            &root.0,
+            &outside.0.join("x.conf"),
+            Zeroizing::new("v".into()),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    }
+
+    #[test]
+    fn a_link_at_the_destination_is_replaced_not_followed() {
+        let root = Scratch::new("root");
+        let outside = Scratch::new("outside");
+        let target = outside.0.join("target");
+        fs::write(&target, "untouched").unwrap();
+        let dest = root.0.join("app.conf");
+        std::os::unix::fs::symlink(&target, &dest).unwrap();
+        write_atomically(&root.0, &dest, Zeroizing::new("rendered".into())).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(!fs::symlink_metadata(&dest).unwrap().is_symlink());
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "rendered");
+    }
+
+    /// Templates are read off the runtime thread: with a one-thread runtime, the thread
+    /// goes on (here: it signals) while a template's read is still blocked, on a FIFO that
+    /// no one has opened for writing yet.
+    #[test]
+    fn templates_are_read_off_the_runtime_thread() {
+        let scratch = Scratch::new("fifo");
+        let source = scratch.0.join("app.tmpl");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &source,
+            rustix::fs::FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let dest = scratch.0.join("out/app.conf");
+        let plan = RenderPlan::parse(
+            &format!("{}:{}", source.display(), dest.display()),
+            &scratch.0,
+        )
+        .unwrap();
+        // The writer opens the FIFO once the runtime thread has moved on past `load`, or
+        // after 5 s in any case (so that a blocked thread fails the test, not hangs it).
+        let (moved_on, signal) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let source = source.clone();
+            std::thread::spawn(move || {
+                let went_on = signal
+                    .recv_timeout(std::time::Duration::from_secs(5))
+                    .is_ok();
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&source)
+                    .and_then(|mut fifo| fifo.write_all(b"static text\n"))
+                    .unwrap();
+                went_on
+            })
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = runtime.block_on(async {
+            let mut renderer = Renderer::load(&plan);
+            moved_on.send(()).unwrap();
+            renderer.render(&FakeFetch::default()).await
+        });
+        assert!(
+            writer.join().unwrap(),
+            "the runtime thread was blocked reading the template"
+        );
+        assert_eq!(
+            (report.written, report.failures.len()),
+            (1, 0),
+            "{report:?}"
+        );
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "static text\n");
     }
 
     fn plan(scratch: &Scratch, templates: &[(&str, &str)]) -> RenderPlan {

@@ -72,13 +72,8 @@ impl ApiError {
             ApiError::JsonKeyNotFound(_) => (StatusCode::NOT_FOUND, "JsonKeyNotFound"),
             ApiError::NotText(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ValueNotJson"),
             ApiError::Scope(err) => match err {
-                ScopeError::RoleNotAllowed(_) => (StatusCode::FORBIDDEN, "RoleNotAllowed"),
-                ScopeError::TooManyRoles { .. } => (StatusCode::BAD_REQUEST, "TooManyRoles"),
-                ScopeError::TooManyRegions { .. } => (StatusCode::BAD_REQUEST, "TooManyRegions"),
-                ScopeError::RegionConflict { .. } | ScopeError::MixedScopes(_) => {
-                    (StatusCode::BAD_REQUEST, "InvalidRequest")
-                }
-                ScopeError::Unavailable(_) => (StatusCode::BAD_REQUEST, "ScopeUnavailable"),
+                ScopeError::RoleNotAllowed(_) => (StatusCode::FORBIDDEN, err.code()),
+                _ => (StatusCode::BAD_REQUEST, err.code()),
             },
             ApiError::Source(err) => {
                 let status = match err.kind {

@@ -23,7 +23,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use zeroize::Zeroizing;
 
 use super::api::{self, AuthToken, CACHE_HEADER, TOKEN_HEADER};
 use super::body::WipingBuffer;
@@ -33,8 +32,10 @@ use super::envelope::{
 };
 use super::error::ApiError;
 use super::query::{self, Output};
+use super::write_timeout::WriteTimeout;
 use crate::aws::{FailureKind, Source, SourceError};
 use crate::cache::{Freshness, Item, Key, Lookup, PrefetchGate};
+use crate::domain::json_key::{json_key, JsonKeyError};
 use crate::domain::{AskedScope, Parameter, Secret, SecretVersion};
 use crate::features::restore::RestoreWatch;
 use crate::read::{self, Core, Purpose};
@@ -358,15 +359,16 @@ async fn get_parameters_by_path(
         tracing::warn!(path = %req.path, code = %err.code, "path read failed");
     })?;
     count_read(&app, freshness);
-    let Item::Parameters(parameters) = &entry.item else {
+    if !matches!(entry.item, Item::Parameters(_)) {
         return Err(internal("cache entry of the wrong kind"));
-    };
+    }
+    let parameters: Vec<&Parameter> = entry.item.path_parameters().collect();
     let response = json(
         &PathResponse {
-            parameters: parameters.iter().collect(),
             result_metadata: ResultMetadata::default(),
+            parameters,
         },
-        parameters.iter().map(Parameter::payload_len),
+        entry.item.path_parameters().map(Parameter::payload_len),
     );
     Ok(with_cache_headers(
         response,
@@ -493,7 +495,12 @@ fn plain(value: &str, output: &Output) -> Result<Response, ApiError> {
     let picked;
     let text = match output {
         Output::JsonKey(key) => {
-            picked = Zeroizing::new(json_key(value, key)?);
+            picked = json_key(value, key).map_err(|err| match err {
+                JsonKeyError::NotJson(_) => ApiError::NotText(err.to_string()),
+                JsonKeyError::NoSuchKey(key) => {
+                    ApiError::JsonKeyNotFound(key.chars().take(128).collect())
+                }
+            })?;
             picked.as_str()
         }
         _ => value,
@@ -511,28 +518,6 @@ fn body_response(buffer: WipingBuffer, content_type: &'static str) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
-}
-
-/// Picks `key` out of a JSON value: `a.b.0` (dots; digits index arrays) or a JSON pointer
-/// `/a/b/0` for keys that contain dots. A string is returned as is, anything else as JSON.
-fn json_key(value: &str, key: &str) -> Result<String, ApiError> {
-    let document: serde_json::Value = serde_json::from_str(value).map_err(|_| {
-        ApiError::NotText(format!(
-            "the value is not JSON, so jsonKey {key:?} cannot be read from it"
-        ))
-    })?;
-    let pointer = if key.starts_with('/') {
-        key.to_owned()
-    } else {
-        key.split('.')
-            .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
-            .collect()
-    };
-    match document.pointer(&pointer) {
-        Some(serde_json::Value::String(s)) => Ok(s.clone()),
-        Some(other) => Ok(other.to_string()),
-        None => Err(ApiError::JsonKeyNotFound(key.chars().take(128).collect())),
-    }
 }
 
 /// Cache outcome of a single read: `X-Lockbox-Cache`, and `Age` when stale.
@@ -565,6 +550,9 @@ pub struct ServerLimits {
     /// Time a client has to send a request's headers, idle keep-alive included: a client
     /// that never finishes a request loses its slot after this.
     pub header_timeout: Duration,
+    /// Time a response may wait for the client to take any more of it: a client that
+    /// never reads what it asked for loses its slot after this.
+    pub write_timeout: Duration,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
 }
@@ -633,7 +621,8 @@ fn bind_v6(port: u16) -> std::io::Result<TcpListener> {
 /// requests (closing idle connections) and returns.
 ///
 /// hyper directly rather than `axum::serve`, for what `axum::serve` does not expose: a
-/// header read timeout, a head size bound and a connection bound answered with 429.
+/// header read timeout, a write timeout, a head size bound and a connection bound answered
+/// with 429.
 pub async fn serve<F>(
     listener: Listener,
     app: App,
@@ -676,6 +665,7 @@ where
             tokio::spawn(refuse_busy(stream, limits.max_connections));
             continue;
         };
+        let stream = WriteTimeout::new(stream, limits.write_timeout);
         let connection =
             graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
         tokio::spawn(async move {

@@ -14,7 +14,9 @@ use crate::aws::{
     FailureKind, Scopes, Source, SourceError, BATCH_GET_SECRETS_MAX, GET_PARAMETERS_MAX,
 };
 use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
-use crate::domain::{Parameter, ParameterName, Scope, SecretBatchError, SecretVersion};
+use crate::domain::{
+    secret_answers_to, Parameter, ParameterName, Scope, Secret, SecretBatchError, SecretVersion,
+};
 
 /// What every read works with: the cache, and the sources for every role and region. The
 /// lifecycle builds it once and hands it to the server and the features; cheap to clone.
@@ -271,15 +273,34 @@ pub async fn secrets(
         .await?;
     let mut errors = Vec::new();
     for (chunk, batch) in answers {
-        let mut found = batch.found;
+        // A secret asked by two ids in one batch (its name and its ARN, say) comes back
+        // once: it is stored once, under both keys.
+        let names: Vec<(Option<String>, Option<String>)> = batch
+            .found
+            .iter()
+            .map(|s| (s.name.clone(), s.arn.clone()))
+            .collect();
+        let mut found: Vec<Option<Secret>> = batch.found.into_iter().map(Some).collect();
+        let mut stored: Vec<Option<Arc<Entry>>> = vec![None; found.len()];
         for i in chunk {
             let asked = ids[i].as_str();
-            let position = found
+            let position = names
                 .iter()
-                .position(|s| s.name.as_deref() == Some(asked) || s.arn.as_deref() == Some(asked));
+                .position(|(name, arn)| secret_answers_to(name.as_deref(), arn.as_deref(), asked));
             if let Some(at) = position {
-                let secret = found.swap_remove(at);
-                slots[i] = Some(cache.insert(key(asked), Item::Secret(secret), purpose.read()));
+                let entry = match (stored[at].clone(), found[at].take()) {
+                    (Some(entry), _) => {
+                        cache.insert_entry(key(asked), entry.clone());
+                        entry
+                    }
+                    (None, Some(secret)) => {
+                        cache.insert(key(asked), Item::Secret(secret), purpose.read())
+                    }
+                    // Taken only when stored.
+                    (None, None) => continue,
+                };
+                stored[at] = Some(entry.clone());
+                slots[i] = Some(entry);
             } else if let Some(err) = batch.errors.iter().find(|e| e.secret_id == asked) {
                 errors.push(err.clone());
             } else {
@@ -298,8 +319,9 @@ pub async fn secrets(
     })
 }
 
-/// Reads every parameter under a path, caching the listing and each parameter on its own
-/// (so that a later single read of one of them is a hit).
+/// Reads every parameter under a path. Each parameter is cached on its own (so that a
+/// later single read of one of them is a hit), and the path's entry lists those entries
+/// rather than copies: a value read by path is held once.
 pub async fn path(
     cache: &Cache,
     source: &dyn Source,
@@ -317,30 +339,27 @@ pub async fn path(
     };
     let lookup = cache
         .get_or_fetch(key, force, || async {
-            source
+            let found = source
                 .get_parameters_by_path(path, recursive, decrypt)
-                .await
-                .map(Item::Parameters)
-        })
-        .await?;
-    if lookup.freshness == Freshness::Miss {
-        if let Item::Parameters(parameters) = &lookup.entry.item {
-            for parameter in parameters {
+                .await?;
+            let mut entries = Vec::with_capacity(found.len());
+            for parameter in found {
                 let name = ParameterName {
                     name: parameter.name.to_string(),
                     selector: None,
                 };
-                store_parameter(
+                entries.push(store_parameter(
                     cache,
                     source.scope(),
                     &name,
                     decrypt,
-                    parameter.clone(),
+                    parameter,
                     false,
-                );
+                ));
             }
-        }
-    }
+            Ok(Item::Parameters(entries))
+        })
+        .await?;
     Ok((lookup.entry, lookup.freshness))
 }
 
@@ -411,8 +430,119 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_parameter_asked_by_name_shares_its_name_with_its_key() {
+    /// Lists three parameters under any path.
+    #[derive(Debug)]
+    struct ThreeUnderAPath;
+
+    impl Source for ThreeUnderAPath {
+        fn get_parameter<'a>(
+            &'a self,
+            _: &'a ParameterName,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<Parameter, SourceError>> {
+            unimplemented!("not used")
+        }
+        fn get_secret<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<&'a SecretVersion>,
+        ) -> futures::future::BoxFuture<'a, Result<Secret, SourceError>> {
+            unimplemented!("not used")
+        }
+        fn get_parameters<'a>(
+            &'a self,
+            _: &'a [String],
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<crate::aws::ParameterBatch, SourceError>>
+        {
+            unimplemented!("not used")
+        }
+        fn get_parameters_by_path<'a>(
+            &'a self,
+            path: &'a str,
+            _: bool,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
+            Box::pin(async move {
+                Ok((1..=3)
+                    .map(|i| parameter(&format!("{path}/p{i}")))
+                    .collect())
+            })
+        }
+        fn batch_get_secrets<'a>(
+            &'a self,
+            _: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<crate::aws::SecretBatch, SourceError>> {
+            unimplemented!("not used")
+        }
+    }
+
+    fn cache() -> Cache {
+        Cache::new(CacheSettings {
+            enabled: true,
+            capacity: 10,
+            parameter_ttl: Duration::from_secs(300),
+            secret_ttl: Duration::from_secs(300),
+            max_stale: Duration::ZERO,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_value_read_by_path_is_held_once() {
+        let cache = cache();
+        let (entry, freshness) = path(
+            &cache,
+            &ThreeUnderAPath,
+            "/app",
+            true,
+            true,
+            Purpose::Request,
+        )
+        .await
+        .unwrap();
+        assert_eq!(freshness, Freshness::Miss);
+        // The path's entry and one per parameter, so that single reads are hits...
+        assert_eq!(cache.len(), 4);
+        let listed: Vec<&Parameter> = entry.item.path_parameters().collect();
+        assert_eq!(listed.len(), 3);
+        for listed in listed {
+            let by_name = ParameterName {
+                name: listed.name.to_string(),
+                selector: None,
+            };
+            let single = cache
+                .peek_fresh(&parameter_key(&Scope::default(), &by_name, true))
+                .expect("cached under its name");
+            let Item::Parameter(single) = &single.item else {
+                panic!("a parameter");
+            };
+            // ...but each value is held once: the path lists the very same parameter.
+            assert!(
+                std::ptr::eq(listed, single),
+                "{} is held twice",
+                listed.name
+            );
+            assert_eq!(
+                listed.value.expose().as_ptr(),
+                single.value.expose().as_ptr()
+            );
+        }
+        // A second read is a hit on the path's entry.
+        let (_, freshness) = path(
+            &cache,
+            &ThreeUnderAPath,
+            "/app",
+            true,
+            true,
+            Purpose::Request,
+        )
+        .await
+        .unwrap();
+        assert_eq!(freshness, Freshness::Hit);
+    }
+
+    #[tokio::test]
+    async fn a_parameter_asked_by_name_shares_its_name_with_its_key() {
         let cache = Cache::new(CacheSettings {
             enabled: true,
             capacity: 10,

@@ -532,6 +532,121 @@ async fn rendered_file_has_the_values_mode_0600_and_follows_a_change() -> anyhow
     Ok(())
 }
 
+/// The same references read the same values in an environment variable (the wrapper,
+/// over the API) and in a rendered file (the extension, through its cache): an ARN is read
+/// in its own region, through the role configured for its account; a plain name in the
+/// function's own account and region. Each name holds a different value in each place, so
+/// a reference read in the wrong one shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn references_resolve_through_the_arns_account_and_region_in_files_and_variables_alike(
+) -> anyhow::Result<()> {
+    const ROLE: &str = "arn:aws:iam::222222222222:role/shared-reader";
+    let moto = Moto::start().await?;
+    let home = moto.sdk_config_as(None, None).await;
+    let as_role = moto.sdk_config_as(Some(ROLE), None).await;
+    let in_eu = moto.sdk_config_as(None, Some("eu-west-1")).await;
+    let put = |sdk: aws_config::SdkConfig, name: &'static str, value: String| async move {
+        let ssm = aws_sdk_ssm::Client::new(&sdk);
+        ssm.put_parameter()
+            .name(name)
+            .value(&value)
+            .r#type(ParameterType::SecureString)
+            .send()
+            .await?;
+        let read = ssm.get_parameter().name(name).send().await?;
+        anyhow::Ok(
+            read.parameter()
+                .and_then(|p| p.arn())
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let role_value = secret_value("role");
+    let eu_value = secret_value("eu");
+    let role_arn = put(as_role.clone(), "/shared/db", role_value.clone()).await?;
+    put(home.clone(), "/shared/db", secret_value("home-shared")).await?;
+    let eu_arn = put(in_eu, "/regional/db", eu_value.clone()).await?;
+    put(home.clone(), "/regional/db", secret_value("home-regional")).await?;
+    let home_value = secret_value("home");
+    put(home.clone(), "/app/own", home_value.clone()).await?;
+    let role_secret = secret_value("role-secret");
+    let role_secret_arn = aws_sdk_secretsmanager::Client::new(&as_role)
+        .create_secret()
+        .name("shared/api")
+        .secret_string(serde_json::json!({"key": role_secret}).to_string())
+        .send()
+        .await?
+        .arn()
+        .unwrap_or_default()
+        .to_owned();
+    moto.create_secret("shared/api", r#"{"key":"home-secret"}"#)
+        .await?;
+    assert!(role_arn.contains(":222222222222:"), "{role_arn}");
+    assert!(eu_arn.contains(":eu-west-1:"), "{eu_arn}");
+
+    let references = [
+        (
+            "FROM_ROLE",
+            format!("{{{{resolve:ssm-secure:{role_arn}}}}}"),
+        ),
+        ("FROM_EU", format!("{{{{resolve:ssm-secure:{eu_arn}}}}}")),
+        (
+            "ROLE_SECRET",
+            format!("{{{{resolve:secretsmanager:{role_secret_arn}:SecretString:key}}}}"),
+        ),
+        ("OWN", "{{resolve:ssm-secure:/app/own}}".to_owned()),
+    ];
+    let template: String = references
+        .iter()
+        .map(|(name, reference)| format!("{name}={reference}\n"))
+        .collect();
+    let expected = format!(
+        "FROM_ROLE={role_value}\nFROM_EU={eu_value}\nROLE_SECRET={role_secret}\nOWN={home_value}\n"
+    );
+    let render = Render::new("render-roles", "app.env.tmpl", &template, "app.env")?;
+    let root_text = render.root_text();
+    let account_roles = format!("222222222222={ROLE}");
+    let mut env: Vec<(&str, &str)> = vec![
+        ("LOCKBOX_ACCOUNT_ROLES", &account_roles),
+        ("LOCKBOX_RENDER", &render.spec),
+        ("LOCKBOX_RENDER_ROOT", &root_text),
+    ];
+    env.extend(
+        references
+            .iter()
+            .map(|(name, reference)| (*name, reference.as_str())),
+    );
+    let (sandbox, _proxy) = start(&moto, &env).await?;
+
+    let out = Scratch::new("render-roles-out")?;
+    let (output, _) = run_function(&sandbox, &out, &[]).await?;
+    assert!(
+        output.status.success(),
+        "wrapper failed: {}\n{}",
+        text(&output.stderr),
+        sandbox.report()
+    );
+    let variables = runtime_env(&out)?;
+    let from_variables: String = references
+        .iter()
+        .map(|(name, _)| format!("{name}={}\n", var(&variables, name)))
+        .collect();
+    assert_eq!(from_variables, expected, "the wrapper's values");
+    sandbox.wait_init_done(INIT_TIMEOUT).await?;
+    assert_eq!(
+        std::fs::read_to_string(&render.dest)?,
+        expected,
+        "the rendered file\n{}",
+        sandbox.report()
+    );
+    assert_no_value_logged(
+        &sandbox,
+        &output,
+        &[&role_value, &eu_value, &role_secret, &home_value],
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_template_with_an_unresolvable_reference_is_reported_and_not_written(
 ) -> anyhow::Result<()> {

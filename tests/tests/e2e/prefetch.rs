@@ -556,6 +556,53 @@ async fn get_many_parameters_mirrors_get_parameters_and_shares_the_cache() -> an
     Ok(())
 }
 
+/// Secrets Manager takes a secret's ARN without its random suffix (a partial ARN) as an id,
+/// and answers with the full ARN; a batch that names one secret twice (by name and by ARN)
+/// gets it once. Both are found, not reported missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_many_finds_secrets_by_partial_arn_and_by_name_and_arn_together() -> anyhow::Result<()>
+{
+    let moto = Moto::start().await?;
+    let db = moto.create_secret("app/db", "db-secret").await?;
+    let api = moto.create_secret("app/api", "api-secret").await?;
+    let partial = |arn: &str| arn[..arn.len() - "-AbCdEf".len()].to_owned();
+    let (_sandbox, proxy, client) = spawn_lockbox(&moto, &[]).await?;
+
+    let read = |ids: Vec<String>| {
+        let client = &client;
+        async move {
+            let many =
+                path_with_query("/secretsmanager/get-many", &[("secretIds", &ids.join(","))]);
+            let body = ok_json(&client.get(&many).await?);
+            let errors = body["Errors"].as_array().expect("Errors").clone();
+            assert!(errors.is_empty(), "{ids:?}: {body}");
+            let values: Vec<String> = body["SecretValues"]
+                .as_array()
+                .expect("SecretValues")
+                .iter()
+                .map(|v| v["SecretString"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            anyhow::Ok(values)
+        }
+    };
+    assert_eq!(read(vec![partial(&db.arn)]).await?, ["db-secret"]);
+    assert_eq!(
+        read(vec!["app/api".into(), api.arn.clone()]).await?,
+        ["api-secret", "api-secret"]
+    );
+    // Each id is a key of its own now: read again, all are hits.
+    let calls = proxy.total();
+    assert_eq!(
+        read(vec![partial(&db.arn), "app/api".into(), api.arn.clone()]).await?,
+        ["db-secret", "api-secret", "api-secret"]
+    );
+    assert_eq!(proxy.total(), calls, "{:?}", proxy.call_counts());
+    // The single route takes a partial ARN too.
+    let single = client.get_secret(&partial(&api.arn), &[]).await?;
+    assert_eq!(ok_json(&single)["SecretString"], "api-secret");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn get_many_secrets_mirrors_batch_get_secret_value() -> anyhow::Result<()> {
     let fixture = Fixture::new().await?;
@@ -827,6 +874,33 @@ async fn value_only_and_json_key_answer_plain_text() -> anyhow::Result<()> {
     for answer in [&missing, &not_json] {
         assert!(!answer.body.contains("just-text") && !answer.body.contains("u:p@h"));
     }
+    Ok(())
+}
+
+/// `jsonKey=` and a reference's JSON key are read by one function: a top-level key written
+/// with a dot is that key (CloudFormation's meaning), before it is a path.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_key_reads_a_dotted_top_level_key_as_references_do() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    moto.create_secret("app/dotted", r#"{"a.b":"top","a":{"b":"nested"}}"#)
+        .await?;
+    let (_sandbox, _proxy, client) = spawn_lockbox(&moto, &[]).await?;
+    let top = client
+        .get_secret("app/dotted", &[("jsonKey", "a.b")])
+        .await?;
+    assert_eq!((top.status, top.body.as_str()), (200, "top"));
+    let nested = client
+        .get_secret("app/dotted", &[("jsonKey", "/a/b")])
+        .await?;
+    assert_eq!((nested.status, nested.body.as_str()), (200, "nested"));
+    // A value that is JSON but neither object nor array has no keys: 422, naming the key.
+    moto.create_secret("app/number", "42").await?;
+    let number = client.get_secret("app/number", &[("jsonKey", "k")]).await?;
+    let message = assert_error(&number, 422, "ValueNotJson");
+    assert!(
+        message.contains("\"k\"") && !message.contains("42"),
+        "{message}"
+    );
     Ok(())
 }
 

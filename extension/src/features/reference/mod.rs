@@ -124,9 +124,15 @@ impl fmt::Display for Reference {
 /// What is wrong with a reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
-    /// No `}}` after the opening `{{`.
-    #[error("it is not closed with }}}}")]
-    Unclosed,
+    /// No `}}` after the opening `{{`. Only the opener is quoted, with where it is: the
+    /// text after it may be the file's own content, secret values included.
+    #[error("it is not closed with }}}} (it starts at line {line}, column {column})")]
+    Unclosed {
+        /// 1-based line of the opening `{{`.
+        line: usize,
+        /// 1-based column (in characters) of the opening `{{`.
+        column: usize,
+    },
     /// `{{resolve:KIND:...}}` with a kind other than the three known ones.
     #[error("unknown kind {0:?}: expected ssm, ssm-secure or secretsmanager")]
     UnknownKind(String),
@@ -213,7 +219,7 @@ pub fn parse(text: &str) -> Result<Template, ReferenceError> {
             continue;
         }
         let Some(close) = after.find("}}") else {
-            return Err(error(&text[open..], Problem::Unclosed));
+            return Err(unclosed(text, open));
         };
         let end = open + 2 + close + 2;
         let written = &text[open..end];
@@ -273,6 +279,25 @@ impl Template {
             out.push_str(part);
         }
         Ok(out)
+    }
+}
+
+/// An unclosed reference at byte `open` of `text`: quoted by its opener only.
+fn unclosed(text: &str, open: usize) -> ReferenceError {
+    let after = &text[open..];
+    let opener = OPENERS
+        .iter()
+        .find(|o| after.starts_with(*o))
+        .copied()
+        .unwrap_or("{{");
+    let before = &text[..open];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    ReferenceError {
+        reference: opener.to_owned(),
+        problem: Problem::Unclosed {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        },
     }
 }
 
@@ -668,7 +693,8 @@ mod tests {
     #[test]
     fn malformed_references_are_quoted_and_explained() {
         for (text, quoted, explains) in [
-            ("x={{resolve:ssm:/a", "{{resolve:ssm:/a", "not closed"),
+            ("x={{resolve:ssm:/a", "{{resolve:", "not closed"),
+            ("{{ssm:/a", "{{ssm:", "line 1, column 1"),
             (
                 "{{resolve:ssm:}}",
                 "{{resolve:ssm:}}",
@@ -777,12 +803,27 @@ mod tests {
     }
 
     #[test]
-    fn a_long_unclosed_reference_is_quoted_short() {
-        let text = format!("{{{{resolve:ssm:/a {}", "x".repeat(1000));
-        let err = problem(&text);
-        assert_eq!(err.problem, Problem::Unclosed);
-        assert!(err.reference.chars().count() <= MAX_QUOTE + 1);
-        assert!(err.reference.ends_with('…'));
+    fn an_unclosed_reference_quotes_its_opener_and_where_it_is_only() {
+        // What follows an unclosed opener is the template's own text: maybe a literal
+        // secret, maybe the rest of the file. None of it is quoted.
+        let text = "user: app\n  password: {{resolve:ssm-secure:/db/pw hunter2-literal\nmore";
+        let err = problem(text);
+        assert_eq!(
+            err.problem,
+            Problem::Unclosed {
+                line: 2,
+                column: 13
+            }
+        );
+        assert_eq!(err.reference, "{{resolve:");
+        let message = err.to_string();
+        for after_start in ["ssm-secure", "/db/pw", "hunter2", "more"] {
+            assert!(!message.contains(after_start), "{message}");
+        }
+        assert!(message.contains("line 2, column 13"), "{message}");
+        // Columns count characters, not bytes.
+        let err = problem("é {{ssm:/a");
+        assert_eq!(err.problem, Problem::Unclosed { line: 1, column: 3 });
         let long = format!("{{{{resolve:ssm:/{}}}}}", "a".repeat(3000));
         assert_eq!(problem(&long).problem, Problem::TooLong("parameter name"));
     }

@@ -4,22 +4,27 @@
 //! The groups: String parameters (one batch read without decryption), decrypted
 //! parameters (one batch read with decryption), current secrets (one batch read), and
 //! secrets at a given stage or version id (one read each, as no batch API takes those).
-//! All groups are read concurrently.
+//! The batch groups are split by the region and account their ARNs name (plain names are
+//! the function's own), so that each batch is read through one role and region: the exec
+//! wrapper (over the API) and rendered files (through the cache) read a reference the
+//! same way. All groups are read concurrently.
 //!
 //! Two [`Fetch`]es exist: `exec::client::LocalApi` reads from the running extension
 //! over HTTP (the exec wrapper is another process), [`CacheFetch`] reads through the
 //! extension's own cache (rendered files).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use futures::future::BoxFuture;
+use futures::future::{join_all, BoxFuture};
 use futures::stream::{self, StreamExt};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::{ParameterRef, Reference, SecretRef};
+use crate::aws::{ScopeError, Scopes};
 use crate::aws::{Source, SourceError};
 use crate::cache::{Cache, Item};
-use crate::domain::{ParameterName, SecretVersion, Selector};
+use crate::domain::json_key::{json_key, JsonKeyError};
+use crate::domain::{secret_answers_to, Arn, AskedScope, ParameterName, SecretVersion, Selector};
 use crate::read::{self, Purpose};
 
 /// Single secret reads in flight at once.
@@ -59,6 +64,15 @@ pub enum ResolveError {
     /// The reference was not part of the round (a caller's mistake).
     #[error("it was not resolved")]
     NotAsked,
+}
+
+impl From<JsonKeyError> for ResolveError {
+    fn from(err: JsonKeyError) -> Self {
+        match err {
+            JsonKeyError::NotJson(key) => ResolveError::NotJson(key),
+            JsonKeyError::NoSuchKey(key) => ResolveError::NoSuchKey(key),
+        }
+    }
 }
 
 impl From<SourceError> for ResolveError {
@@ -190,53 +204,74 @@ fn secret_version(s: &SecretRef) -> (String, SecretVersion) {
     (s.secret_id.clone(), version)
 }
 
-/// Resolves every reference (repeats are read once) in one concurrent round of reads.
+/// Where a name is read: the region and account of an ARN, or `None` for a plain name
+/// (the home scope). A batch read is of one such group, so that whatever reads it (the
+/// extension's API over HTTP, or its cache directly) reads every name of it through the
+/// same role and region, as the API does for a request: an ARN's region, and the role
+/// configured for its account.
+type Group = Option<(String, String)>;
+
+fn group_of(name: &str) -> Group {
+    if !name.starts_with("arn:") {
+        return None;
+    }
+    Arn::parse(name)
+        .ok()
+        .map(|arn| (arn.region.to_string(), arn.account.to_string()))
+}
+
+/// The outcome of one batch read per group.
+type ByGroup<T> = HashMap<Group, Result<T, ResolveError>>;
+
+fn in_group<'f, T>(found: &'f ByGroup<T>, group: &Group) -> Result<&'f T, ResolveError> {
+    match found.get(group) {
+        Some(Ok(found)) => Ok(found),
+        Some(Err(err)) => Err(err.clone()),
+        None => Err(ResolveError::NotAsked),
+    }
+}
+
+/// Resolves every reference (repeats are read once) in one concurrent round of reads: one
+/// batch read per kind of read and [`Group`], one read per secret version.
 pub async fn resolve<'r>(
     fetch: &dyn Fetch,
     references: impl IntoIterator<Item = &'r Reference>,
 ) -> Resolved {
     let unique: BTreeSet<&Reference> = references.into_iter().collect();
-    let mut plain = BTreeSet::new();
-    let mut decrypted = BTreeSet::new();
-    let mut current = BTreeSet::new();
+    let mut plain: BTreeMap<Group, BTreeSet<&'r ParameterRef>> = BTreeMap::new();
+    let mut decrypted: BTreeMap<Group, BTreeSet<&'r ParameterRef>> = BTreeMap::new();
+    let mut current: BTreeMap<Group, BTreeSet<&'r str>> = BTreeMap::new();
     let mut versions = BTreeSet::new();
-    for reference in &unique {
+    for reference in unique.iter().copied() {
         match reference {
             Reference::Ssm(p) => {
-                plain.insert(p);
+                plain.entry(group_of(&p.name)).or_default().insert(p);
             }
             Reference::SsmSecure(p) | Reference::SsmShort(p) => {
-                decrypted.insert(p);
+                decrypted.entry(group_of(&p.name)).or_default().insert(p);
             }
             Reference::SecretsManager(s) if s.is_current() => {
-                current.insert(s.secret_id.clone());
+                current
+                    .entry(group_of(&s.secret_id))
+                    .or_default()
+                    .insert(&s.secret_id);
             }
             Reference::SecretsManager(s) => {
                 versions.insert(secret_version(s));
             }
         }
     }
-    let plain: Vec<ParameterName> = plain.into_iter().map(parameter_name).collect();
-    let decrypted: Vec<ParameterName> = decrypted.into_iter().map(parameter_name).collect();
-    let current: Vec<String> = current.into_iter().collect();
 
-    let read_parameters = |names: &'_ [ParameterName], decrypt: bool| {
-        let names = names.to_vec();
-        async move {
-            if names.is_empty() {
-                Ok(Vec::new())
-            } else {
-                fetch.parameters(&names, decrypt).await
-            }
-        }
+    let read_parameters = |groups: BTreeMap<Group, BTreeSet<&'r ParameterRef>>, decrypt: bool| {
+        join_all(groups.into_iter().map(move |(group, refs)| async move {
+            let names: Vec<ParameterName> = refs.into_iter().map(parameter_name).collect();
+            (group, fetch.parameters(&names, decrypt).await)
+        }))
     };
-    let read_current = async {
-        if current.is_empty() {
-            Ok(FetchedSecrets::default())
-        } else {
-            fetch.secrets(&current).await
-        }
-    };
+    let read_current = join_all(current.into_iter().map(|(group, ids)| async move {
+        let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
+        (group, fetch.secrets(&ids).await)
+    }));
     let read_versions = stream::iter(versions)
         .map(|version| async move {
             let (id, asked) = &version;
@@ -246,29 +281,38 @@ pub async fn resolve<'r>(
         .buffer_unordered(SINGLE_READS)
         .collect::<Vec<_>>();
     let (plain_found, decrypted_found, current_found, versions_found) = tokio::join!(
-        read_parameters(&plain, false),
-        read_parameters(&decrypted, true),
+        read_parameters(plain, false),
+        read_parameters(decrypted, true),
         read_current,
         read_versions
     );
+    let plain_found: ByGroup<Vec<FetchedParameter>> = plain_found.into_iter().collect();
+    let decrypted_found: ByGroup<Vec<FetchedParameter>> = decrypted_found.into_iter().collect();
+    let current_found: ByGroup<FetchedSecrets> = current_found.into_iter().collect();
     let versions_found: HashMap<(String, SecretVersion), Result<FetchedSecret, ResolveError>> =
         versions_found.into_iter().collect();
 
     let mut values = HashMap::with_capacity(unique.len());
     for reference in unique {
         let value = match reference {
-            Reference::Ssm(p) => find_parameter(&plain_found, p).and_then(|found| {
-                if found.kind == "SecureString" {
-                    Err(ResolveError::SecureString)
-                } else {
-                    Ok(Zeroizing::new(found.value.as_str().to_owned()))
-                }
-            }),
-            Reference::SsmSecure(p) | Reference::SsmShort(p) => find_parameter(&decrypted_found, p)
-                .map(|found| Zeroizing::new(found.value.as_str().to_owned())),
+            Reference::Ssm(p) => in_group(&plain_found, &group_of(&p.name))
+                .and_then(|found| find_parameter(found, p))
+                .and_then(|found| {
+                    if found.kind == "SecureString" {
+                        Err(ResolveError::SecureString)
+                    } else {
+                        Ok(Zeroizing::new(found.value.as_str().to_owned()))
+                    }
+                }),
+            Reference::SsmSecure(p) | Reference::SsmShort(p) => {
+                in_group(&decrypted_found, &group_of(&p.name))
+                    .and_then(|found| find_parameter(found, p))
+                    .map(|found| Zeroizing::new(found.value.as_str().to_owned()))
+            }
             Reference::SecretsManager(s) => {
                 let secret = if s.is_current() {
-                    find_current(&current_found, &s.secret_id)
+                    in_group(&current_found, &group_of(&s.secret_id))
+                        .and_then(|found| find_current(found, &s.secret_id))
                 } else {
                     match versions_found.get(&secret_version(s)) {
                         Some(Ok(found)) => Ok(found),
@@ -279,7 +323,7 @@ pub async fn resolve<'r>(
                 secret.and_then(|found| match (&found.value, &s.json_key) {
                     (SecretValue::Binary, _) => Err(ResolveError::Binary),
                     (SecretValue::Text(text), None) => Ok(Zeroizing::new(text.as_str().to_owned())),
-                    (SecretValue::Text(text), Some(key)) => json_key(text, key),
+                    (SecretValue::Text(text), Some(key)) => json_key(text, key).map_err(Into::into),
                 })
             }
         };
@@ -289,10 +333,9 @@ pub async fn resolve<'r>(
 }
 
 fn find_parameter<'f>(
-    found: &'f Result<Vec<FetchedParameter>, ResolveError>,
+    found: &'f [FetchedParameter],
     wanted: &ParameterRef,
 ) -> Result<&'f FetchedParameter, ResolveError> {
-    let found = found.as_ref().map_err(Clone::clone)?;
     let selector = wanted.version.map(|v| format!(":{v}"));
     found
         .iter()
@@ -304,14 +347,13 @@ fn find_parameter<'f>(
 }
 
 fn find_current<'f>(
-    found: &'f Result<FetchedSecrets, ResolveError>,
+    found: &'f FetchedSecrets,
     id: &str,
 ) -> Result<&'f FetchedSecret, ResolveError> {
-    let found = found.as_ref().map_err(Clone::clone)?;
     if let Some(secret) = found
         .found
         .iter()
-        .find(|s| s.name.as_deref() == Some(id) || s.arn.as_deref() == Some(id))
+        .find(|s| secret_answers_to(s.name.as_deref(), s.arn.as_deref(), id))
     {
         return Ok(secret);
     }
@@ -326,52 +368,14 @@ fn find_current<'f>(
         }))
 }
 
-/// Picks a key out of a JSON secret: a top-level key as written (CloudFormation's
-/// meaning), else a JSON pointer (`/a/b`) or a dotted path (`a.b`, digits index arrays) as
-/// the `jsonKey` query parameter reads them. A string is returned as is, anything else as
-/// JSON. Every string of the parsed document is wiped before it is dropped.
-pub fn json_key(secret: &str, key: &str) -> Result<Zeroizing<String>, ResolveError> {
-    let mut document: serde_json::Value =
-        serde_json::from_str(secret).map_err(|_| ResolveError::NotJson(key.to_owned()))?;
-    let pointer = if key.starts_with('/') {
-        key.to_owned()
-    } else {
-        key.split('.')
-            .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
-            .collect()
-    };
-    let found = match &document {
-        serde_json::Value::Object(map) if map.contains_key(key) => map.get(key),
-        _ => document.pointer(&pointer),
-    };
-    let value = match found {
-        Some(serde_json::Value::String(s)) => Ok(Zeroizing::new(s.clone())),
-        Some(other) => Ok(Zeroizing::new(other.to_string())),
-        None if document.is_object() || document.is_array() => {
-            Err(ResolveError::NoSuchKey(key.to_owned()))
-        }
-        None => Err(ResolveError::NotJson(key.to_owned())),
-    };
-    wipe(&mut document);
-    value
-}
-
-fn wipe(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::String(s) => s.zeroize(),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
-        serde_json::Value::Object(map) => map.values_mut().for_each(wipe),
-        _ => {}
-    }
-}
-
-/// Reads through the extension's own cache and AWS source, as a request from function
+/// Reads through the extension's own cache and AWS sources, as a request from function
 /// code would: hits where fresh, the batch APIs for the rest, and the values count as read
-/// (so refresh-ahead keeps them fresh).
+/// (so refresh-ahead keeps them fresh). Each read goes through the scope the API would
+/// use for the same names: an ARN's region and the role configured for its account.
 #[derive(Clone, Copy)]
 pub struct CacheFetch<'c> {
     cache: &'c Cache,
-    source: &'c dyn Source,
+    scopes: &'c Scopes,
 }
 
 impl std::fmt::Debug for CacheFetch<'_> {
@@ -383,9 +387,27 @@ impl std::fmt::Debug for CacheFetch<'_> {
 }
 
 impl<'c> CacheFetch<'c> {
-    /// Reads through `cache`, from `source` on a miss.
-    pub fn new(cache: &'c Cache, source: &'c dyn Source) -> Self {
-        Self { cache, source }
+    /// Reads through `cache`, from the source `scopes` gives for the names on a miss.
+    pub fn new(cache: &'c Cache, scopes: &'c Scopes) -> Self {
+        Self { cache, scopes }
+    }
+
+    /// The source for names of one [`Group`].
+    async fn source<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<std::sync::Arc<dyn Source>, ResolveError> {
+        let scope = self.scopes.resolve(&AskedScope::default(), names)?;
+        Ok(self.scopes.source(&scope).await?)
+    }
+}
+
+impl From<ScopeError> for ResolveError {
+    fn from(err: ScopeError) -> Self {
+        ResolveError::Failed {
+            code: err.code().to_owned(),
+            message: err.to_string(),
+        }
     }
 }
 
@@ -410,8 +432,15 @@ impl Fetch for CacheFetch<'_> {
         decrypt: bool,
     ) -> BoxFuture<'a, Result<Vec<FetchedParameter>, ResolveError>> {
         Box::pin(async move {
-            let many =
-                read::parameters(self.cache, self.source, names, decrypt, Purpose::Request).await?;
+            let source = self.source(names.iter().map(|n| n.name.as_str())).await?;
+            let many = read::parameters(
+                self.cache,
+                source.as_ref(),
+                names,
+                decrypt,
+                Purpose::Request,
+            )
+            .await?;
             Ok(many
                 .found
                 .iter()
@@ -434,7 +463,8 @@ impl Fetch for CacheFetch<'_> {
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<FetchedSecrets, ResolveError>> {
         Box::pin(async move {
-            let many = read::secrets(self.cache, self.source, ids, Purpose::Request).await?;
+            let source = self.source(ids.iter().map(String::as_str)).await?;
+            let many = read::secrets(self.cache, source.as_ref(), ids, Purpose::Request).await?;
             Ok(FetchedSecrets {
                 found: many
                     .found
@@ -462,7 +492,9 @@ impl Fetch for CacheFetch<'_> {
         version: &'a SecretVersion,
     ) -> BoxFuture<'a, Result<FetchedSecret, ResolveError>> {
         Box::pin(async move {
-            let lookup = read::secret(self.cache, self.source, id, Some(version), false).await?;
+            let source = self.source([id]).await?;
+            let lookup =
+                read::secret(self.cache, source.as_ref(), id, Some(version), false).await?;
             fetched_secret(&lookup.entry.item).ok_or_else(|| ResolveError::Failed {
                 code: "InternalError".into(),
                 message: "cache entry of the wrong kind".into(),
@@ -746,28 +778,5 @@ pub(crate) mod tests {
         let resolved = resolve(&fetch, []).await;
         assert!(resolved.is_empty());
         assert!(fetch.calls().is_empty());
-    }
-
-    #[test]
-    fn json_keys_top_level_first_then_paths() {
-        let secret =
-            r#"{"a.b":"literal","a":{"b":"nested","list":[1,"two"]},"n":null,"o":{"x":1}}"#;
-        assert_eq!(json_key(secret, "a.b").unwrap().as_str(), "literal");
-        assert_eq!(json_key(secret, "a.list.1").unwrap().as_str(), "two");
-        assert_eq!(json_key(secret, "/a/b").unwrap().as_str(), "nested");
-        assert_eq!(json_key(secret, "o").unwrap().as_str(), r#"{"x":1}"#);
-        assert_eq!(json_key(secret, "n").unwrap().as_str(), "null");
-        assert_eq!(
-            json_key(secret, "zz").unwrap_err(),
-            ResolveError::NoSuchKey("zz".into())
-        );
-        assert_eq!(
-            json_key("42", "k").unwrap_err(),
-            ResolveError::NotJson("k".into())
-        );
-        assert_eq!(
-            json_key("{bad", "k").unwrap_err(),
-            ResolveError::NotJson("k".into())
-        );
     }
 }

@@ -597,3 +597,63 @@ async fn slow_and_idle_clients_are_cut_off_and_their_slot_freed() -> anyhow::Res
     assert_still_serving(sandbox, pid, client).await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_its_answers_loses_its_slot() -> anyhow::Result<()> {
+    let big_value = "v".repeat(256 * 1024);
+    let lockbox = Fixture::new()
+        .await?
+        .secret("app/big", &big_value)
+        .env("LOCKBOX_CLIENT_TIMEOUT_MS", "500")
+        .env("LOCKBOX_MAX_CLIENT_CONNECTIONS", "1")
+        .env("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "info")
+        .start()
+        .await?;
+    let (sandbox, client) = (&lockbox.sandbox, &lockbox.client);
+    let pid = sandbox.pid().context("running")?;
+    let port = client.port();
+    let ping = b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    // Loaded into the cache first, so that the answers below are hits, written at once.
+    let big = raw_get(client, &secret_path("app/big", &[]), "");
+    assert_eq!(exchange(port, &big).await?.status, 200);
+
+    // Asks for the value 64 times on one connection (16 MiB of answers, far more than the
+    // socket buffers hold), with a small receive buffer, and never reads.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut hog = socket
+        .connect(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await?;
+    let pipelined = format!(
+        "GET {} HTTP/1.1\r\nHost: localhost\r\n{TOKEN_HEADER}: {}\r\n\r\n",
+        secret_path("app/big", &[]),
+        client.token()
+    )
+    .repeat(64);
+    hog.write_all(pipelined.as_bytes()).await?;
+    let stalled_from = Instant::now();
+    // Meanwhile it holds the only slot.
+    let busy = exchange(port, ping).await?;
+    assert_eq!(busy.status, 429, "{}", busy.describe());
+    // Once its answer has waited the client timeout for it to read, it loses the slot
+    // and the others are served.
+    eventually(
+        "the slot of the client that never reads to be freed",
+        || async { Ok(exchange(port, ping).await?.status == 200) },
+    )
+    .await?;
+    let freed_after = stalled_from.elapsed();
+    assert!(
+        freed_after < Duration::from_millis(500) + MARGIN,
+        "the slot was freed after {freed_after:?} with a 500 ms client timeout"
+    );
+    assert_eq!(exchange(port, &big).await?.status, 200);
+    // Its connection was closed, not left half-written.
+    read_until_closed(&mut hog, Duration::from_secs(3)).await?;
+    assert!(
+        !sandbox.logs().contains(&"v".repeat(64)),
+        "a value was logged"
+    );
+    assert_still_serving(sandbox, pid, client).await;
+    Ok(())
+}
