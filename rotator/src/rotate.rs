@@ -632,7 +632,7 @@ impl<S: ParameterStore> Rotate<'_, S> {
         let due = written.map(|t| t + promote_after);
         let now = OffsetDateTime::now_utc();
         let old = current.unwrap_or(pending - 1);
-        if !due.is_some_and(|due| now >= due) {
+        if due.is_none_or(|due| now < due) {
             return Ok(Some(Done::new(
                 Outcome::Unchanged,
                 old,
