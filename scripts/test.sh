@@ -50,8 +50,8 @@ case $runner in
     ;;
   cargo)
     # Doc tests ran above; --lib --bins --tests leaves them out.
-    echo "+ cargo test --workspace --lib --bins --tests"
-    run cargo test --workspace --lib --bins --tests || failed+=("tests")
+    echo "+ cargo test --workspace --no-fail-fast --lib --bins --tests"
+    run cargo test --workspace --no-fail-fast --lib --bins --tests || failed+=("tests")
     ;;
 esac
 

@@ -292,9 +292,13 @@ async fn rotator_at_trace_level_never_prints_old_or_new_values() -> anyhow::Resu
         "{report}"
     );
     assert!(proxy.faults_injected() >= 3, "the faults were not hit");
-    assert!(
-        stderr.lines().count() > 10,
-        "expected trace output:\n{stderr}"
+    // The SDK's wire-level targets stay capped whatever RUST_LOG says (rotator/src/logging.rs),
+    // so what is checked below is everything the rotator writes at trace: its own lines,
+    // one audit line for each parameter among them.
+    assert_eq!(
+        stderr.matches("\"parameter rotated\"").count(),
+        2,
+        "expected the rotator's trace output:\n{stderr}"
     );
 
     let mut values: Vec<Vec<u8>> = olds.iter().map(|v| v.as_bytes().to_vec()).collect();
