@@ -26,7 +26,10 @@ layer_dir=$root/target/layer-test
 layer_log=$layer_dir/build.log
 mkdir -p "$layer_dir"
 echo "+ scripts/layer.sh zip x86_64 (profile layer-test, in the background; log: ${layer_log#"$root"/})"
-LAMBDA_PROFILE=layer-test LAYER_DIST=$layer_dir "$root/scripts/layer.sh" zip x86_64 \
+# Without clippy as the workspace's compiler (`make test` runs under scripts/linted.sh): the
+# debug build has linted the same code, and the layer is another target.
+env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+  LAMBDA_PROFILE=layer-test LAYER_DIST=$layer_dir "$root/scripts/layer.sh" zip x86_64 \
   >"$layer_log" 2>&1 &
 layer_pid=$!
 # A failed step does not stop the others: every failure is reported, then the status.
