@@ -71,9 +71,9 @@ lint: setup ## Template lint: cfn-lint and sam validate --lint (offline)
 	cfn-lint $(TEMPLATE)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} sam validate --lint --template-file $(TEMPLATE)
 
-demo: setup-demo ## Run the demo: moto, a key, parameters, a secret, the extension in the sandbox
+demo: ## Run the demo: moto, a key, parameters, a secret, the extension in the sandbox
 	@$(ROOT)/scripts/require-bin.sh demo
-	cargo build $(DEMO_BINS)
+	@$(ROOT)/scripts/beside.sh setup-demo cargo build $(DEMO_BINS)
 	$(TARGET_DIR)/debug/demo
 
 bench: setup ## The layer's build (profile lambda), then the benchmark figures (ONLY="memory hits" for some)
