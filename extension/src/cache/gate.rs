@@ -59,6 +59,8 @@ impl PrefetchGate {
                     || self.paths.iter().any(|p| name.starts_with(p.as_str()))
             }
             Key::Path { path, .. } => self.paths.iter().any(|p| path.starts_with(p.as_str())),
+            // Prefetch reads no keyring.
+            Key::Keyring { .. } => false,
             Key::Secret { id, .. } => self.secrets.contains(&**id),
         }
     }

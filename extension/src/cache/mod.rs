@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::aws::SourceError;
-use crate::domain::{Parameter, Scope, Secret, SecretVersion, Selector};
+use crate::domain::{Keyring, Parameter, Scope, Secret, SecretVersion, Selector};
 use crate::metrics::{CacheGauges, Metrics};
 
 pub mod gate;
@@ -67,6 +67,16 @@ pub enum Key {
         path: String,
         /// Whether deeper levels are included.
         recursive: bool,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A keyring read: the versions labelled `current`, `previous` and `pending` of one
+    /// parameter, as one entry.
+    Keyring {
+        /// Whose credentials, which region.
+        scope: Scope,
+        /// Name or ARN, as asked.
+        name: Box<str>,
         /// Decrypted or ciphertext.
         decrypt: bool,
     },
@@ -109,12 +119,22 @@ impl Key {
         }
     }
 
+    /// The key of a keyring read.
+    pub fn keyring(scope: &Scope, name: &str, decrypt: bool) -> Self {
+        Key::Keyring {
+            scope: scope.clone(),
+            name: name.into(),
+            decrypt,
+        }
+    }
+
     /// The role and region the entry was read with.
     pub fn scope(&self) -> &Scope {
         match self {
-            Key::Parameter { scope, .. } | Key::Path { scope, .. } | Key::Secret { scope, .. } => {
-                scope
-            }
+            Key::Parameter { scope, .. }
+            | Key::Path { scope, .. }
+            | Key::Keyring { scope, .. }
+            | Key::Secret { scope, .. } => scope,
         }
     }
 }
@@ -127,6 +147,9 @@ pub enum Item {
     /// From SSM, a path's parameters: each is the entry it is also cached as under its own
     /// name (an [`Item::Parameter`]), so a value read by path is held once.
     Parameters(Vec<Arc<Entry>>),
+    /// From SSM, a parameter's `current`, `previous` and `pending` versions (boxed: three
+    /// parameters would make every entry larger).
+    Keyring(Box<Keyring>),
     /// From Secrets Manager.
     Secret(Secret),
 }
@@ -246,6 +269,7 @@ impl Item {
             Item::Parameter(p) => p.payload_len(),
             // A path's entry points at its parameters' own entries, which count their bytes.
             Item::Parameters(_) => 0,
+            Item::Keyring(k) => k.payload_len(),
             Item::Secret(s) => s.payload_len(),
         }
     }
@@ -254,7 +278,7 @@ impl Item {
 /// One entry as the stats route lists it: what it is and how it is used, never its value.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EntryInfo {
-    /// `parameter`, `path` or `secret`.
+    /// `parameter`, `path`, `keyring` or `secret`.
     pub kind: &'static str,
     /// The name, path or secret id as asked (a parameter's selector inline, a secret's
     /// version after `:`).
@@ -282,6 +306,7 @@ impl EntryInfo {
                 },
             ),
             Key::Path { path, .. } => ("path", path.clone()),
+            Key::Keyring { name, .. } => ("keyring", name.to_string()),
             Key::Secret { id, version, .. } => (
                 "secret",
                 match version.as_deref() {
@@ -547,7 +572,9 @@ impl Cache {
     /// The TTL that applies to a key.
     fn ttl(&self, key: &Key) -> Duration {
         match key {
-            Key::Parameter { .. } | Key::Path { .. } => self.settings.parameter_ttl,
+            Key::Parameter { .. } | Key::Path { .. } | Key::Keyring { .. } => {
+                self.settings.parameter_ttl
+            }
             Key::Secret { .. } => self.settings.secret_ttl,
         }
     }

@@ -105,6 +105,7 @@ pub fn router(app: App) -> Router {
         .route(&format!("{}/", api::SECRET), get(get_secret))
         .route(api::PARAMETERS, get(get_parameters))
         .route(api::PARAMETERS_BY_PATH, get(get_parameters_by_path))
+        .route(api::KEYRING, get(get_keyring))
         .route(api::STATS, get(stats))
         .route(api::SECRETS, get(get_secrets))
         .fallback(no_route)
@@ -194,13 +195,8 @@ async fn get_parameter(
         req.with_decryption,
         req.refresh_now,
     )
-    .await
-    .inspect_err(|err| {
-        count_read(&app, Freshness::Miss);
-        tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
-    })?;
-    count_read(&app, lookup.freshness);
-    tracing::debug!(name = %req.name, cache = lookup.freshness.as_str(), "parameter served");
+    .await;
+    let lookup = counted(&app, "parameter", &req.name, lookup)?;
     let Item::Parameter(parameter) = &lookup.entry.item else {
         return Err(internal("cache entry of the wrong kind"));
     };
@@ -238,13 +234,8 @@ async fn get_secret(
         version.as_ref(),
         req.refresh_now,
     )
-    .await
-    .inspect_err(|err| {
-        count_read(&app, Freshness::Miss);
-        tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
-    })?;
-    count_read(&app, lookup.freshness);
-    tracing::debug!(secret_id = %req.secret_id, cache = lookup.freshness.as_str(), "secret served");
+    .await;
+    let lookup = counted(&app, "secret", &req.secret_id, lookup)?;
     let Item::Secret(secret) = &lookup.entry.item else {
         return Err(internal("cache entry of the wrong kind"));
     };
@@ -419,6 +410,51 @@ async fn get_secrets(
     let mut response = json(&body, body.secret_values.iter().map(|s| s.payload_len()));
     batch_headers(&mut response, many.hits, req.ids.len());
     Ok(response)
+}
+
+/// `GET /lockbox/keyring`: a parameter's `current`, `previous` and `pending` versions,
+/// values and version numbers, from one cache entry filled by one `GetParameters` call.
+async fn get_keyring(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let req = query::parse_keyring(query.as_deref())?;
+    let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
+    let lookup = read::keyring(
+        &app.inner.core.cache,
+        source.as_ref(),
+        &req.name,
+        req.with_decryption,
+        req.refresh_now,
+    )
+    .await;
+    let lookup = counted(&app, "keyring", &req.name, lookup)?;
+    let Item::Keyring(keyring) = &lookup.entry.item else {
+        return Err(internal("cache entry of the wrong kind"));
+    };
+    let payloads = keyring.versions().map(Parameter::payload_len);
+    Ok(with_cache_headers(json(&**keyring, payloads), &lookup))
+}
+
+/// A single read, counted and logged by what it read (`kind`) and its name or id: never
+/// a value.
+fn counted(
+    app: &App,
+    kind: &'static str,
+    name: &str,
+    read: Result<Lookup, SourceError>,
+) -> Result<Lookup, SourceError> {
+    match &read {
+        Ok(lookup) => {
+            count_read(app, lookup.freshness);
+            tracing::debug!(name, cache = lookup.freshness.as_str(), "{kind} served");
+        }
+        Err(err) => {
+            count_read(app, Freshness::Miss);
+            tracing::warn!(name, code = %err.code, "{kind} read failed");
+        }
+    }
+    read
 }
 
 /// The counters of what function code's reads were answered with.
@@ -727,6 +763,212 @@ mod tests {
         let (accepted, _) = listener.accept().await.expect("accept");
         // Set again in `serve` for every accepted socket; inherited on Linux anyway.
         assert_eq!(accepted.ttl().expect("accepted socket TTL"), 1);
+    }
+
+    /// A parameter whose labels sit on versions, answering `GetParameters` as SSM does
+    /// (with `Selector`, when `echo`) and counting its calls.
+    #[derive(Debug)]
+    struct Labelled {
+        /// Label, version, value.
+        labels: std::sync::Mutex<Vec<(&'static str, i64, &'static str)>>,
+        echo: bool,
+        batch_calls: std::sync::atomic::AtomicUsize,
+        single_calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Labelled {
+        fn new(echo: bool, labels: &[(&'static str, i64, &'static str)]) -> Arc<Self> {
+            Arc::new(Self {
+                labels: std::sync::Mutex::new(labels.to_vec()),
+                echo,
+                batch_calls: 0.into(),
+                single_calls: 0.into(),
+            })
+        }
+
+        fn find(&self, asked: &str) -> Option<Parameter> {
+            let (name, label) = asked.rsplit_once(':')?;
+            let labels = self.labels.lock().unwrap();
+            let &(_, version, value) = labels.iter().find(|(l, _, _)| *l == label)?;
+            Some(Parameter {
+                arn: None,
+                data_type: None,
+                last_modified_date: None,
+                name: name.into(),
+                extra: crate::domain::ParameterExtra::new(
+                    self.echo.then(|| format!(":{label}")),
+                    None,
+                ),
+                kind: "SecureString".into(),
+                value: crate::domain::SecretText::new(value.into()),
+                version,
+            })
+        }
+    }
+
+    impl Source for Labelled {
+        fn get_parameter<'a>(
+            &'a self,
+            name: &'a crate::domain::ParameterName,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<Parameter, SourceError>> {
+            self.single_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let found = self.find(&name.api_name());
+            Box::pin(async move {
+                found.ok_or_else(|| {
+                    SourceError::new(FailureKind::NotFound, "ParameterNotFound", "no")
+                })
+            })
+        }
+        fn get_secret<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<&'a SecretVersion>,
+        ) -> futures::future::BoxFuture<'a, Result<Secret, SourceError>> {
+            unimplemented!("not used")
+        }
+        fn get_parameters<'a>(
+            &'a self,
+            names: &'a [String],
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<crate::aws::ParameterBatch, SourceError>>
+        {
+            self.batch_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut batch = crate::aws::ParameterBatch::default();
+            // Answers in reverse, to show that order does not place them.
+            for name in names.iter().rev() {
+                match self.find(name) {
+                    Some(found) => batch.found.push(found),
+                    None => batch.invalid.push(name.clone()),
+                }
+            }
+            Box::pin(async move { Ok(batch) })
+        }
+        fn get_parameters_by_path<'a>(
+            &'a self,
+            _: &'a str,
+            _: bool,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
+            unimplemented!("not used")
+        }
+        fn batch_get_secrets<'a>(
+            &'a self,
+            _: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<crate::aws::SecretBatch, SourceError>> {
+            unimplemented!("not used")
+        }
+    }
+
+    fn app_over(source: Arc<Labelled>) -> App {
+        let factory: crate::aws::SourceFactory = Arc::new(
+            |_| -> futures::future::BoxFuture<'static, Arc<dyn Source>> {
+                unreachable!("every read is through the home scope")
+            },
+        );
+        let scopes = crate::aws::Scopes::new(
+            source,
+            Some("us-east-1".into()),
+            crate::domain::RolePolicy::default(),
+            factory,
+        );
+        let cache = Cache::new(CacheSettings {
+            enabled: true,
+            capacity: 100,
+            parameter_ttl: Duration::from_secs(300),
+            secret_ttl: Duration::from_secs(300),
+            max_stale: Duration::ZERO,
+        });
+        let core = Core {
+            cache,
+            scopes: Arc::new(scopes),
+        };
+        App::new(core, AuthToken::new("t0ken"), PrefetchGate::open())
+    }
+
+    async fn get(app: &App, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        use tower::ServiceExt as _;
+        let mut request = axum::http::Request::get(path).header(header::HOST, "localhost");
+        if let Some(token) = token {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        let response = router(app.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_keyring_route_answers_three_labels_from_one_call_and_one_entry() {
+        let source = Labelled::new(
+            true,
+            &[("current", 2, "key-two"), ("previous", 1, "key-one")],
+        );
+        let app = app_over(source.clone());
+        let path = "/lockbox/keyring?name=/app/key&withDecryption=true";
+        let (status, body) = get(&app, path, None).await;
+        assert_eq!((status, body["__type"].as_str()), (403, Some("Forbidden")));
+        for _ in 0..3 {
+            let (status, body) = get(&app, path, Some("t0ken")).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                body,
+                serde_json::json!({
+                    "Name": "/app/key",
+                    "Current": {"Value": "key-two", "Version": 2},
+                    "Previous": {"Value": "key-one", "Version": 1},
+                    "Pending": null,
+                })
+            );
+        }
+        let calls = |s: &Labelled| {
+            use std::sync::atomic::Ordering::SeqCst;
+            (s.batch_calls.load(SeqCst), s.single_calls.load(SeqCst))
+        };
+        assert_eq!(calls(&source), (1, 0), "one GetParameters for three reads");
+        assert_eq!(app.inner.core.cache.len(), 1, "one entry for three labels");
+        let totals = app.inner.core.cache.metrics().stats().totals;
+        assert_eq!((totals.cache_misses, totals.cache_hits), (1, 2));
+
+        // An endpoint that does not say which label an answer is: the ambiguous label is
+        // read on its own, and the answer is the same.
+        let quiet = Labelled::new(
+            false,
+            &[("current", 2, "key-two"), ("previous", 1, "key-one")],
+        );
+        let (status, body) = get(&app_over(quiet.clone()), path, Some("t0ken")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["Current"]["Value"], "key-two");
+        assert_eq!(body["Previous"]["Version"], 1);
+        assert_eq!(calls(&quiet), (1, 1));
+
+        // No current: a 404 naming the parameter; a selector in the name: a 400.
+        let none = Labelled::new(true, &[("pending", 3, "key-three")]);
+        let (status, body) = get(&app_over(none), path, Some("t0ken")).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["__type"], "ParameterVersionLabelNotFound");
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("/app/key has no version labelled current"));
+        assert!(!body.to_string().contains("key-three"));
+        let (status, body) = get(
+            &app,
+            "/lockbox/keyring?name=/app/key:current",
+            Some("t0ken"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["__type"].as_str()),
+            (400, Some("InvalidRequest"))
+        );
     }
 
     #[tokio::test]
