@@ -2159,9 +2159,9 @@ impl InvokeApi {
 /// (`continueWith`), which the next one works through without selecting again; the chain
 /// ends with every parameter rotated exactly once.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "90 to 120 s on a loaded 2-core machine: it makes some 12,000 calls (2,000 seeding \
-            writes, five a parameter) and moto answers about 150 a second; cargo test \
-            -p lockbox-tests --test e2e -- --ignored two_thousand"]
+#[ignore = "about 90 s: some 12,000 calls to moto (2,000 seeding writes, five a parameter); \
+            make test runs it from the start beside the other tests (scripts/test.sh), \
+            alone: cargo test --workspace --test e2e -- --ignored two_thousand"]
 async fn two_thousand_parameters_rotate_exactly_once_across_invocations() -> anyhow::Result<()> {
     const N: usize = 2000;
     let w = World::start().await?;
