@@ -283,8 +283,8 @@ impl Rie {
                 .with_context(|| format!("POST {INVOKE_PATH}\n{}", self.report()))?;
             let status = response.status();
             let body = response.text().await?;
-            let unavailable = status == reqwest::StatusCode::BAD_REQUEST
-                && body.contains("Runtime.Unavailable");
+            let unavailable =
+                status == reqwest::StatusCode::BAD_REQUEST && body.contains("Runtime.Unavailable");
             if !unavailable || Instant::now() >= deadline {
                 break (status, body);
             }
