@@ -26,8 +26,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use lru::LruCache;
 use rand::Rng;
@@ -325,6 +327,9 @@ const _: () = assert!(
 pub struct Entry {
     /// The value (zeroized when the last `Arc` to the entry goes).
     pub item: Item,
+    /// The value as it was last answered, ready to send again (see [`Entry::prepared`]).
+    /// Boxed: a pointer in every entry, the body only in those served this way.
+    prepared: OnceLock<Box<Prepared>>,
     /// When AWS answered: nanoseconds since [`clock_base`]. Half an `Instant`, which (with
     /// the TTL below) keeps an entry's allocation within [`ENTRY_ALLOCATION_BYTES`].
     fetched_at: u64,
@@ -341,6 +346,7 @@ impl Entry {
     fn new(item: Item, ttl: Duration) -> Self {
         Self {
             item,
+            prepared: OnceLock::new(),
             fetched_at: since_base(Instant::now()),
             ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
             uses: AtomicU32::new(0),
@@ -396,6 +402,31 @@ impl Entry {
     /// Time since the entry was fetched.
     pub fn age(&self) -> Duration {
         self.age_at(Instant::now())
+    }
+
+    /// The entry's answer, ready to send: made by `make` from the value the first time
+    /// (`None` when it should not be kept), then the same bytes for every later hit, with
+    /// no encoding and no copy. The answer holds the value, so `make` writes it into a
+    /// buffer wiped when the last copy goes (`Bytes::from_owner` over a `Zeroizing`
+    /// buffer): when the entry is dropped and the last response holding it is sent.
+    pub fn prepared(&self, make: impl FnOnce(&Item) -> Option<Bytes>) -> Option<Bytes> {
+        if let Some(prepared) = self.prepared.get() {
+            return Some(prepared.0.clone());
+        }
+        let made = make(&self.item)?;
+        // Two first hits at once (another runtime thread) both make it; one is kept.
+        let _ = self.prepared.set(Box::new(Prepared(made.clone())));
+        Some(made)
+    }
+}
+
+/// An entry's answer, ready to send. It contains the value, so its `Debug` says only its
+/// length.
+struct Prepared(Bytes);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<answer, {} bytes>", self.0.len())
     }
 }
 

@@ -35,7 +35,7 @@ use super::error::ApiError;
 use super::query::{self, Output};
 use super::write_timeout::WriteTimeout;
 use crate::aws::{FailureKind, Source, SourceError};
-use crate::cache::{Freshness, Item, KeyRef, Lookup, PrefetchGate};
+use crate::cache::{Entry, Freshness, Item, KeyRef, Lookup, PrefetchGate};
 use crate::domain::json_key::{json_key, JsonKeyError};
 use crate::domain::{AskedScope, Parameter, Secret, SecretVersion};
 use crate::features::restore::RestoreWatch;
@@ -185,13 +185,13 @@ impl App {
             return Err(internal("cache entry of the wrong kind"));
         };
         let answer = match &req.output {
-            Output::Envelope => json(
-                &ParameterResponse {
+            Output::Envelope => envelope(&lookup.entry, parameter.payload_len(), || {
+                let body = ParameterResponse {
                     parameter,
                     result_metadata: ResultMetadata::default(),
-                },
-                [parameter.payload_len()],
-            ),
+                };
+                json_body(&body, [parameter.payload_len()])
+            }),
             output => plain(parameter.value.expose(), output)?,
         };
         Ok(with_cache_headers(answer, &lookup))
@@ -225,13 +225,13 @@ impl App {
             return Err(internal("cache entry of the wrong kind"));
         };
         let answer = match &req.output {
-            Output::Envelope => json(
-                &SecretResponse {
+            Output::Envelope => envelope(&lookup.entry, secret.payload_len(), || {
+                let body = SecretResponse {
                     secret,
                     result_metadata: ResultMetadata::default(),
-                },
-                [secret.payload_len()],
-            ),
+                };
+                json_body(&body, [secret.payload_len()])
+            }),
             output => {
                 let text = match (&secret.secret_string, &secret.secret_binary) {
                     (Some(s), _) => s.expose(),
@@ -494,17 +494,45 @@ fn internal(message: &str) -> ApiError {
 /// Bytes of names, ARNs, dates and field names the AWS layer's JSON adds around one value.
 const ENVELOPE_BYTES: usize = 512;
 
+/// Values up to this size are kept with their cache entry as a ready answer (see
+/// [`envelope`]). A larger value's answer is encoded per request: keeping it would hold
+/// the value twice, and its encoding is a small part of sending it.
+const PREPARED_VALUE_BYTES: usize = 4096;
+
+/// A single read's JSON envelope: the entry's ready answer (made by `encode` on the first
+/// hit, then sent as it is), or `encode`'s for a large value.
+fn envelope(entry: &Entry, value_bytes: usize, encode: impl Fn() -> Option<Bytes>) -> Response {
+    let body = if value_bytes <= PREPARED_VALUE_BYTES {
+        entry.prepared(|_| encode())
+    } else {
+        encode()
+    };
+    match body {
+        Some(body) => response(body, "application/json"),
+        None => internal("the value could not be encoded").into_response(),
+    }
+}
+
 /// A JSON body with room for its values (`payloads`: the bytes of each) and the envelope
 /// around each, so that the buffer rarely grows.
 fn json<T: serde::Serialize>(body: &T, payloads: impl IntoIterator<Item = usize>) -> Response {
+    match json_body(body, payloads) {
+        Some(body) => response(body, "application/json"),
+        None => internal("the value could not be encoded").into_response(),
+    }
+}
+
+/// [`json`]'s body, in a buffer wiped when the last copy of it goes.
+fn json_body<T: serde::Serialize>(
+    body: &T,
+    payloads: impl IntoIterator<Item = usize>,
+) -> Option<Bytes> {
     let (items, values) = payloads
         .into_iter()
         .fold((0, 0), |(items, values), len| (items + 1, values + len));
     let mut buffer = WipingBuffer::with_capacity(values + items.max(1) * ENVELOPE_BYTES);
-    match serde_json::to_writer(&mut buffer, body) {
-        Ok(()) => response(buffer.into_bytes(), "application/json"),
-        Err(_) => internal("the value could not be encoded").into_response(),
-    }
+    serde_json::to_writer(&mut buffer, body).ok()?;
+    Some(buffer.into_bytes())
 }
 
 /// The value alone, or one key of it, as text.
@@ -741,15 +769,71 @@ mod tests {
         assert_eq!(accepted.ttl().expect("accepted socket TTL"), 1);
     }
 
-    #[tokio::test]
-    async fn the_same_name_through_different_scopes_is_different_cache_entries() {
-        let cache = Cache::new(CacheSettings {
+    fn cache() -> Cache {
+        Cache::new(CacheSettings {
             enabled: true,
             capacity: 100,
             parameter_ttl: Duration::from_secs(300),
             secret_ttl: Duration::from_secs(300),
             max_stale: Duration::ZERO,
-        });
+        })
+    }
+
+    /// A hit sends the entry's ready answer: the very bytes made on the first hit, not a
+    /// new encoding; and the entry, which holds that answer, never prints it.
+    #[tokio::test]
+    async fn a_hit_sends_the_entrys_ready_answer_which_the_entry_never_prints() {
+        use http_body_util::{BodyExt, Empty};
+        let cache = cache();
+        let core = Core {
+            cache: cache.clone(),
+            scopes: Arc::new(scopes()),
+        };
+        let app = App::new(core, AuthToken::new("token"), PrefetchGate::open());
+        let get = |query: &str| {
+            Request::get(format!("{}?{query}", api::PARAMETER))
+                .header(TOKEN_HEADER, "token")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        let mut answers = Vec::new();
+        for query in ["name=/a", "name=/a", "name=/a", "name=/a&valueOnly=true"] {
+            let response = app.handle(get(query)).await;
+            assert_eq!(response.status(), 200, "{query}");
+            let cache_header = response.headers()[CACHE_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            answers.push((cache_header, body));
+        }
+        let cache_headers: Vec<&str> = answers.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(cache_headers, ["miss", "hit", "hit", "hit"]);
+        let envelope: serde_json::Value = serde_json::from_slice(&answers[1].1).unwrap();
+        assert_eq!(envelope["Parameter"]["Value"], "via home");
+        assert_eq!(answers[0].1, answers[1].1);
+        // The second hit sent the first hit's bytes.
+        assert_eq!(answers[1].1.as_ptr(), answers[2].1.as_ptr());
+        // Another output is not the envelope.
+        assert_eq!(&answers[3].1[..], b"via home");
+
+        let home = crate::domain::Scope::default();
+        let entry = cache
+            .peek_fresh(KeyRef::Parameter {
+                scope: &home,
+                name: "/a",
+                selector: None,
+                decrypt: false,
+            })
+            .expect("cached");
+        let printed = format!("{entry:?}");
+        assert!(printed.contains("<answer, "), "{printed}");
+        assert!(!printed.contains("via home"), "{printed}");
+    }
+
+    #[tokio::test]
+    async fn the_same_name_through_different_scopes_is_different_cache_entries() {
+        let cache = cache();
         let scopes = scopes();
         let mut seen = Vec::new();
         for (query, expected) in [
