@@ -549,6 +549,9 @@ struct LoadRun {
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
+    /// The server process's CPU time (user and system, all threads) per request, warm-up
+    /// included: its own work, which a busy machine changes far less than latency.
+    cpu_us: f64,
 }
 
 impl LoadRun {
@@ -566,6 +569,7 @@ impl LoadRun {
             "p50_us": round1(self.p50_us),
             "p99_us": round1(self.p99_us),
             "p99_9_us": round1(self.p999_us),
+            "cpu_us_per_request": round1(self.cpu_us),
         })
     }
 }
@@ -602,30 +606,44 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
 
     let mut one_thread = BareServer::start(&first.body, Threads::One).await?;
     let mut all_threads = BareServer::start(&first.body, Threads::All).await?;
+    let extension_pid = start.sandbox.pid().context("the extension has no pid")?;
     let targets = [
-        (extension, Some(token.as_str())),
-        (one_thread.addr, None),
-        (all_threads.addr, None),
+        (extension, Some(token.as_str()), extension_pid),
+        (one_thread.addr, None, one_thread.pid()?),
+        (all_threads.addr, None, all_threads.pid()?),
     ];
 
     let mut steps = Vec::new();
     println!(
-        "  {:<19}{:>6}{:>10}{:>10}{:>10}{:>10}{:>12}{:>8}",
-        "server", "conns", "requests", "p50 us", "p99 us", "p99.9 us", "req/s", "errors"
+        "  {:<19}{:>6}{:>10}{:>10}{:>10}{:>10}{:>12}{:>8}{:>10}",
+        "server",
+        "conns",
+        "requests",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "req/s",
+        "errors",
+        "cpu us/req"
     );
     for (connections, requests) in LOAD_STEPS {
         // Runs alternate between the servers, and the median of each figure is kept: one
         // busy moment on a shared machine then skews no server's figures alone.
         let mut runs: [Vec<LoadRun>; 3] = Default::default();
         for _ in 0..LOAD_RUNS {
-            for ((addr, token), runs) in targets.iter().zip(runs.iter_mut()) {
-                runs.push(load(*addr, &path, *token, connections, requests).await?);
+            for ((addr, token, pid), runs) in targets.iter().zip(runs.iter_mut()) {
+                let cpu_before = cpu_ticks(*pid)?;
+                let mut run = load(*addr, &path, *token, connections, requests).await?;
+                let sent = run.requests + connections * WARMUP_PER_CONNECTION;
+                let ticks = cpu_ticks(*pid)?.saturating_sub(cpu_before);
+                run.cpu_us = ticks as f64 * 1e6 / CLOCK_TICKS_PER_SECOND / sent as f64;
+                runs.push(run);
             }
         }
         let medians = runs.map(median_run);
         for ((_, name), run) in HIT_SERVERS.iter().zip(&medians) {
             println!(
-                "  {:<19}{:>6}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>12.0}{:>8}",
+                "  {:<19}{:>6}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>12.0}{:>8}{:>10.1}",
                 name,
                 run.connections,
                 run.requests,
@@ -633,7 +651,8 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
                 run.p99_us,
                 run.p999_us,
                 run.per_second(),
-                run.errors
+                run.errors,
+                run.cpu_us
             );
         }
         steps.push(medians);
@@ -643,9 +662,9 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
         row(
             &format!("ratios at {}", step[0].connections),
             &format!(
-                "lockbox p50 {:.2}x, throughput {:.2}x the bare server on 1 thread \
-                 ({:.2}x on all threads)",
-                ratio.p50, ratio.throughput, ratio.throughput_all_threads
+                "lockbox p50 {:.2}x, throughput {:.2}x, CPU per request {:.2}x the bare \
+                 server on 1 thread ({:.2}x the throughput on all threads)",
+                ratio.p50, ratio.throughput, ratio.cpu, ratio.throughput_all_threads
             ),
         );
     }
@@ -698,6 +717,7 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
                 "throughput_ratio_all_threads".into(),
                 json!(round3(ratio.throughput_all_threads)),
             );
+            figures.insert("cpu_per_request_ratio".into(), json!(round3(ratio.cpu)));
             Value::Object(figures)
         }).collect::<Vec<_>>(),
         "targets": {
@@ -721,6 +741,7 @@ struct HitRatios {
     p50: f64,
     throughput: f64,
     throughput_all_threads: f64,
+    cpu: f64,
 }
 
 impl HitRatios {
@@ -729,6 +750,7 @@ impl HitRatios {
             p50: ours.p50_us / one.p50_us,
             throughput: ours.per_second() / one.per_second(),
             throughput_all_threads: ours.per_second() / all.per_second(),
+            cpu: ours.cpu_us / one.cpu_us,
         }
     }
 }
@@ -748,6 +770,7 @@ fn median_run(runs: Vec<LoadRun>) -> LoadRun {
         p50_us: median(|r| r.p50_us),
         p99_us: median(|r| r.p99_us),
         p999_us: median(|r| r.p999_us),
+        cpu_us: median(|r| r.cpu_us),
     }
 }
 
@@ -829,6 +852,8 @@ async fn load(
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
         p999_us: percentile(0.999),
+        // Filled in by the caller, which knows the server's process.
+        cpu_us: 0.0,
     })
 }
 
@@ -895,6 +920,10 @@ impl BareServer {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             child,
         })
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the bare server has exited")
     }
 
     async fn stop(&mut self) {
@@ -1034,6 +1063,26 @@ async fn memory_figures(moto: &Moto) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({"value_bytes": MEMORY_VALUE_BYTES, "steps": figures}))
+}
+
+/// The unit of `/proc/PID/stat`'s CPU times (`USER_HZ`, 100 on Linux).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time a process has used, user and system, all its threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // After the command name (in parentheses, which may hold spaces): state is field 3,
+    // utime and stime fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    match (tick(14), tick(15)) {
+        (Some(user), Some(system)) => Ok(user + system),
+        _ => bail!("no CPU times in /proc/{pid}/stat"),
+    }
 }
 
 /// `VmRSS` of a process, in KiB.
