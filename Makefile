@@ -56,26 +56,24 @@ $(MOTO_STAMP): $(ROOT)/scripts/setup.sh $(ROOT)/scripts/requirements.txt
 	@$(ROOT)/scripts/setup.sh moto
 	@touch $@
 
-build: ## Debug build of the workspace, all targets (the end-to-end tests run these binaries)
-	cargo build --workspace --all-targets
+build: ## Debug build of the workspace, all targets, linted by clippy as it compiles (the end-to-end tests run these binaries)
+	$(ROOT)/scripts/linted.sh cargo build --workspace --all-targets
 
 # The test commands run with --workspace, like `make build`: with -p alone cargo resolves
 # features for one package and rebuilds dozens of crates (minutes on 2 cores).
 test: setup build lint ## Everything: template lint, a layer zip check (profile layer-test), all tests
-	@$(ROOT)/scripts/test.sh
+	@$(ROOT)/scripts/linted.sh $(ROOT)/scripts/test.sh
 
-check: setup ## What CI checks first: rustfmt, clippy -D warnings, template lint
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	@$(MAKE) lint
+check: ## What CI checks first: rustfmt, clippy -D warnings (in the debug build), template lint
+	@$(ROOT)/scripts/check.sh
 
 lint: setup ## Template lint: cfn-lint and sam validate --lint (offline)
 	cfn-lint $(TEMPLATE)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} sam validate --lint --template-file $(TEMPLATE)
 
-demo: setup-demo ## Run the demo: moto, a key, parameters, a secret, the extension in the sandbox
+demo: ## Run the demo: moto, a key, parameters, a secret, the extension in the sandbox
 	@$(ROOT)/scripts/require-bin.sh demo
-	cargo build $(DEMO_BINS)
+	@$(ROOT)/scripts/beside.sh setup-demo cargo build $(DEMO_BINS)
 	$(TARGET_DIR)/debug/demo
 
 # What the bench's sections run, built with the layer's profile: the extension always, the

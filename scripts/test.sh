@@ -26,7 +26,10 @@ layer_dir=$root/target/layer-test
 layer_log=$layer_dir/build.log
 mkdir -p "$layer_dir"
 echo "+ scripts/layer.sh zip x86_64 (profile layer-test, in the background; log: ${layer_log#"$root"/})"
-LAMBDA_PROFILE=layer-test LAYER_DIST=$layer_dir "$root/scripts/layer.sh" zip x86_64 \
+# Without clippy as the workspace's compiler (`make test` runs under scripts/linted.sh): the
+# debug build has linted the same code, and the layer is another target.
+env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+  LAMBDA_PROFILE=layer-test LAYER_DIST=$layer_dir "$root/scripts/layer.sh" zip x86_64 \
   >"$layer_log" 2>&1 &
 layer_pid=$!
 # A failed step does not stop the others: every failure is reported, then the status.
@@ -39,6 +42,26 @@ run() { "$@" 2>&1 | tee -a "$results"; return "${PIPESTATUS[0]}"; }
 
 echo "+ cargo test --workspace --doc"
 run cargo test --workspace --doc || failed+=("doc tests")
+
+# The long test: 2,000 parameters rotated across invocations, about 90 s of moto answering
+# some 12,000 calls. It is ignored in a plain run (where it would start last, in name order,
+# and end the run 90 s after the rest) and runs here from the start, beside the others, on
+# the end-to-end binary the build left.
+long_filter=two_thousand
+long_log=$(mktemp)
+trap 'rm -f "$results" "$long_log"' EXIT
+e2e_bin=$(cargo test --workspace --test e2e --no-run 2>&1 \
+  | sed -n 's/.*Executable tests\/e2e\/main.rs (\(.*\))$/\1/p' | tail -n 1)
+if [ -z "$e2e_bin" ]; then
+  echo "test: the end-to-end binary could not be built or found" >&2
+  failed+=("end-to-end build")
+  long_pid=
+else
+  case $e2e_bin in /*) ;; *) e2e_bin=$root/$e2e_bin ;; esac
+  echo "+ (beside the rest) ${e2e_bin#"$root"/} --ignored $long_filter"
+  (cd "$root/tests" && "$e2e_bin" --ignored "$long_filter") >"$long_log" 2>&1 &
+  long_pid=$!
+fi
 
 case $runner in
   nextest)
@@ -54,6 +77,14 @@ case $runner in
     run cargo test --workspace --no-fail-fast --lib --bins --tests || failed+=("tests")
     ;;
 esac
+
+if [ -n "$long_pid" ]; then
+  long_status=0
+  wait "$long_pid" || long_status=$?
+  echo "+ the long test ($long_filter), run beside the rest:"
+  tee -a "$results" <"$long_log"
+  [ "$long_status" -eq 0 ] || failed+=("the long test ($long_filter)")
+fi
 
 if wait "$layer_pid"; then
   grep '^layer:' "$layer_log" || true

@@ -21,7 +21,8 @@
 //!    is built with.
 //! 8. [`lifecycle`] (the extension: register → validate → serve → prefetch → render →
 //!    event loop → shutdown) and [`exec`] (the exec wrapper, `lockbox-exec`) are the two
-//!    entry points; [`logging`] writes one JSON object per line, never a value.
+//!    entry points; [`logging`] writes one JSON object per line, never a value;
+//!    [`process`] says how long ago the process started (the Init deadline counts from then).
 
 pub mod aws;
 pub mod cache;
@@ -33,4 +34,5 @@ pub mod http;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod read;

@@ -50,6 +50,7 @@ use crate::features::restore::RestoreWatch;
 use crate::http::server::Listener;
 use crate::http::{self, App};
 use crate::metrics::{self, Cadence, Metrics, MetricsMode, Reporter};
+use crate::process;
 use crate::read::Core;
 
 /// The name Lambda knows the extension by: the executable's file name in the layer.
@@ -145,10 +146,12 @@ enum Signal {
 
 /// Runs the extension from registration to exit.
 pub async fn run(raw: RawConfig) -> Result<(), LifecycleError> {
-    // The Init budget counts from here, not from when prefetch starts: Init is what it
-    // bounds, and registering and building the clients are part of it (seconds on a
-    // machine busy starting a fleet).
-    let init_started = Instant::now();
+    // The Init budget counts from the process's start, not from when prefetch starts: Init
+    // is what it bounds, and starting the process, registering and building the clients are
+    // part of it (seconds on a machine busy starting a fleet).
+    let init_started = process::age()
+        .and_then(|age| Instant::now().checked_sub(age))
+        .unwrap_or_else(Instant::now);
     let running: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
     let (extension, signals) = register(running.clone(), raw.mode()).await?;
     let init = InitReporter {

@@ -82,6 +82,11 @@ pub struct RotationInput {
     /// last parameter name this rotation id has already dealt with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_after: Option<String>,
+    /// Set by the rotator with `continueAfter` when it fits the hand-over's payload: the
+    /// names this rotation selected and has not dealt with yet, in name order. The next
+    /// invocation works through them instead of selecting again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_with: Option<Vec<String>>,
 }
 
 /// `"staged"` as written in the input.
@@ -251,6 +256,9 @@ pub struct Rotation {
     /// Parameters up to and including this name were dealt with by an earlier invocation
     /// of this rotation id.
     pub continue_after: Option<String>,
+    /// The names an earlier invocation of this rotation id selected and left to do, in
+    /// name order: when set, they are rotated without selecting again.
+    pub continue_with: Option<Vec<String>>,
 }
 
 impl Rotation {
@@ -390,6 +398,17 @@ impl RotationInput {
         if let Some(name) = &self.continue_after {
             check_name("continueAfter", name)?;
         }
+        if let Some(names) = &self.continue_with {
+            if self.continue_after.is_none() {
+                return Err(invalid(
+                    "continueWith is set by the rotator together with continueAfter; \
+                     it cannot stand alone",
+                ));
+            }
+            for name in names {
+                check_name("continueWith", name)?;
+            }
+        }
         let (policy, overrides) = match self.mode {
             Mode::Regenerate => {
                 let spec = self.policy.unwrap_or_default();
@@ -448,6 +467,7 @@ impl RotationInput {
             access,
             staged,
             continue_after: self.continue_after,
+            continue_with: self.continue_with,
         })
     }
 }

@@ -136,6 +136,32 @@ impl Error {
     }
 }
 
+/// The largest hand-over payload: Lambda takes at most 256 KB for an asynchronous
+/// invocation; the rest is room for the input's other fields.
+pub const HANDOVER_PAYLOAD_BYTES: usize = 200 * 1024;
+
+/// The next invocation's input: the same input, `continueAfter` the last name dealt with,
+/// and `continueWith` the names deferred (so that it does not select again) when they fit
+/// [`HANDOVER_PAYLOAD_BYTES`]; past that it selects again and starts after `continueAfter`.
+fn handover(input: RotationInput, after: &str, report: &Report) -> RotationInput {
+    let deferred: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Deferred)
+        .map(|r| r.name.clone())
+        .collect();
+    let mut next = RotationInput {
+        continue_after: Some(after.to_owned()),
+        continue_with: Some(deferred),
+        ..input
+    };
+    let fits = serde_json::to_vec(&next).is_ok_and(|p| p.len() <= HANDOVER_PAYLOAD_BYTES);
+    if !fits {
+        next.continue_with = None;
+    }
+    next
+}
+
 /// An error and its sources, joined by their `Display` forms only. The SDK's
 /// `DisplayErrorContext` also prints the raw HTTP response, which for a call that returns
 /// a secret (STS credentials, KMS random bytes) could hold it when parsing failed.
@@ -272,10 +298,7 @@ impl Rotator {
             let function = invocation.function_arn.clone().unwrap_or_default();
             let handed_over = match (&report.continue_after, function.is_empty()) {
                 (Some(after), false) => {
-                    let next = RotationInput {
-                        continue_after: Some(after.clone()),
-                        ..input
-                    };
+                    let next = handover(input, after, &report);
                     self.continue_in(&function, &next).await
                 }
                 (None, _) => Err(format!(

@@ -22,7 +22,7 @@
 //! Staged mode ([`crate::input::Staged`]) writes the new value as `pending` and leaves
 //! `current` alone; a later run, once the pending version is old enough, promotes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -137,10 +137,18 @@ impl Budget {
     }
 }
 
+/// Names one `DescribeParameters` call describes when a continuation describes the names
+/// it was handed (a filter takes at most 50 values).
+const DESCRIBE_CHUNK: usize = 50;
+
 /// Runs a validated rotation whose key passed the gate. Selection errors fail the run
 /// before any write; per-parameter failures are reported and the others go on. When the
 /// budget runs out, the parameters not yet started are reported `deferred` and
 /// [`Report::continue_after`] names the last one dealt with.
+///
+/// A continuation that carries the names left to do ([`Rotation::continue_with`]) does not
+/// select again: it describes those names [`DESCRIBE_CHUNK`] at a time, as it comes to
+/// them, so no invocation lists more than it rotates.
 pub(crate) async fn run<S: ParameterStore>(
     store: &S,
     rotation: &Rotation,
@@ -149,12 +157,25 @@ pub(crate) async fn run<S: ParameterStore>(
     lease: Duration,
     budget: Budget,
 ) -> Result<Report, SelectError> {
-    let mut selected = select(store, rotation).await?;
-    if let Some(after) = &rotation.continue_after {
-        // An earlier invocation of this rotation id dealt with everything up to `after`
-        // (selection is in name order).
-        selected.retain(|meta| meta.name.as_str() > after.as_str());
-    }
+    let after = rotation.continue_after.as_deref().unwrap_or_default();
+    let (mut described, mut carried): (VecDeque<ParamMeta>, VecDeque<String>) =
+        match &rotation.continue_with {
+            Some(names) => (
+                VecDeque::new(),
+                names
+                    .iter()
+                    .filter(|name| name.as_str() > after)
+                    .cloned()
+                    .collect(),
+            ),
+            None => {
+                let mut selected = select(store, rotation).await?;
+                // An earlier invocation of this rotation id dealt with everything up to
+                // `after` (selection is in name order).
+                selected.retain(|meta| meta.name.as_str() > after);
+                (selected.into(), VecDeque::new())
+            }
+        };
     let rotate = Rotate {
         store,
         rotation,
@@ -164,24 +185,47 @@ pub(crate) async fn run<S: ParameterStore>(
         pacer: rotation.pace.pacer(),
         backoff: rotation.pace.backoff(),
     };
-    let mut results = Vec::with_capacity(selected.len());
-    let mut continue_after = None;
-    for (i, meta) in selected.iter().enumerate() {
-        if !budget.allows_another() {
-            for rest in &selected[i..] {
-                let result = rotate.deferred(rest);
+    let mut results = Vec::with_capacity(described.len() + carried.len());
+    let mut last_done: Option<String> = None;
+    let mut stopped = false;
+    loop {
+        if described.is_empty() && !carried.is_empty() {
+            let chunk: Vec<String> = carried.drain(..DESCRIBE_CHUNK.min(carried.len())).collect();
+            let (found, gone) = rotate.describe_carried(&chunk).await;
+            // Not `last_done`: a gone name may sort after names of this chunk that are
+            // still to come.
+            for result in gone {
                 result.log(&rotation.id.id);
                 results.push(result);
             }
-            // None when this invocation started nothing at all: handing over again would
-            // only repeat that.
-            continue_after = i.checked_sub(1).map(|last| selected[last].name.clone());
+            described.extend(found);
+            continue;
+        }
+        let Some(meta) = described.pop_front() else {
+            break;
+        };
+        if !budget.allows_another() {
+            stopped = true;
+            let rest = std::iter::once(&meta).chain(described.iter());
+            for result in rest.map(|m| rotate.deferred(&m.name, Some(m.version))) {
+                result.log(&rotation.id.id);
+                results.push(result);
+            }
             break;
         }
-        let result = rotate.parameter(meta).await;
+        let result = rotate.parameter(&meta).await;
+        result.log(&rotation.id.id);
+        results.push(result);
+        last_done = Some(meta.name);
+    }
+    for name in &carried {
+        let result = rotate.deferred(name, None);
         result.log(&rotation.id.id);
         results.push(result);
     }
+    // None when this invocation dealt with nothing at all: handing over again would only
+    // repeat that.
+    let continue_after = if stopped { last_done } else { None };
     Ok(Report {
         rotation_id: rotation.id.id.clone(),
         schedule: rotation.id.schedule.clone(),
@@ -307,30 +351,76 @@ impl<S: ParameterStore> Rotate<'_, S> {
             Ok(d) => (d.outcome, d.old, d.new, d.reason),
             Err(s) => (s.outcome, s.old, s.new, Some(s.reason)),
         };
-        self.result(meta, outcome, old, new, reason)
+        self.result(&meta.name, outcome, old, new, reason)
     }
 
-    /// A parameter this invocation had no time for.
-    fn deferred(&self, meta: &ParamMeta) -> ParamResult {
+    /// A parameter this invocation had no time for (`version`: unknown when it was
+    /// handed over by name and not described yet).
+    fn deferred(&self, name: &str, version: Option<i64>) -> ParamResult {
         self.result(
-            meta,
+            name,
             Outcome::Deferred,
-            Some(meta.version),
+            version,
             None,
             Some("not started before the invocation's deadline; the next invocation of this rotation id continues".into()),
         )
     }
 
+    /// Describes names a continuation was handed: their metadata, in name order, and a
+    /// result for each that cannot be rotated now (`skipped`: deleted, or no longer
+    /// carrying the required tag, since the rotation selected it; `failed`: the call
+    /// failed, so the run fails and its retry comes back to them).
+    async fn describe_carried(&self, names: &[String]) -> (Vec<ParamMeta>, Vec<ParamResult>) {
+        let selection = Selection {
+            selector: Selector::Names(names),
+            required_tag: self.rotation.targets.require_tag.as_deref(),
+        };
+        let mut found: BTreeMap<String, ParamMeta> = match self.store.describe(selection).await {
+            Ok(metas) => metas.into_iter().map(|m| (m.name.clone(), m)).collect(),
+            Err(err) => {
+                let failed = names
+                    .iter()
+                    .map(|name| {
+                        let reason = format!("describing it failed: {err}");
+                        self.result(name, Outcome::Failed, None, None, Some(reason))
+                    })
+                    .collect();
+                return (Vec::new(), failed);
+            }
+        };
+        let mut metas = Vec::with_capacity(found.len());
+        let mut gone = Vec::new();
+        for name in names {
+            match found.remove(name) {
+                Some(meta) => metas.push(meta),
+                None => gone.push(
+                    self.result(
+                        name,
+                        Outcome::Skipped,
+                        None,
+                        None,
+                        Some(
+                            "selected by this rotation, but gone (deleted, or no longer tagged as \
+                         targets.requireTag asks) when its turn came"
+                                .into(),
+                        ),
+                    ),
+                ),
+            }
+        }
+        (metas, gone)
+    }
+
     fn result(
         &self,
-        meta: &ParamMeta,
+        name: &str,
         outcome: Outcome,
         old: Option<i64>,
         new: Option<i64>,
         reason: Option<String>,
     ) -> ParamResult {
         ParamResult {
-            name: meta.name.clone(),
+            name: name.to_owned(),
             old_version: old,
             new_version: new,
             key_id: self.key.arn.clone(),
@@ -1301,6 +1391,57 @@ mod tests {
                 "LabelParameterVersion",
             ]
         );
+    }
+
+    #[test]
+    fn a_continuation_works_through_the_names_it_was_handed_without_selecting_again() {
+        let names: Vec<String> = (0..120).map(|i| format!("/fleet/p{i:03}")).collect();
+        // Selected by the path, but not handed over: an earlier invocation dealt with it.
+        let mut fake = Fake::default().with_param("/fleet/done", 1, KEY);
+        for name in names.iter().filter(|n| *n != "/fleet/p007") {
+            fake = fake.with_param(name, 1, KEY);
+        }
+        let input = |carried: &str| {
+            format!(
+                r#"{{"targets":{{"paths":["/fleet"]}},"keyId":"alias/app","mode":"regenerate",
+                    "rotationId":"2026-11-22T03:00:00Z",
+                    "pace":{{"writesPerSecond":1000,"baseDelayMs":1}}{carried}}}"#
+            )
+        };
+        let carried = serde_json::to_string(&names).unwrap();
+        let r = parse(&input(&format!(
+            r#","continueAfter":"/fleet/done","continueWith":{carried}"#
+        )))
+        .unwrap()
+        .validate(None)
+        .unwrap();
+        let report = run_on(&fake, &r);
+        assert_eq!(
+            fake.count("DescribeParameters"),
+            3,
+            "120 names described 50 at a time, nothing selected again"
+        );
+        assert_eq!(report.results.len(), 120);
+        for result in &report.results {
+            let expected = match result.name.as_str() {
+                // Deleted since the rotation selected it.
+                "/fleet/p007" => Outcome::Skipped,
+                _ => Outcome::Rotated,
+            };
+            assert_eq!(
+                result.outcome, expected,
+                "{}: {:?}",
+                result.name, result.reason
+            );
+        }
+        assert_eq!(fake.versions("/fleet/done").len(), 1, "not rotated twice");
+        assert_eq!(report.continue_after, None, "nothing deferred");
+
+        let alone = parse(&input(&format!(r#","continueWith":{carried}"#)))
+            .unwrap()
+            .validate(None)
+            .unwrap_err();
+        assert!(alone.to_string().contains("continueWith"), "{alone}");
     }
 
     #[test]

@@ -209,6 +209,11 @@ pub fn secret_path(secret_id: &str, extra: &[(&str, &str)]) -> String {
     query("/secretsmanager/get", "secretId", secret_id, extra)
 }
 
+/// `/lockbox/keyring?name=NAME&...` with every value URL-encoded.
+pub fn keyring_path(name: &str, extra: &[(&str, &str)]) -> String {
+    query("/lockbox/keyring", "name", name, extra)
+}
+
 /// `route?k=v&...` with every value URL-encoded, for routes without a helper of their own
 /// (batches, paths).
 pub fn path_with_query(route: &str, pairs: &[(&str, &str)]) -> String {

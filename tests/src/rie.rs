@@ -44,6 +44,8 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(40);
 /// Pause between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long an invoke is asked again while no runtime worker is waiting for it.
+const UNAVAILABLE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where `make setup` installs the emulator: `LOCKBOX_RIE_BIN`, else
 /// `<workspace>/.tools/bin/aws-lambda-rie`. A missing emulator is an error that says why
@@ -266,15 +268,28 @@ impl Rie {
     /// Invokes the function with a raw payload (see `fn-runtime.rs`) and returns the reads.
     pub async fn invoke_payload(&self, payload: Value) -> anyhow::Result<Vec<Read>> {
         let url = format!("http://127.0.0.1:{}{INVOKE_PATH}", self.invoke_port);
-        let response = self
-            .http
-            .post(&url)
-            .json(&payload)
-            .send()
-            .await
-            .with_context(|| format!("POST {INVOKE_PATH}\n{}", self.report()))?;
-        let status = response.status();
-        let body = response.text().await?;
+        // In Managed Instances mode the emulator answers `Runtime.Unavailable` to an invoke
+        // that finds no runtime worker waiting in `/next`: right after Init the function's
+        // workers may not all have asked yet, and concurrent invokes can outrun them. Lambda
+        // holds or routes such an invoke elsewhere; the harness asks again until a deadline.
+        let deadline = Instant::now() + UNAVAILABLE_DEADLINE;
+        let (status, body) = loop {
+            let response = self
+                .http
+                .post(&url)
+                .json(&payload)
+                .send()
+                .await
+                .with_context(|| format!("POST {INVOKE_PATH}\n{}", self.report()))?;
+            let status = response.status();
+            let body = response.text().await?;
+            let unavailable =
+                status == reqwest::StatusCode::BAD_REQUEST && body.contains("Runtime.Unavailable");
+            if !unavailable || Instant::now() >= deadline {
+                break (status, body);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        };
         if !status.is_success() {
             bail!("the invoke answered {status}: {body}\n{}", self.report());
         }

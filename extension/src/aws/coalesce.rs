@@ -28,7 +28,9 @@ use super::source::{
     FailureKind, ParameterBatch, SecretBatch, Source, SourceError, BATCH_GET_SECRETS_MAX,
     GET_PARAMETERS_MAX,
 };
-use crate::domain::{Parameter, ParameterName, Scope, Secret, SecretBatchError, SecretVersion};
+use crate::domain::{
+    Keyring, Parameter, ParameterName, Scope, Secret, SecretBatchError, SecretVersion,
+};
 
 /// How long the first miss of a batch waits for others before its call is sent.
 pub const LINGER: Duration = Duration::from_millis(10);
@@ -125,6 +127,15 @@ impl Source for Coalescing {
         decrypt: bool,
     ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
         self.inner.get_parameters_by_path(path, recursive, decrypt)
+    }
+
+    fn get_keyring<'a>(
+        &'a self,
+        name: &'a str,
+        decrypt: bool,
+    ) -> BoxFuture<'a, Result<Keyring, SourceError>> {
+        // Its names carry selectors, which a coalesced batch cannot tell apart.
+        self.inner.get_keyring(name, decrypt)
     }
 
     fn batch_get_secrets<'a>(

@@ -415,7 +415,11 @@ impl Source for AwsSource {
                 .take()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| convert_parameter(p, "", None, &self.arn_prefixes))
+                .map(|mut p| {
+                    // AWS says which selector (`:current`, `:3`) each answer is for.
+                    let selector = p.selector.take();
+                    convert_parameter(p, "", selector, &self.arn_prefixes)
+                })
                 .collect();
             Ok(ParameterBatch {
                 found,
@@ -450,10 +454,11 @@ impl Source for AwsSource {
                     })
                     .await?;
                 let page = out.parameters.take().unwrap_or_default();
-                all.extend(
-                    page.into_iter()
-                        .map(|p| convert_parameter(p, "", None, &self.arn_prefixes)),
-                );
+                all.extend(page.into_iter().map(|mut p| {
+                    // AWS says which selector (`:current`, `:3`) each answer is for.
+                    let selector = p.selector.take();
+                    convert_parameter(p, "", selector, &self.arn_prefixes)
+                }));
                 match out.next_token.take() {
                     Some(token) if !token.is_empty() => next_token = Some(token),
                     _ => break,

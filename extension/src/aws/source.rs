@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::domain::{
-    Parameter, ParameterName, Scope, Secret, SecretBatchError, SecretVersion, HOME,
+    keyring_names, Keyring, KeyringError, Parameter, ParameterName, Scope, Secret,
+    SecretBatchError, SecretVersion, Selector, Sorting, HOME,
 };
 
 /// Reads one parameter or one secret from wherever values live.
@@ -27,11 +28,42 @@ pub trait Source: Send + Sync + 'static {
         id: &'a str,
         version: Option<&'a SecretVersion>,
     ) -> BoxFuture<'a, Result<Secret, SourceError>>;
+
+    /// `GetParameters`: at most [`GET_PARAMETERS_MAX`] names (a name may carry a selector;
+    /// the answers then keep the `Selector` AWS echoes).
     fn get_parameters<'a>(
         &'a self,
         names: &'a [String],
         decrypt: bool,
     ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>>;
+
+    /// A parameter's keyring: the versions labelled `current`, `previous` and `pending`,
+    /// in one `GetParameters` call. An answer that does not say which label it is (an
+    /// endpoint that does not echo `Selector`) and cannot be placed by elimination costs
+    /// a `GetParameter` of its label: never a guess. A missing `previous` or `pending` is
+    /// an empty slot; a missing `current` is [`FailureKind::NotFound`].
+    fn get_keyring<'a>(
+        &'a self,
+        name: &'a str,
+        decrypt: bool,
+    ) -> BoxFuture<'a, Result<Keyring, SourceError>> {
+        Box::pin(async move {
+            let batch = self.get_parameters(&keyring_names(name), decrypt).await?;
+            let mut sorting = Sorting::new(name, batch.found, &batch.invalid);
+            while let Some(slot) = sorting.unsure() {
+                let labelled = ParameterName {
+                    name: name.to_owned(),
+                    selector: Some(Selector::Label(slot.label().to_owned())),
+                };
+                match self.get_parameter(&labelled, decrypt).await {
+                    Ok(parameter) => sorting.settle(slot, Some(parameter)),
+                    Err(err) if err.kind == FailureKind::NotFound => sorting.settle(slot, None),
+                    Err(err) => return Err(err),
+                }
+            }
+            sorting.finish().map_err(SourceError::from)
+        })
+    }
 
     /// `GetParametersByPath`, every page.
     fn get_parameters_by_path<'a>(
@@ -114,6 +146,18 @@ pub struct SourceError {
     /// When AWS throttled past the timeout: how long the caller should wait before asking
     /// again (the `Retry-After` header).
     pub retry_after: Option<Duration>,
+}
+
+impl From<KeyringError> for SourceError {
+    fn from(err: KeyringError) -> Self {
+        match err {
+            KeyringError::NoCurrent(_) => Self::new(
+                FailureKind::NotFound,
+                "ParameterVersionLabelNotFound",
+                err.to_string(),
+            ),
+        }
+    }
 }
 
 impl SourceError {

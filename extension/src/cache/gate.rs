@@ -58,6 +58,8 @@ impl PrefetchGate {
                 self.names.contains(name) || self.paths.iter().any(|p| name.starts_with(p.as_str()))
             }
             KeyRef::Path { path, .. } => self.paths.iter().any(|p| path.starts_with(p.as_str())),
+            // Prefetch reads no keyring.
+            KeyRef::Keyring { .. } => false,
             KeyRef::Secret { id, .. } => self.secrets.contains(id),
         }
     }

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::aws::SourceError;
-use crate::domain::{Parameter, Scope, Secret, SecretVersion, Selector};
+use crate::domain::{Keyring, Parameter, Scope, Secret, SecretVersion, Selector};
 use crate::metrics::{CacheGauges, Metrics};
 
 pub mod gate;
@@ -74,6 +74,16 @@ pub enum Key {
         path: String,
         /// Whether deeper levels are included.
         recursive: bool,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A keyring read: the versions labelled `current`, `previous` and `pending` of one
+    /// parameter, as one entry.
+    Keyring {
+        /// Whose credentials, which region.
+        scope: Scope,
+        /// Name or ARN, as asked.
+        name: Box<str>,
         /// Decrypted or ciphertext.
         decrypt: bool,
     },
@@ -116,12 +126,22 @@ impl Key {
         }
     }
 
+    /// The key of a keyring read.
+    pub fn keyring(scope: &Scope, name: &str, decrypt: bool) -> Self {
+        Key::Keyring {
+            scope: scope.clone(),
+            name: name.into(),
+            decrypt,
+        }
+    }
+
     /// The role and region the entry was read with.
     pub fn scope(&self) -> &Scope {
         match self {
-            Key::Parameter { scope, .. } | Key::Path { scope, .. } | Key::Secret { scope, .. } => {
-                scope
-            }
+            Key::Parameter { scope, .. }
+            | Key::Path { scope, .. }
+            | Key::Keyring { scope, .. }
+            | Key::Secret { scope, .. } => scope,
         }
     }
 
@@ -148,6 +168,15 @@ impl Key {
                 scope,
                 path,
                 recursive: *recursive,
+                decrypt: *decrypt,
+            },
+            Key::Keyring {
+                scope,
+                name,
+                decrypt,
+            } => KeyRef::Keyring {
+                scope,
+                name,
                 decrypt: *decrypt,
             },
             Key::Secret { scope, id, version } => KeyRef::Secret {
@@ -185,6 +214,15 @@ pub enum KeyRef<'a> {
         /// Decrypted or ciphertext.
         decrypt: bool,
     },
+    /// A keyring read.
+    Keyring {
+        /// Whose credentials, which region.
+        scope: &'a Scope,
+        /// Name or ARN, as asked.
+        name: &'a str,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
     /// A secret read.
     Secret {
         /// Whose credentials, which region.
@@ -217,6 +255,11 @@ impl KeyRef<'_> {
                 recursive,
                 decrypt,
             },
+            KeyRef::Keyring {
+                scope,
+                name,
+                decrypt,
+            } => Key::keyring(scope, name, decrypt),
             KeyRef::Secret { scope, id, version } => Key::secret(scope, id, version),
         }
     }
@@ -226,6 +269,7 @@ impl KeyRef<'_> {
         match self {
             KeyRef::Parameter { scope, .. }
             | KeyRef::Path { scope, .. }
+            | KeyRef::Keyring { scope, .. }
             | KeyRef::Secret { scope, .. } => scope,
         }
     }
@@ -293,6 +337,9 @@ pub enum Item {
     /// From SSM, a path's parameters: each is the entry it is also cached as under its own
     /// name (an [`Item::Parameter`]), so a value read by path is held once.
     Parameters(Vec<Arc<Entry>>),
+    /// From SSM, a parameter's `current`, `previous` and `pending` versions (boxed: three
+    /// parameters would make every entry larger).
+    Keyring(Box<Keyring>),
     /// From Secrets Manager.
     Secret(Secret),
 }
@@ -441,6 +488,7 @@ impl Item {
             Item::Parameter(p) => p.payload_len(),
             // A path's entry points at its parameters' own entries, which count their bytes.
             Item::Parameters(_) => 0,
+            Item::Keyring(k) => k.payload_len(),
             Item::Secret(s) => s.payload_len(),
         }
     }
@@ -449,7 +497,7 @@ impl Item {
 /// One entry as the stats route lists it: what it is and how it is used, never its value.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EntryInfo {
-    /// `parameter`, `path` or `secret`.
+    /// `parameter`, `path`, `keyring` or `secret`.
     pub kind: &'static str,
     /// The name, path or secret id as asked (a parameter's selector inline, a secret's
     /// version after `:`).
@@ -477,6 +525,7 @@ impl EntryInfo {
                 },
             ),
             Key::Path { path, .. } => ("path", path.clone()),
+            Key::Keyring { name, .. } => ("keyring", name.to_string()),
             Key::Secret { id, version, .. } => (
                 "secret",
                 match version.as_deref() {
@@ -743,7 +792,9 @@ impl Cache {
     /// The TTL that applies to a key.
     fn ttl(&self, key: KeyRef<'_>) -> Duration {
         match key {
-            KeyRef::Parameter { .. } | KeyRef::Path { .. } => self.settings.parameter_ttl,
+            KeyRef::Parameter { .. } | KeyRef::Path { .. } | KeyRef::Keyring { .. } => {
+                self.settings.parameter_ttl
+            }
             KeyRef::Secret { .. } => self.settings.secret_ttl,
         }
     }

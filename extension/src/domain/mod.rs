@@ -4,6 +4,8 @@
 //! - [`value`]: text and bytes that may be secret (zeroized on drop, never in `Debug`),
 //!   labels, timestamps;
 //! - [`parameter`] and [`secret`]: the values as AWS returns them;
+//! - [`keyring`]: a parameter's `current`, `previous` and `pending` versions together,
+//!   and how one `GetParameters` answer is placed into them;
 //! - [`selector`]: how a read names a parameter (name or ARN, version or label);
 //! - [`json_key`]: one key out of a JSON value, for `jsonKey=` and references alike,
 //!   wiping what it parsed;
@@ -13,6 +15,7 @@
 //!   it allows an extension.
 
 pub mod json_key;
+pub mod keyring;
 pub mod mode;
 pub mod parameter;
 pub mod scope;
@@ -20,6 +23,7 @@ pub mod secret;
 pub mod selector;
 pub mod value;
 
+pub use keyring::{keyring_names, Keyring, KeyringError, Slot, Sorting};
 pub use parameter::{ArnPrefixes, Parameter, ParameterArn, ParameterExtra};
 pub use scope::{Arn, AskedScope, NameError, RegionName, RoleArn, RolePolicy, Scope, HOME};
 pub use secret::{secret_answers_to, Secret, SecretBatchError, SecretVersion};

@@ -64,6 +64,7 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
     let mut current_secrets = Vec::new();
     let mut other_secrets: Vec<(String, SecretVersion)> = Vec::new();
     let mut paths = Vec::new();
+    let mut keyrings = Vec::new();
     for key in due {
         match key {
             Key::Parameter {
@@ -88,6 +89,7 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
                 decrypt,
                 ..
             } => paths.push((path, recursive, decrypt)),
+            Key::Keyring { name, decrypt, .. } => keyrings.push((name, decrypt)),
             Key::Secret {
                 id, version: None, ..
             } => current_secrets.push(String::from(id)),
@@ -123,6 +125,12 @@ async fn refresh_scope(cache: &Cache, source: &dyn Source, due: Vec<Key>) -> usi
             .await
             .is_ok();
         outcomes.push(("path", ok));
+    }
+    for (name, decrypt) in &keyrings {
+        let ok = read::keyring(cache, source, name, *decrypt, true)
+            .await
+            .is_ok();
+        outcomes.push(("keyring", ok));
     }
     for (kind, ok) in outcomes {
         if !ok {

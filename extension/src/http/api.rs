@@ -20,6 +20,8 @@ pub const PARAMETERS_BY_PATH: &str = "/systemsmanager/parameters/get-by-path";
 pub const SECRET: &str = "/secretsmanager/get";
 /// Many secrets (`BatchGetSecretValue`).
 pub const SECRETS: &str = "/secretsmanager/get-many";
+/// A parameter's keyring: the versions labelled `current`, `previous` and `pending`.
+pub const KEYRING: &str = "/lockbox/keyring";
 /// The metrics' counters since start, as JSON (`?entries=true`: the cached entries too).
 pub const STATS: &str = "/lockbox/stats";
 

@@ -119,6 +119,18 @@ pub enum RequestError {
     /// A path that does not start with `/`.
     #[error("path {0:?} must start with '/'")]
     RelativePath(String),
+    /// A keyring asked for with a selector: the route reads its three labels itself.
+    #[error(
+        "the keyring route reads the labels current, previous and pending itself; \
+         give the name without a version or label (got {0:?})"
+    )]
+    KeyringSelector(String),
+    /// A keyring asked for of a Secrets Manager reference, which has no SSM labels.
+    #[error(
+        "{0:?} is a Secrets Manager reference, which has no SSM labels; \
+         read its stages with /secretsmanager/get?versionStage="
+    )]
+    KeyringReference(String),
 }
 
 /// What a single read answers with.
@@ -153,6 +165,19 @@ pub struct PathRequest {
     pub path: String,
     /// Include deeper levels (SSM's default is not to).
     pub recursive: bool,
+    /// Whether SecureStrings are decrypted.
+    pub with_decryption: bool,
+    /// Skip the cache.
+    pub refresh_now: bool,
+    /// `roleArn=` and `region=`: whose credentials, which region.
+    pub scope: AskedScope,
+}
+
+/// A read of a parameter's keyring (`/lockbox/keyring`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringRequest {
+    /// Name or ARN, without a selector.
+    pub name: String,
     /// Whether SecureStrings are decrypted.
     pub with_decryption: bool,
     /// Skip the cache.
@@ -433,6 +458,29 @@ pub fn parse_stats(raw: Option<&str>) -> Result<bool, RequestError> {
     Query::parse(raw, &["entries"])?.flag("entries")
 }
 
+/// Parses `/lockbox/keyring`'s query.
+pub fn parse_keyring(raw: Option<&str>) -> Result<KeyringRequest, RequestError> {
+    const ALLOWED: &[&str] = &["name", "withDecryption", "refreshNow", "roleArn", "region"];
+    let mut q = Query::parse(raw, ALLOWED)?;
+    let full = q.required("name")?;
+    if full.starts_with("/aws/reference/secretsmanager/") {
+        return Err(RequestError::KeyringReference(echo(&full)));
+    }
+    let (name, selector) = split_selector(&full);
+    if selector.is_some() {
+        return Err(RequestError::KeyringSelector(echo(&full)));
+    }
+    if name.is_empty() {
+        return Err(RequestError::Required("name".to_owned()));
+    }
+    Ok(KeyringRequest {
+        name: name.to_owned(),
+        with_decryption: q.flag("withDecryption")?,
+        refresh_now: q.flag("refreshNow")?,
+        scope: q.scope()?,
+    })
+}
+
 /// Parses `/systemsmanager/parameters/get-by-path`'s query.
 pub fn parse_path(raw: Option<&str>) -> Result<PathRequest, RequestError> {
     const ALLOWED: &[&str] = &[
@@ -584,6 +632,40 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.name, "/aws/reference/secretsmanager/dev/azure");
+    }
+
+    #[test]
+    fn a_keyring_is_asked_by_a_bare_name_with_the_parameter_routes_options() {
+        let arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/app/key";
+        let r = parse_keyring(Some(&format!(
+            "name={arn}&withDecryption=true&refreshNow=true&region=eu-west-1"
+        )))
+        .unwrap();
+        assert_eq!(r.name, arn);
+        assert!(r.with_decryption && r.refresh_now);
+        assert_eq!(
+            r.scope.region.as_ref().map(|r| r.as_str()),
+            Some("eu-west-1")
+        );
+        for (query, expect) in [
+            (
+                "name=/app/key:current",
+                "give the name without a version or label",
+            ),
+            (
+                "name=/app/key:3",
+                "give the name without a version or label",
+            ),
+            ("name=/aws/reference/secretsmanager/db", "has no SSM labels"),
+            (
+                "name=/app/key&label=current",
+                "unknown query parameter \"label\"",
+            ),
+            ("withDecryption=true", "\"name\" is required"),
+        ] {
+            let err = parse_keyring(Some(query)).unwrap_err().to_string();
+            assert!(err.contains(expect), "{query}: {err}");
+        }
     }
 
     #[test]

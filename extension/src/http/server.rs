@@ -121,6 +121,7 @@ impl App {
             api::SECRET => self.get_secret(query).await,
             api::PARAMETERS => self.get_parameters(query).await,
             api::PARAMETERS_BY_PATH => self.get_parameters_by_path(query).await,
+            api::KEYRING => self.get_keyring(query).await,
             api::SECRETS => self.get_secrets(query).await,
             api::STATS => self.stats(query),
             _ => Err(ApiError::NoRoute(path.chars().take(128).collect())),
@@ -174,13 +175,8 @@ impl App {
             req.with_decryption,
             req.refresh_now,
         )
-        .await
-        .inspect_err(|err| {
-            self.count_read(Freshness::Miss);
-            tracing::warn!(name = %req.name, code = %err.code, "parameter read failed");
-        })?;
-        self.count_read(lookup.freshness);
-        tracing::debug!(name = %req.name, cache = lookup.freshness.as_str(), "parameter served");
+        .await;
+        let lookup = self.counted("parameter", &req.name, lookup)?;
         let Item::Parameter(parameter) = &lookup.entry.item else {
             return Err(internal("cache entry of the wrong kind"));
         };
@@ -214,13 +210,8 @@ impl App {
             version.as_ref(),
             req.refresh_now,
         )
-        .await
-        .inspect_err(|err| {
-            self.count_read(Freshness::Miss);
-            tracing::warn!(secret_id = %req.secret_id, code = %err.code, "secret read failed");
-        })?;
-        self.count_read(lookup.freshness);
-        tracing::debug!(secret_id = %req.secret_id, cache = lookup.freshness.as_str(), "secret served");
+        .await;
+        let lookup = self.counted("secret", &req.secret_id, lookup)?;
         let Item::Secret(secret) = &lookup.entry.item else {
             return Err(internal("cache entry of the wrong kind"));
         };
@@ -378,6 +369,28 @@ impl App {
         Ok(response)
     }
 
+    /// `GET /lockbox/keyring`: a parameter's `current`, `previous` and `pending` versions,
+    /// values and version numbers, from one cache entry filled by one `GetParameters`
+    /// call. The prefetch gate is not waited at: prefetch reads no keyring.
+    async fn get_keyring(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let req = query::parse_keyring(query)?;
+        let source = self.source_for(&req.scope, [req.name.as_str()]).await?;
+        let lookup = read::keyring(
+            &self.inner.core.cache,
+            source.as_ref(),
+            &req.name,
+            req.with_decryption,
+            req.refresh_now,
+        )
+        .await;
+        let lookup = self.counted("keyring", &req.name, lookup)?;
+        let Item::Keyring(keyring) = &lookup.entry.item else {
+            return Err(internal("cache entry of the wrong kind"));
+        };
+        let payloads = keyring.versions().map(Parameter::payload_len);
+        Ok(with_cache_headers(json(&**keyring, payloads), &lookup))
+    }
+
     /// `GET /lockbox/stats`: the counters since start and the cache's size; with
     /// `entries=true`, each entry's kind, name, scope, age, TTL left, hits and size. Never
     /// a value.
@@ -394,6 +407,27 @@ impl App {
         let body =
             serde_json::to_vec(&body).map_err(|_| internal("the stats could not be encoded"))?;
         Ok(response(body.into(), "application/json"))
+    }
+
+    /// A single read, counted and logged by what it read (`kind`) and its name or id:
+    /// never a value.
+    fn counted(
+        &self,
+        kind: &'static str,
+        name: &str,
+        read: Result<Lookup, SourceError>,
+    ) -> Result<Lookup, SourceError> {
+        match &read {
+            Ok(lookup) => {
+                self.count_read(lookup.freshness);
+                tracing::debug!(name, cache = lookup.freshness.as_str(), "{kind} served");
+            }
+            Err(err) => {
+                self.count_read(Freshness::Miss);
+                tracing::warn!(name, code = %err.code, "{kind} read failed");
+            }
+        }
+        read
     }
 
     /// The counters of what function code's reads were answered with.
@@ -767,6 +801,204 @@ mod tests {
         let (accepted, _) = listener.accept().await.expect("accept");
         // Set again in `serve` for every accepted socket; inherited on Linux anyway.
         assert_eq!(accepted.ttl().expect("accepted socket TTL"), 1);
+    }
+
+    /// A parameter whose labels sit on versions, answering `GetParameters` as SSM does
+    /// (with `Selector`, when `echo`) and counting its calls.
+    #[derive(Debug)]
+    struct Labelled {
+        /// Label, version, value.
+        labels: std::sync::Mutex<Vec<(&'static str, i64, &'static str)>>,
+        echo: bool,
+        batch_calls: std::sync::atomic::AtomicUsize,
+        single_calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Labelled {
+        fn new(echo: bool, labels: &[(&'static str, i64, &'static str)]) -> Arc<Self> {
+            Arc::new(Self {
+                labels: std::sync::Mutex::new(labels.to_vec()),
+                echo,
+                batch_calls: 0.into(),
+                single_calls: 0.into(),
+            })
+        }
+
+        fn find(&self, asked: &str) -> Option<Parameter> {
+            let (name, label) = asked.rsplit_once(':')?;
+            let labels = self.labels.lock().unwrap();
+            let &(_, version, value) = labels.iter().find(|(l, _, _)| *l == label)?;
+            Some(Parameter {
+                arn: None,
+                data_type: None,
+                last_modified_date: None,
+                name: name.into(),
+                extra: crate::domain::ParameterExtra::new(
+                    self.echo.then(|| format!(":{label}")),
+                    None,
+                ),
+                kind: "SecureString".into(),
+                value: crate::domain::SecretText::new(value.into()),
+                version,
+            })
+        }
+    }
+
+    impl Source for Labelled {
+        fn get_parameter<'a>(
+            &'a self,
+            name: &'a crate::domain::ParameterName,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<Parameter, SourceError>> {
+            self.single_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let found = self.find(&name.api_name());
+            Box::pin(async move {
+                found.ok_or_else(|| {
+                    SourceError::new(FailureKind::NotFound, "ParameterNotFound", "no")
+                })
+            })
+        }
+        fn get_secret<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<&'a SecretVersion>,
+        ) -> futures::future::BoxFuture<'a, Result<Secret, SourceError>> {
+            unimplemented!("not used")
+        }
+        fn get_parameters<'a>(
+            &'a self,
+            names: &'a [String],
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<crate::aws::ParameterBatch, SourceError>>
+        {
+            self.batch_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut batch = crate::aws::ParameterBatch::default();
+            // Answers in reverse, to show that order does not place them.
+            for name in names.iter().rev() {
+                match self.find(name) {
+                    Some(found) => batch.found.push(found),
+                    None => batch.invalid.push(name.clone()),
+                }
+            }
+            Box::pin(async move { Ok(batch) })
+        }
+        fn get_parameters_by_path<'a>(
+            &'a self,
+            _: &'a str,
+            _: bool,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
+            unimplemented!("not used")
+        }
+        fn batch_get_secrets<'a>(
+            &'a self,
+            _: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<crate::aws::SecretBatch, SourceError>> {
+            unimplemented!("not used")
+        }
+    }
+
+    fn app_over(source: Arc<Labelled>) -> App {
+        let factory: crate::aws::SourceFactory = Arc::new(
+            |_| -> futures::future::BoxFuture<'static, Arc<dyn Source>> {
+                unreachable!("every read is through the home scope")
+            },
+        );
+        let scopes = crate::aws::Scopes::new(
+            source,
+            Some("us-east-1".into()),
+            crate::domain::RolePolicy::default(),
+            factory,
+        );
+        let core = Core {
+            cache: cache(),
+            scopes: Arc::new(scopes),
+        };
+        App::new(core, AuthToken::new("t0ken"), PrefetchGate::open())
+    }
+
+    async fn get(app: &App, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        use http_body_util::{BodyExt, Empty};
+        use tower::ServiceExt as _;
+        let mut request = Request::get(path).header(header::HOST, "localhost");
+        if let Some(token) = token {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        let response = router(app.clone())
+            .oneshot(request.body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_keyring_route_answers_three_labels_from_one_call_and_one_entry() {
+        let source = Labelled::new(
+            true,
+            &[("current", 2, "key-two"), ("previous", 1, "key-one")],
+        );
+        let app = app_over(source.clone());
+        let path = "/lockbox/keyring?name=/app/key&withDecryption=true";
+        let (status, body) = get(&app, path, None).await;
+        assert_eq!((status, body["__type"].as_str()), (403, Some("Forbidden")));
+        for _ in 0..3 {
+            let (status, body) = get(&app, path, Some("t0ken")).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                body,
+                serde_json::json!({
+                    "Name": "/app/key",
+                    "Current": {"Value": "key-two", "Version": 2},
+                    "Previous": {"Value": "key-one", "Version": 1},
+                    "Pending": null,
+                })
+            );
+        }
+        let calls = |s: &Labelled| {
+            use std::sync::atomic::Ordering::SeqCst;
+            (s.batch_calls.load(SeqCst), s.single_calls.load(SeqCst))
+        };
+        assert_eq!(calls(&source), (1, 0), "one GetParameters for three reads");
+        assert_eq!(app.inner.core.cache.len(), 1, "one entry for three labels");
+        let totals = app.inner.core.cache.metrics().stats().totals;
+        assert_eq!((totals.cache_misses, totals.cache_hits), (1, 2));
+
+        // An endpoint that does not say which label an answer is: the ambiguous label is
+        // read on its own, and the answer is the same.
+        let quiet = Labelled::new(
+            false,
+            &[("current", 2, "key-two"), ("previous", 1, "key-one")],
+        );
+        let (status, body) = get(&app_over(quiet.clone()), path, Some("t0ken")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["Current"]["Value"], "key-two");
+        assert_eq!(body["Previous"]["Version"], 1);
+        assert_eq!(calls(&quiet), (1, 1));
+
+        // No current: a 404 naming the parameter; a selector in the name: a 400.
+        let none = Labelled::new(true, &[("pending", 3, "key-three")]);
+        let (status, body) = get(&app_over(none), path, Some("t0ken")).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["__type"], "ParameterVersionLabelNotFound");
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("/app/key has no version labelled current"));
+        assert!(!body.to_string().contains("key-three"));
+        let (status, body) = get(
+            &app,
+            "/lockbox/keyring?name=/app/key:current",
+            Some("t0ken"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["__type"].as_str()),
+            (400, Some("InvalidRequest"))
+        );
     }
 
     fn cache() -> Cache {

@@ -1,5 +1,5 @@
 //! Reads through the cache, for the server and the features alike: one parameter, one
-//! secret, everything under a path, and many values at once (hits from the cache, the
+//! secret, a parameter's keyring, everything under a path, and many values at once (hits from the cache, the
 //! misses from AWS in as few calls as the batch APIs allow: `GetParameters` 10 names,
 //! `BatchGetSecretValue` 20 ids, concurrently). Prefetch, refresh-ahead, render and the
 //! routes all read this way, so a value loaded by one is a hit for the others.
@@ -395,6 +395,30 @@ pub async fn secret(
     cache
         .get_or_fetch(key, force, || async {
             source.get_secret(id, version).await.map(Item::Secret)
+        })
+        .await
+}
+
+/// A parameter's keyring (`current`, `previous`, `pending`), one entry for the three, one
+/// AWS call to fill it. With `force` the cache is not read (but is updated).
+pub async fn keyring(
+    cache: &Cache,
+    source: &dyn Source,
+    name: &str,
+    decrypt: bool,
+    force: bool,
+) -> Result<Lookup, SourceError> {
+    let key = KeyRef::Keyring {
+        scope: source.scope(),
+        name,
+        decrypt,
+    };
+    cache
+        .get_or_fetch(key, force, || async {
+            source
+                .get_keyring(name, decrypt)
+                .await
+                .map(|keyring| Item::Keyring(Box::new(keyring)))
         })
         .await
 }

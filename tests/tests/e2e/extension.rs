@@ -7,7 +7,9 @@ use std::time::Duration;
 use aws_sdk_ssm::types::ParameterType;
 use futures::future::join_all;
 use lockbox_tests::check::{assert_any_error, assert_error, ok_json, value_of, WAIT};
-use lockbox_tests::client::{parameter_path, secret_path, ExtClient, Response, WITH_DECRYPTION};
+use lockbox_tests::client::{
+    keyring_path, parameter_path, secret_path, ExtClient, Response, WITH_DECRYPTION,
+};
 use lockbox_tests::moto::ACCOUNT_ID;
 use lockbox_tests::sandbox::{Lifecycle, Sandbox};
 use lockbox_tests::{
@@ -759,6 +761,140 @@ async fn disabled_cache_zero_ttl_and_zero_size_always_call_aws() -> anyhow::Resu
 // ---------------------------------------------------------------------------------------
 // Requests that are refused
 // ---------------------------------------------------------------------------------------
+
+/// The keyring route: a parameter's `current`, `previous` and `pending` versions in one
+/// answer, one cache entry filled by one `GetParameters` call, never without the token,
+/// and never a value in the logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn keyring_route_serves_current_previous_and_pending_from_one_entry() -> anyhow::Result<()> {
+    let name = "/shared/signing-key";
+    let fixture = Fixture::new().await?;
+    fixture
+        .moto()
+        .put_param(name, "KEYRING-one-9f2c", ParameterType::SecureString, None)
+        .await?;
+    fixture.moto().label_param(name, 1, "current").await?;
+    let lockbox = fixture
+        .env("SSM_PARAMETER_STORE_TTL", "1")
+        .env("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "debug")
+        .start()
+        .await?;
+    let (moto, proxy, client) = (&lockbox.moto, &lockbox.proxy, &lockbox.client);
+    let path = keyring_path(name, &[WITH_DECRYPTION]);
+
+    assert_any_error(&client.get_without_token(&path).await?, 403);
+    assert_eq!(proxy.total(), 0, "a refused request never reaches AWS");
+
+    // Only current: previous and pending are null, not an error.
+    let first = ok_json(&client.get(&path).await?);
+    assert_eq!(
+        first,
+        json!({
+            "Name": name,
+            "Current": {"Value": "KEYRING-one-9f2c", "Version": 1},
+            "Previous": null,
+            "Pending": null,
+        })
+    );
+    // Read again within the TTL: a hit, from the one entry that one call filled.
+    let again = client.get(&path).await?;
+    assert_eq!(ok_json(&again), first);
+    assert_eq!(again.header("x-lockbox-cache"), Some("hit"));
+    assert_eq!(
+        proxy.calls("GetParameters"),
+        1,
+        "one call fills the keyring"
+    );
+    assert_eq!(proxy.calls("GetParameter"), 0);
+    let stats = ok_json(&client.get("/lockbox/stats?entries=true").await?);
+    let entries: Vec<&Value> = stats["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "keyring")
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "one cache entry for three labels: {stats}"
+    );
+    assert_eq!(entries[0]["name"], name);
+
+    // A staged rotation: version 2 is pending; then promoted, version 1 previous.
+    moto.put_param(name, "KEYRING-two-41d7", ParameterType::SecureString, None)
+        .await?;
+    moto.label_param(name, 2, "pending").await?;
+    let (staged, _) = read_until(client, &path, |r| {
+        r.status == 200 && r.json().is_ok_and(|d| d["Pending"] != Value::Null)
+    })
+    .await?;
+    let staged = ok_json(&staged);
+    assert_eq!(
+        staged["Current"],
+        json!({"Value": "KEYRING-one-9f2c", "Version": 1})
+    );
+    assert_eq!(
+        staged["Pending"],
+        json!({"Value": "KEYRING-two-41d7", "Version": 2})
+    );
+    moto.label_param(name, 2, "current").await?;
+    moto.label_param(name, 1, "previous").await?;
+    moto.ssm()
+        .unlabel_parameter_version()
+        .name(name)
+        .parameter_version(2)
+        .labels("pending")
+        .send()
+        .await?;
+    let (promoted, _) = read_until(client, &path, |r| {
+        r.status == 200 && r.json().is_ok_and(|d| d["Current"]["Version"] == 2)
+    })
+    .await?;
+    assert_eq!(
+        ok_json(&promoted),
+        json!({
+            "Name": name,
+            "Current": {"Value": "KEYRING-two-41d7", "Version": 2},
+            "Previous": {"Value": "KEYRING-one-9f2c", "Version": 1},
+            "Pending": null,
+        })
+    );
+    // Each fill was one GetParameters call. moto does not echo each answer's `Selector`
+    // as SSM does, so answers of different versions cost a GetParameter of `current`
+    // here (never a guess); against SSM it is none.
+    let fills = proxy.calls("GetParameters");
+    assert!(fills >= 3, "the TTL passed twice: {fills} fills");
+    assert!(
+        proxy.calls("GetParameter") <= fills,
+        "at most one disambiguating read per fill: {:?}",
+        proxy.call_counts()
+    );
+
+    // No current at all: a 404 that names the parameter.
+    moto.put_param(
+        "/shared/unlabelled",
+        "KEYRING-bare-77aa",
+        ParameterType::SecureString,
+        None,
+    )
+    .await?;
+    let missing = client
+        .get(&keyring_path("/shared/unlabelled", &[WITH_DECRYPTION]))
+        .await?;
+    let message = assert_error(&missing, 404, "ParameterVersionLabelNotFound");
+    assert!(message.contains("/shared/unlabelled"), "{message}");
+    let selector = client
+        .get(&keyring_path(&format!("{name}:current"), &[]))
+        .await?;
+    assert_error(&selector, 400, "InvalidRequest");
+
+    let logs = lockbox.sandbox.logs();
+    assert!(logs.contains("keyring served"), "the debug log is on");
+    for value in ["KEYRING-one-9f2c", "KEYRING-two-41d7", "KEYRING-bare-77aa"] {
+        assert!(!logs.contains(value), "{value} in the logs");
+    }
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_or_wrong_token_is_403_and_never_reaches_aws() -> anyhow::Result<()> {

@@ -25,7 +25,9 @@ async fn the_proxys_quota_answers_throttling_as_aws_does() -> anyhow::Result<()>
     let proxy = Proxy::start(&moto.endpoint()).await?;
     proxy.enforce_quotas(&[Quota {
         operations: SSM_READS,
-        per_second: 0.5,
+        // A token a minute: however slow a loaded machine answers the five calls, none of
+        // them finds a refilled token.
+        per_second: 1.0 / 60.0,
         burst: 3.0,
     }]);
     let http = reqwest::Client::builder().no_proxy().build()?;
