@@ -76,9 +76,15 @@ demo: ## Run the demo: moto, a key, parameters, a secret, the extension in the s
 	@$(ROOT)/scripts/beside.sh setup-demo cargo build $(DEMO_BINS)
 	$(TARGET_DIR)/debug/demo
 
+# What the bench's sections run, built with the layer's profile: the extension always, the
+# rotator for `rotator`, the bare server for `hits`. `ONLY=hits` builds no rotator.
+bench_wants = $(if $(ONLY),$(filter $(1),$(ONLY)),$(1))
+BENCH_PACKAGES = -p lockbox-extension $(if $(call bench_wants,rotator),-p lockbox-rotator) \
+  $(if $(call bench_wants,hits),-p lockbox-ceiling)
+
 bench: setup ## The layer's build (profile lambda), then the benchmark figures (ONLY="memory hits" for some)
 	@$(ROOT)/scripts/require-bin.sh bench lockbox-bench
-	cargo build --profile lambda -p lockbox-extension -p lockbox-rotator -p lockbox-ceiling
+	cargo build --profile lambda $(BENCH_PACKAGES)
 	cargo run --release -p lockbox-bench --bin bench -- $(ONLY)
 
 layer: setup ## Layer zips for x86_64 and arm64 in dist/ (says so plainly when arm64 cannot be built)

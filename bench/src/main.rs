@@ -7,10 +7,11 @@
 //!   added to every AWS call: prefetch wall time and AWS calls, against reading the same
 //!   120 values one at a time through the extension with a cold cache;
 //! - **cache hits**: latency (p50, p99, p99.9) and throughput at 1, 16 and 64 keep-alive
-//!   connections, and the same against a bare axum server returning a fixed body of the
-//!   same size (the ceiling, `bench/ceiling`): built with the same profile, in a process
-//!   of its own on one runtime thread like the extension; the median of three alternating
-//!   runs of each;
+//!   connections, and the same against a bare hyper server (no router, no middleware)
+//!   returning a fixed body of the same size (the ceiling, `bench/ceiling`), built with the
+//!   same profile, in a process of its own: on one runtime thread like the extension (the
+//!   targets' reference), and on all threads; each figure the median of five alternating
+//!   runs;
 //! - **Init overhead**: process start to the first `next`, without prefetch;
 //! - **resident memory**: idle, and with 1,000 and 10,000 cached values of 1 KiB;
 //! - **layer zip size**, when `make layer` has built one;
@@ -71,8 +72,8 @@ const PREFETCH_RUNS: usize = 3;
 const INIT_RUNS: usize = 10;
 /// Connection counts of the cache-hit figure, and the requests measured at each.
 const LOAD_STEPS: [(usize, usize); 3] = [(1, 20_000), (16, 100_000), (64, 100_000)];
-/// Runs per server and connection count; the median is reported.
-const LOAD_RUNS: usize = 3;
+/// Runs per server and connection count; the median of each figure is reported.
+const LOAD_RUNS: usize = 5;
 /// Requests per connection sent before measuring (connections warm, caches hot).
 const WARMUP_PER_CONNECTION: usize = 200;
 /// Cached values of the memory figure, and their size.
@@ -106,15 +107,27 @@ const WRITE_OPERATION_PREFIXES: &[&str] = &[
 ];
 
 fn main() -> anyhow::Result<()> {
+    let only = Sections::from_args()?;
     // The harness finds the binaries through LOCKBOX_BIN and LOCKBOX_ROTATOR_BIN; the bench
-    // measures the layer's builds, and the ceiling built the same way. Set before any
-    // thread starts.
-    for (var, name, package) in [
-        ("LOCKBOX_BIN", "lockbox", "lockbox-extension"),
-        ("LOCKBOX_ROTATOR_BIN", "lockbox-rotator", "lockbox-rotator"),
-        (CEILING_BIN, "lockbox-ceiling", "lockbox-ceiling"),
+    // measures the layer's builds, and the ceiling built the same way. Only the binaries the
+    // asked sections run are required (`make bench ONLY=hits` builds no rotator). Set
+    // before any thread starts.
+    for (var, name, package, needed) in [
+        ("LOCKBOX_BIN", "lockbox", "lockbox-extension", true),
+        (
+            "LOCKBOX_ROTATOR_BIN",
+            "lockbox-rotator",
+            "lockbox-rotator",
+            only.wants("rotator"),
+        ),
+        (
+            CEILING_BIN,
+            "lockbox-ceiling",
+            "lockbox-ceiling",
+            only.wants("hits"),
+        ),
     ] {
-        if std::env::var_os(var).is_some() {
+        if !needed || std::env::var_os(var).is_some() {
             continue;
         }
         let shipped = bins::target_dir().join(SHIPPED_PROFILE).join(name);
@@ -130,10 +143,10 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run())
+        .block_on(run(only))
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(only: Sections) -> anyhow::Result<()> {
     let started = Instant::now();
     let binary = bins::lockbox_bin()?;
     let machine = machine();
@@ -147,7 +160,6 @@ async fn run() -> anyhow::Result<()> {
     );
     println!("(figures only; loopback; a shared machine makes them noisy)");
 
-    let only = Sections::from_args()?;
     let moto = Moto::start().await?;
     let dir = bins::workspace_root().join("bench-results");
     let file = dir.join("results.json");
@@ -537,6 +549,9 @@ struct LoadRun {
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
+    /// The server process's CPU time (user and system, all threads) per request, warm-up
+    /// included: its own work, which a busy machine changes far less than latency.
+    cpu_us: f64,
 }
 
 impl LoadRun {
@@ -554,9 +569,23 @@ impl LoadRun {
             "p50_us": round1(self.p50_us),
             "p99_us": round1(self.p99_us),
             "p99_9_us": round1(self.p999_us),
+            "cpu_us_per_request": round1(self.cpu_us),
         })
     }
 }
+
+/// The servers of the cache-hit figure, in the order their runs alternate: the key of each
+/// in `results.json` and its name in the table and the chart.
+const HIT_SERVERS: [(&str, &str); 3] = [
+    ("lockbox", "lockbox"),
+    ("bare_one_thread", "bare, 1 thread"),
+    ("bare_all_threads", "bare, all threads"),
+];
+/// The targets (issue "A lean cache-hit path"): lockbox's p50 at one connection at most
+/// this many times the bare server's on one thread...
+const P50_RATIO_TARGET: f64 = 1.15;
+/// ...and its throughput at 64 connections at least this share of that server's.
+const THROUGHPUT_RATIO_TARGET: f64 = 0.9;
 
 async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
     moto.put_param(
@@ -575,27 +604,46 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
     let extension = SocketAddr::from((Ipv4Addr::LOCALHOST, start.client.port()));
     let token = start.client.token().to_owned();
 
-    let mut bare = BareServer::start(&first.body).await?;
+    let mut one_thread = BareServer::start(&first.body, Threads::One).await?;
+    let mut all_threads = BareServer::start(&first.body, Threads::All).await?;
+    let extension_pid = start.sandbox.pid().context("the extension has no pid")?;
+    let targets = [
+        (extension, Some(token.as_str()), extension_pid),
+        (one_thread.addr, None, one_thread.pid()?),
+        (all_threads.addr, None, all_threads.pid()?),
+    ];
 
-    let mut rows = Vec::new();
+    let mut steps = Vec::new();
     println!(
-        "  {:<10}{:>6}{:>10}{:>10}{:>10}{:>10}{:>12}{:>8}",
-        "server", "conns", "requests", "p50 us", "p99 us", "p99.9 us", "req/s", "errors"
+        "  {:<19}{:>6}{:>10}{:>10}{:>10}{:>10}{:>12}{:>8}{:>10}",
+        "server",
+        "conns",
+        "requests",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "req/s",
+        "errors",
+        "cpu us/req"
     );
     for (connections, requests) in LOAD_STEPS {
-        // Runs alternate between the two servers, and the median of each is kept: one busy
-        // moment on a shared machine then skews neither figure.
-        let mut ours_runs = Vec::new();
-        let mut ceiling_runs = Vec::new();
+        // Runs alternate between the servers, and the median of each figure is kept: one
+        // busy moment on a shared machine then skews no server's figures alone.
+        let mut runs: [Vec<LoadRun>; 3] = Default::default();
         for _ in 0..LOAD_RUNS {
-            ours_runs.push(load(extension, &path, Some(&token), connections, requests).await?);
-            ceiling_runs.push(load(bare.addr, &path, None, connections, requests).await?);
+            for ((addr, token, pid), runs) in targets.iter().zip(runs.iter_mut()) {
+                let cpu_before = cpu_ticks(*pid)?;
+                let mut run = load(*addr, &path, *token, connections, requests).await?;
+                let sent = run.requests + connections * WARMUP_PER_CONNECTION;
+                let ticks = cpu_ticks(*pid)?.saturating_sub(cpu_before);
+                run.cpu_us = ticks as f64 * 1e6 / CLOCK_TICKS_PER_SECOND / sent as f64;
+                runs.push(run);
+            }
         }
-        let ours = median_run(ours_runs);
-        let ceiling = median_run(ceiling_runs);
-        for (name, run) in [("lockbox", &ours), ("bare axum", &ceiling)] {
+        let medians = runs.map(median_run);
+        for ((_, name), run) in HIT_SERVERS.iter().zip(&medians) {
             println!(
-                "  {:<10}{:>6}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>12.0}{:>8}",
+                "  {:<19}{:>6}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>12.0}{:>8}{:>10.1}",
                 name,
                 run.connections,
                 run.requests,
@@ -603,38 +651,127 @@ async fn load_figures(moto: &Moto) -> anyhow::Result<Value> {
                 run.p99_us,
                 run.p999_us,
                 run.per_second(),
-                run.errors
+                run.errors,
+                run.cpu_us
             );
         }
-        rows.push((ours, ceiling));
+        steps.push(medians);
     }
-    for (ours, ceiling) in &rows {
+    let ratios: Vec<HitRatios> = steps.iter().map(HitRatios::of).collect();
+    for (step, ratio) in steps.iter().zip(&ratios) {
         row(
-            &format!("ratio at {}", ours.connections),
+            &format!("ratios at {}", step[0].connections),
             &format!(
-                "lockbox {:.0}% of the bare server's throughput",
-                100.0 * ours.per_second() / ceiling.per_second()
+                "lockbox p50 {:.2}x, throughput {:.2}x, CPU per request {:.2}x the bare \
+                 server on 1 thread ({:.2}x the throughput on all threads)",
+                ratio.p50, ratio.throughput, ratio.cpu, ratio.throughput_all_threads
             ),
         );
     }
-    bare.stop().await;
+    let at = |connections: usize| {
+        steps
+            .iter()
+            .zip(&ratios)
+            .find(|(step, _)| step[0].connections == connections)
+            .map(|(_, ratio)| ratio)
+    };
+    let p50_at_1 = at(1).map_or(f64::NAN, |r| r.p50);
+    let throughput_at_64 = at(64).map_or(f64::NAN, |r| r.throughput);
+    let met = |met: bool| if met { "met" } else { "not met" };
+    row(
+        "target p50 at 1",
+        &format!(
+            "lockbox/bare {p50_at_1:.2}, at most {P50_RATIO_TARGET}: {}",
+            met(p50_at_1 <= P50_RATIO_TARGET)
+        ),
+    );
+    row(
+        "target req/s at 64",
+        &format!(
+            "lockbox/bare {throughput_at_64:.2}, at least {THROUGHPUT_RATIO_TARGET}: {}",
+            met(throughput_at_64 >= THROUGHPUT_RATIO_TARGET)
+        ),
+    );
+    one_thread.stop().await;
+    all_threads.stop().await;
     drop(start);
     Ok(json!({
         "route": "/systemsmanager/parameters/get (cache hit)",
         "body_bytes": first.body.len(),
-        "runs": rows.iter().map(|(ours, ceiling)| json!({
-            "connections": ours.connections,
-            "lockbox": ours.to_json(),
-            "bare_axum": ceiling.to_json(),
-            "throughput_ratio": round3(ours.per_second() / ceiling.per_second()),
-        })).collect::<Vec<_>>(),
+        "runs_per_figure": LOAD_RUNS,
+        "servers": {
+            "lockbox": "the extension, on one runtime thread (extension/src/main.rs)",
+            "bare_one_thread": "bench/ceiling: hyper's HTTP/1 server, no router, a fixed body; \
+                                one runtime thread, as the extension",
+            "bare_all_threads": "bench/ceiling on tokio's multi-thread runtime, one worker per CPU",
+        },
+        "runs": steps.iter().zip(&ratios).map(|(step, ratio)| {
+            let mut figures = Map::new();
+            figures.insert("connections".into(), json!(step[0].connections));
+            for ((key, _), run) in HIT_SERVERS.iter().zip(step) {
+                figures.insert((*key).into(), run.to_json());
+            }
+            figures.insert("p50_ratio".into(), json!(round3(ratio.p50)));
+            figures.insert("throughput_ratio".into(), json!(round3(ratio.throughput)));
+            figures.insert(
+                "throughput_ratio_all_threads".into(),
+                json!(round3(ratio.throughput_all_threads)),
+            );
+            figures.insert("cpu_per_request_ratio".into(), json!(round3(ratio.cpu)));
+            Value::Object(figures)
+        }).collect::<Vec<_>>(),
+        "targets": {
+            "p50_ratio_at_1_connection": {
+                "value": round3(p50_at_1),
+                "at_most": P50_RATIO_TARGET,
+                "met": p50_at_1 <= P50_RATIO_TARGET,
+            },
+            "throughput_ratio_at_64_connections": {
+                "value": round3(throughput_at_64),
+                "at_least": THROUGHPUT_RATIO_TARGET,
+                "met": throughput_at_64 >= THROUGHPUT_RATIO_TARGET,
+            },
+        },
     }))
 }
 
-/// The run of median throughput.
-fn median_run(mut runs: Vec<LoadRun>) -> LoadRun {
-    runs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
-    runs.swap_remove(runs.len() / 2)
+/// lockbox against the bare server at one connection count: the ratios the targets use
+/// (against one runtime thread, as lockbox runs), and throughput against all threads.
+struct HitRatios {
+    p50: f64,
+    throughput: f64,
+    throughput_all_threads: f64,
+    cpu: f64,
+}
+
+impl HitRatios {
+    fn of([ours, one, all]: &[LoadRun; 3]) -> Self {
+        Self {
+            p50: ours.p50_us / one.p50_us,
+            throughput: ours.per_second() / one.per_second(),
+            throughput_all_threads: ours.per_second() / all.per_second(),
+            cpu: ours.cpu_us / one.cpu_us,
+        }
+    }
+}
+
+/// Each figure's median over the runs (the runs of one step send the same requests).
+fn median_run(runs: Vec<LoadRun>) -> LoadRun {
+    let median = |figure: fn(&LoadRun) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    LoadRun {
+        connections: runs[0].connections,
+        requests: runs[0].requests,
+        errors: runs.iter().map(|r| r.errors).sum(),
+        seconds: median(|r| r.seconds),
+        p50_us: median(|r| r.p50_us),
+        p99_us: median(|r| r.p99_us),
+        p999_us: median(|r| r.p999_us),
+        cpu_us: median(|r| r.cpu_us),
+    }
 }
 
 /// `requests` GETs of `path` over `connections` keep-alive connections, each sending its
@@ -715,6 +852,8 @@ async fn load(
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
         p999_us: percentile(0.999),
+        // Filled in by the caller, which knows the server's process.
+        cpu_us: 0.0,
     })
 }
 
@@ -741,17 +880,29 @@ async fn send(
     Ok(ok)
 }
 
-/// The ceiling: `bench/ceiling`'s server (built with the extension's profile), serving a
-/// fixed body.
+/// The bare server's runtime: one thread, as the extension, or one worker per CPU.
+#[derive(Debug, Clone, Copy)]
+enum Threads {
+    One,
+    All,
+}
+
+/// The ceiling: `bench/ceiling`'s bare hyper server (built with the extension's profile),
+/// serving a fixed body.
 struct BareServer {
     addr: SocketAddr,
     child: Child,
 }
 
 impl BareServer {
-    async fn start(body: &str) -> anyhow::Result<BareServer> {
+    async fn start(body: &str, threads: Threads) -> anyhow::Result<BareServer> {
+        let threads = match threads {
+            Threads::One => "one",
+            Threads::All => "all",
+        };
         let mut child = Command::new(std::env::var_os(CEILING_BIN).context(CEILING_BIN)?)
             .arg(body)
+            .arg(threads)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -769,6 +920,10 @@ impl BareServer {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             child,
         })
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the bare server has exited")
     }
 
     async fn stop(&mut self) {
@@ -908,6 +1063,26 @@ async fn memory_figures(moto: &Moto) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({"value_bytes": MEMORY_VALUE_BYTES, "steps": figures}))
+}
+
+/// The unit of `/proc/PID/stat`'s CPU times (`USER_HZ`, 100 on Linux).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time a process has used, user and system, all its threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // After the command name (in parentheses, which may hold spaces): state is field 3,
+    // utime and stime fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    match (tick(14), tick(15)) {
+        (Some(user), Some(system)) => Ok(user + system),
+        _ => bail!("no CPU times in /proc/{pid}/stat"),
+    }
 }
 
 /// `VmRSS` of a process, in KiB.
@@ -1211,8 +1386,8 @@ fn utc_now() -> String {
     )
 }
 
-/// Bars of p50, p99 and p99.9 per scenario (lockbox and the bare server at each connection
-/// count), on a logarithmic microsecond scale.
+/// Bars of p50, p99 and p99.9 per scenario (lockbox and the bare server on one thread and
+/// on all threads, at each connection count), on a logarithmic microsecond scale.
 fn latency_svg(results: &Value) -> String {
     let mut groups: Vec<(String, [f64; 3])> = Vec::new();
     for run in results["cache_hits"]["runs"]
@@ -1220,7 +1395,7 @@ fn latency_svg(results: &Value) -> String {
         .into_iter()
         .flatten()
     {
-        for (key, label) in [("lockbox", "lockbox"), ("bare_axum", "bare axum")] {
+        for (key, label) in HIT_SERVERS {
             let r = &run[key];
             groups.push((
                 format!("{label}, {} conn", run["connections"]),
@@ -1232,7 +1407,7 @@ fn latency_svg(results: &Value) -> String {
             ));
         }
     }
-    let (width, height) = (760.0, 380.0);
+    let (width, height) = (1000.0, 380.0);
     let (left, right, top, bottom) = (60.0, 20.0, 40.0, 70.0);
     let plot_w = width - left - right;
     let plot_h = height - top - bottom;
@@ -1252,7 +1427,7 @@ fn latency_svg(results: &Value) -> String {
     );
     let _ = writeln!(
         svg,
-        r##"<rect width="100%" height="100%" fill="#ffffff"/><text x="{left}" y="22" font-size="14">lockbox cache-hit latency (µs, log scale) vs a bare axum server</text>"##
+        r##"<rect width="100%" height="100%" fill="#ffffff"/><text x="{left}" y="22" font-size="14">lockbox cache-hit latency (µs, log scale) vs a bare hyper server</text>"##
     );
     for decade in 0..=decades as u32 {
         let us = 10_f64.powi(decade as i32);

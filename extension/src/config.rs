@@ -712,10 +712,10 @@ pub fn parse_prefetch(raw: &str) -> Result<PrefetchPlan, PlanError> {
                     percent_encoding::NON_ALPHANUMERIC,
                 )
                 .collect();
-                let req = parse_parameter(Some(&format!("name={encoded}")))
-                    .map_err(|e| error(&e.to_string()))?;
+                let query = format!("name={encoded}");
+                let req = parse_parameter(Some(&query)).map_err(|e| error(&e.to_string()))?;
                 PrefetchEntry::Parameter(ParameterName {
-                    name: req.name,
+                    name: req.name.into_owned(),
                     selector: req.selector,
                 })
             }

@@ -8,7 +8,7 @@ use lockbox_extension::http::api::MAX_BATCH;
 use lockbox_extension::http::query as request;
 
 fuzz_target!(|data: &[u8]| {
-    // axum hands the handlers the raw query as text; the URI parser has made it ASCII.
+    // The server hands the handlers the raw query as text; the URI parser has made it ASCII.
     let Ok(query) = std::str::from_utf8(data) else {
         return;
     };

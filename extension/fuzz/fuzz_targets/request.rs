@@ -1,4 +1,4 @@
-//! Whole requests through the extension's router, in-process, against a fake AWS: method,
+//! Whole requests through the extension's API (`router`: the server's own handler), in-process, against a fake AWS: method,
 //! target and headers from the fuzzer. Never a panic; every error is a 4xx or 5xx with a
 //! JSON body `{"__type", "message"}`.
 
@@ -7,9 +7,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use libfuzzer_sys::fuzz_target;
 use lockbox_extension::aws::{
     FailureKind, ParameterBatch, Scopes, SecretBatch, Source, SourceError,
@@ -142,15 +143,18 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // What hyper would have refused before the router sees it.
-    let Ok(request) = builder.body(Body::empty()) else {
+    let Ok(request) = builder.body(Empty::<Bytes>::new()) else {
         return;
     };
     runtime().block_on(async {
         let response = router(app()).oneshot(request).await.expect("infallible");
         let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        let body = response
+            .into_body()
+            .collect()
             .await
-            .expect("a body under 1 MiB");
+            .expect("a whole body")
+            .to_bytes();
         if status.is_client_error() || status.is_server_error() {
             let json: serde_json::Value =
                 serde_json::from_slice(&body).expect("an error body is JSON");

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use tokio::sync::watch;
 
-use super::Key;
+use super::KeyRef;
 
 /// Lets requests wait for a prefetch in progress. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -52,21 +52,21 @@ impl PrefetchGate {
         (gate, GateOpener(tx))
     }
 
-    pub(crate) fn covers(&self, key: &Key) -> bool {
+    pub(crate) fn covers(&self, key: KeyRef<'_>) -> bool {
         match key {
-            Key::Parameter { name, .. } => {
-                self.names.contains(&**name)
-                    || self.paths.iter().any(|p| name.starts_with(p.as_str()))
+            KeyRef::Parameter { name, .. } => {
+                self.names.contains(name) || self.paths.iter().any(|p| name.starts_with(p.as_str()))
             }
-            Key::Path { path, .. } => self.paths.iter().any(|p| path.starts_with(p.as_str())),
+            KeyRef::Path { path, .. } => self.paths.iter().any(|p| path.starts_with(p.as_str())),
             // Prefetch reads no keyring.
-            Key::Keyring { .. } => false,
-            Key::Secret { id, .. } => self.secrets.contains(&**id),
+            KeyRef::Keyring { .. } => false,
+            KeyRef::Secret { id, .. } => self.secrets.contains(id),
         }
     }
 
-    /// Waits, if the key is being prefetched, until prefetch ends.
-    pub async fn wait_for(&self, key: &Key) {
+    /// Waits, if the key is being prefetched, until prefetch ends. Once prefetch is over
+    /// (nearly every request), this looks at one flag and nothing of the key.
+    pub async fn wait_for(&self, key: KeyRef<'_>) {
         if !*self.running.borrow() || !self.covers(key) {
             return;
         }
@@ -88,20 +88,30 @@ mod tests {
             vec!["/p/".to_owned()],
             HashSet::from(["s".to_owned()]),
         );
-        let key = |name: &str| Key::Parameter {
-            scope: Scope::default(),
-            name: name.into(),
+        let scope = Scope::default();
+        let key = |name| KeyRef::Parameter {
+            scope: &scope,
+            name,
             selector: None,
             decrypt: true,
         };
-        assert!(gate.covers(&key("/a")));
-        assert!(gate.covers(&key("/p/deep/x")));
-        assert!(!gate.covers(&key("/other")));
+        assert!(gate.covers(key("/a")));
+        assert!(gate.covers(key("/p/deep/x")));
+        assert!(!gate.covers(key("/other")));
         // Not covered: returns at once although the gate is closed.
-        gate.wait_for(&key("/other")).await;
+        gate.wait_for(key("/other")).await;
         let waiter = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.wait_for(&key("/a")).await }
+            async move {
+                let scope = Scope::default();
+                gate.wait_for(KeyRef::Parameter {
+                    scope: &scope,
+                    name: "/a",
+                    selector: None,
+                    decrypt: true,
+                })
+                .await;
+            }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());

@@ -21,12 +21,15 @@
 //! one, so values fetched together (in one environment, or in a fleet of environments that
 //! started together) expire, and are refreshed ahead of expiry, at different times.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use lru::LruCache;
 use rand::Rng;
@@ -44,7 +47,11 @@ pub use gate::{GateOpener, PrefetchGate};
 /// Everything that changes the answer, so two requests share an entry only when AWS would
 /// give them the same answer. The [`Scope`] (role and region) is part of every key: a value
 /// read through one role is a different entry from the same name read through another.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// A lookup needs no `Key`: [`KeyRef`] borrows the same parts from the request, and the
+/// store finds an entry by either (they hash and compare alike). A `Key` is built only to
+/// store an entry or lead a fetch.
+#[derive(Debug, Clone)]
 pub enum Key {
     /// A parameter read.
     Parameter {
@@ -137,6 +144,189 @@ impl Key {
             | Key::Secret { scope, .. } => scope,
         }
     }
+
+    /// The key's parts, borrowed: what it hashes and compares as.
+    pub fn key_ref(&self) -> KeyRef<'_> {
+        match self {
+            Key::Parameter {
+                scope,
+                name,
+                selector,
+                decrypt,
+            } => KeyRef::Parameter {
+                scope,
+                name,
+                selector: selector.as_deref(),
+                decrypt: *decrypt,
+            },
+            Key::Path {
+                scope,
+                path,
+                recursive,
+                decrypt,
+            } => KeyRef::Path {
+                scope,
+                path,
+                recursive: *recursive,
+                decrypt: *decrypt,
+            },
+            Key::Keyring {
+                scope,
+                name,
+                decrypt,
+            } => KeyRef::Keyring {
+                scope,
+                name,
+                decrypt: *decrypt,
+            },
+            Key::Secret { scope, id, version } => KeyRef::Secret {
+                scope,
+                id,
+                version: version.as_deref(),
+            },
+        }
+    }
+}
+
+/// A [`Key`]'s parts borrowed from wherever they are (a request's query, a batch's names):
+/// a cache hit is found with this, without copying the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRef<'a> {
+    /// A parameter read.
+    Parameter {
+        /// Whose credentials, which region.
+        scope: &'a Scope,
+        /// Name or ARN without selector.
+        name: &'a str,
+        /// Version or label.
+        selector: Option<&'a Selector>,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A read of every parameter under a path.
+    Path {
+        /// Whose credentials, which region.
+        scope: &'a Scope,
+        /// The path, as asked.
+        path: &'a str,
+        /// Whether deeper levels are included.
+        recursive: bool,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A keyring read.
+    Keyring {
+        /// Whose credentials, which region.
+        scope: &'a Scope,
+        /// Name or ARN, as asked.
+        name: &'a str,
+        /// Decrypted or ciphertext.
+        decrypt: bool,
+    },
+    /// A secret read.
+    Secret {
+        /// Whose credentials, which region.
+        scope: &'a Scope,
+        /// Name or ARN.
+        id: &'a str,
+        /// An explicit version id or staging label; `None` is `AWSCURRENT`.
+        version: Option<&'a SecretVersion>,
+    },
+}
+
+impl KeyRef<'_> {
+    /// The owned key, to store an entry under or to lead a fetch.
+    pub fn to_key(self) -> Key {
+        match self {
+            KeyRef::Parameter {
+                scope,
+                name,
+                selector,
+                decrypt,
+            } => Key::parameter(scope, name.into(), selector, decrypt),
+            KeyRef::Path {
+                scope,
+                path,
+                recursive,
+                decrypt,
+            } => Key::Path {
+                scope: scope.clone(),
+                path: path.to_owned(),
+                recursive,
+                decrypt,
+            },
+            KeyRef::Keyring {
+                scope,
+                name,
+                decrypt,
+            } => Key::keyring(scope, name, decrypt),
+            KeyRef::Secret { scope, id, version } => Key::secret(scope, id, version),
+        }
+    }
+
+    /// The role and region asked for.
+    pub fn scope(&self) -> &Scope {
+        match self {
+            KeyRef::Parameter { scope, .. }
+            | KeyRef::Path { scope, .. }
+            | KeyRef::Keyring { scope, .. }
+            | KeyRef::Secret { scope, .. } => scope,
+        }
+    }
+}
+
+// A `Key` is its borrowed parts: it hashes and compares as its `KeyRef`, which is what lets
+// the maps below be searched with a `KeyRef` (through `Borrow<dyn AsKeyRef>`).
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key_ref().hash(state);
+    }
+}
+
+/// Anything that reads as a [`KeyRef`]: the form the store's maps are searched in, so that
+/// a `Key` (stored) and a `KeyRef` (asked) find the same entry.
+trait AsKeyRef {
+    fn key_ref(&self) -> KeyRef<'_>;
+}
+
+impl AsKeyRef for Key {
+    fn key_ref(&self) -> KeyRef<'_> {
+        Key::key_ref(self)
+    }
+}
+
+impl AsKeyRef for KeyRef<'_> {
+    fn key_ref(&self) -> KeyRef<'_> {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn AsKeyRef + 'a> for Key {
+    fn borrow(&self) -> &(dyn AsKeyRef + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn AsKeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for dyn AsKeyRef + '_ {}
+
+impl std::hash::Hash for dyn AsKeyRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key_ref().hash(state);
+    }
 }
 
 /// A cached value.
@@ -184,6 +374,9 @@ const _: () = assert!(
 pub struct Entry {
     /// The value (zeroized when the last `Arc` to the entry goes).
     pub item: Item,
+    /// The value as it was last answered, ready to send again (see [`Entry::prepared`]).
+    /// Boxed: a pointer in every entry, the body only in those served this way.
+    prepared: OnceLock<Box<Prepared>>,
     /// When AWS answered: nanoseconds since [`clock_base`]. Half an `Instant`, which (with
     /// the TTL below) keeps an entry's allocation within [`ENTRY_ALLOCATION_BYTES`].
     fetched_at: u64,
@@ -200,6 +393,7 @@ impl Entry {
     fn new(item: Item, ttl: Duration) -> Self {
         Self {
             item,
+            prepared: OnceLock::new(),
             fetched_at: since_base(Instant::now()),
             ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
             uses: AtomicU32::new(0),
@@ -255,6 +449,31 @@ impl Entry {
     /// Time since the entry was fetched.
     pub fn age(&self) -> Duration {
         self.age_at(Instant::now())
+    }
+
+    /// The entry's answer, ready to send: made by `make` from the value the first time
+    /// (`None` when it should not be kept), then the same bytes for every later hit, with
+    /// no encoding and no copy. The answer holds the value, so `make` writes it into a
+    /// buffer wiped when the last copy goes (`Bytes::from_owner` over a `Zeroizing`
+    /// buffer): when the entry is dropped and the last response holding it is sent.
+    pub fn prepared(&self, make: impl FnOnce(&Item) -> Option<Bytes>) -> Option<Bytes> {
+        if let Some(prepared) = self.prepared.get() {
+            return Some(prepared.0.clone());
+        }
+        let made = make(&self.item)?;
+        // Two first hits at once (another runtime thread) both make it; one is kept.
+        let _ = self.prepared.set(Box::new(Prepared(made.clone())));
+        Some(made)
+    }
+}
+
+/// An entry's answer, ready to send. It contains the value, so its `Debug` says only its
+/// length.
+struct Prepared(Bytes);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<answer, {} bytes>", self.0.len())
     }
 }
 
@@ -440,8 +659,8 @@ impl Store {
     }
 
     /// The entry for a key, marked most recently used.
-    fn get(&self, key: &Key) -> Option<Arc<Entry>> {
-        lock(&self.entries).get(key).cloned()
+    fn get(&self, key: KeyRef<'_>) -> Option<Arc<Entry>> {
+        lock(&self.entries).get(&key as &dyn AsKeyRef).cloned()
     }
 
     /// Stores an entry; the least recently used go when the bound is passed. Evicted and
@@ -471,16 +690,17 @@ impl Store {
     }
 
     /// Leads the key's flight, or follows the one in progress.
-    fn join(&self, key: &Key) -> Flight<'_> {
+    fn join(&self, key: KeyRef<'_>) -> Flight<'_> {
         let mut flights = lock(&self.flights);
-        if let Some(flight) = flights.get(key) {
+        if let Some(flight) = flights.get(&key as &dyn AsKeyRef) {
             return Flight::Follow(flight.clone());
         }
         let (tx, rx) = watch::channel(None);
+        let key = key.to_key();
         flights.insert(key.clone(), rx);
         Flight::Lead(Leader {
             store: self,
-            key: key.clone(),
+            key,
             outcome: tx,
         })
     }
@@ -570,12 +790,12 @@ impl Cache {
     }
 
     /// The TTL that applies to a key.
-    fn ttl(&self, key: &Key) -> Duration {
+    fn ttl(&self, key: KeyRef<'_>) -> Duration {
         match key {
-            Key::Parameter { .. } | Key::Path { .. } | Key::Keyring { .. } => {
+            KeyRef::Parameter { .. } | KeyRef::Path { .. } | KeyRef::Keyring { .. } => {
                 self.settings.parameter_ttl
             }
-            Key::Secret { .. } => self.settings.secret_ttl,
+            KeyRef::Secret { .. } => self.settings.secret_ttl,
         }
     }
 
@@ -599,9 +819,10 @@ impl Cache {
     /// Returns the fresh cached entry, or fetches it. Concurrent callers of the same key
     /// wait for one fetch. With `force`, the cache is not read (but is updated), and a
     /// failure is returned rather than a stale value: the caller asked for AWS's answer.
+    /// A hit copies nothing of the key; an owned [`Key`] is made only to fetch.
     pub async fn get_or_fetch<F, Fut>(
         &self,
-        key: Key,
+        key: KeyRef<'_>,
         force: bool,
         fetch: F,
     ) -> Result<Lookup, SourceError>
@@ -609,7 +830,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Item, SourceError>>,
     {
-        let ttl = self.ttl(&key);
+        let ttl = self.ttl(key);
         let Some(store) = self.store.as_ref().filter(|_| !ttl.is_zero()) else {
             let item = fetch().await?;
             return Ok(Lookup {
@@ -619,7 +840,7 @@ impl Cache {
         };
 
         if !force {
-            if let Some(entry) = store.get(&key) {
+            if let Some(entry) = store.get(key) {
                 if entry.is_fresh(Instant::now()) {
                     entry.mark_hit();
                     return Ok(Lookup {
@@ -632,7 +853,7 @@ impl Cache {
 
         // Slow path: one fetch per key at a time, its outcome shared by everyone waiting.
         loop {
-            let leader = match store.join(&key) {
+            let leader = match store.join(key) {
                 Flight::Lead(leader) => leader,
                 Flight::Follow(mut flight) => {
                     let outcome = match flight.wait_for(Option::is_some).await {
@@ -654,7 +875,7 @@ impl Cache {
                     }
                 }
             };
-            let outcome = self.lead(store, &key, force, ttl, fetch).await;
+            let outcome = self.lead(store, &leader.key, force, ttl, fetch).await;
             leader.finish(&outcome);
             return outcome;
         }
@@ -674,7 +895,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Item, SourceError>>,
     {
-        let current = store.get(key);
+        let current = store.get(key.key_ref());
         if let Some(entry) = current
             .as_ref()
             .filter(|e| !force && e.is_fresh(Instant::now()))
@@ -723,7 +944,7 @@ impl Cache {
     }
 
     /// The fresh entry for a key, if there is one (counts as a read).
-    pub fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+    pub fn fresh(&self, key: KeyRef<'_>) -> Option<Arc<Entry>> {
         let entry = self.store.as_ref()?.get(key)?;
         entry.is_fresh(Instant::now()).then(|| {
             entry.mark_hit();
@@ -732,7 +953,7 @@ impl Cache {
     }
 
     /// The fresh entry for a key, without counting a read (for looking before choosing).
-    pub fn peek_fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+    pub fn peek_fresh(&self, key: KeyRef<'_>) -> Option<Arc<Entry>> {
         let entry = self.store.as_ref()?.get(key)?;
         entry.is_fresh(Instant::now()).then_some(entry)
     }
@@ -740,7 +961,7 @@ impl Cache {
     /// Stores a value fetched outside [`Cache::get_or_fetch`] (batch reads, prefetch,
     /// refresh) and returns the entry. `read` says whether a caller is reading it now.
     pub fn insert(&self, key: Key, item: Item, read: bool) -> Arc<Entry> {
-        let entry = Arc::new(self.entry(item, self.ttl(&key)));
+        let entry = Arc::new(self.entry(item, self.ttl(key.key_ref())));
         if read {
             entry.mark_read();
         }
@@ -752,7 +973,7 @@ impl Cache {
     /// parameter for both decryption settings).
     pub fn insert_entry(&self, key: Key, entry: Arc<Entry>) {
         if let Some(store) = &self.store {
-            if !self.ttl(&key).is_zero() {
+            if !self.ttl(key.key_ref()).is_zero() {
                 store.put(key, entry);
             }
         }
@@ -886,7 +1107,7 @@ mod tests {
         };
         assert_eq!(
             cache
-                .get_or_fetch(key("a"), false, fetch)
+                .get_or_fetch(key("a").key_ref(), false, fetch)
                 .await
                 .unwrap()
                 .freshness,
@@ -894,7 +1115,7 @@ mod tests {
         );
         assert_eq!(
             cache
-                .get_or_fetch(key("a"), false, fetch)
+                .get_or_fetch(key("a").key_ref(), false, fetch)
                 .await
                 .unwrap()
                 .freshness,
@@ -903,7 +1124,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(301)).await;
         assert_eq!(
             cache
-                .get_or_fetch(key("a"), false, fetch)
+                .get_or_fetch(key("a").key_ref(), false, fetch)
                 .await
                 .unwrap()
                 .freshness,
@@ -916,29 +1137,29 @@ mod tests {
     async fn stale_only_on_transient_failures_and_within_window() {
         let cache = Cache::new(settings());
         cache
-            .get_or_fetch(key("a"), false, || async { Ok(item("old")) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("old")) })
             .await
             .unwrap();
         tokio::time::advance(Duration::from_secs(400)).await;
         let l = cache
-            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Err(transient()) })
             .await
             .unwrap();
         assert_eq!(l.freshness, Freshness::Stale);
         assert_eq!(value(&l), "old");
         // refreshNow never serves stale.
         assert!(cache
-            .get_or_fetch(key("a"), true, || async { Err(transient()) })
+            .get_or_fetch(key("a").key_ref(), true, || async { Err(transient()) })
             .await
             .is_err());
         // A permanent failure forgets the entry.
         let gone = SourceError::new(FailureKind::NotFound, "ParameterNotFound", "gone");
         assert!(cache
-            .get_or_fetch(key("a"), false, || async { Err(gone) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Err(gone) })
             .await
             .is_err());
         let err = cache
-            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Err(transient()) })
             .await
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::Unreachable);
@@ -951,12 +1172,12 @@ mod tests {
             ..settings()
         });
         cache
-            .get_or_fetch(key("a"), false, || async { Ok(item("old")) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("old")) })
             .await
             .unwrap();
         tokio::time::advance(Duration::from_secs(311)).await;
         assert!(cache
-            .get_or_fetch(key("a"), false, || async { Err(transient()) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Err(transient()) })
             .await
             .is_err());
     }
@@ -971,7 +1192,7 @@ mod tests {
                 let calls = calls.clone();
                 tokio::spawn(async move {
                     cache
-                        .get_or_fetch(key("same"), false, || async {
+                        .get_or_fetch(key("same").key_ref(), false, || async {
                             calls.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             Ok(item("v"))
@@ -997,7 +1218,7 @@ mod tests {
                 let calls = calls.clone();
                 tokio::spawn(async move {
                     cache
-                        .get_or_fetch(key("down"), false, || async {
+                        .get_or_fetch(key("down").key_ref(), false, || async {
                             calls.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             Err(SourceError::new(
@@ -1030,7 +1251,7 @@ mod tests {
         let ttls: Vec<Duration> = (0..50)
             .map(|i| {
                 let store = cache.store.as_ref().unwrap();
-                store.get(&key(&format!("k{i}"))).unwrap().ttl()
+                store.get(key(&format!("k{i}")).key_ref()).unwrap().ttl()
             })
             .collect();
         let (min, max) = (ttls.iter().min().unwrap(), ttls.iter().max().unwrap());
@@ -1051,27 +1272,27 @@ mod tests {
         });
         for name in ["a", "b"] {
             cache
-                .get_or_fetch(key(name), false, || async { Ok(item(name)) })
+                .get_or_fetch(key(name).key_ref(), false, || async { Ok(item(name)) })
                 .await
                 .unwrap();
         }
         // Touch a, so b is the least recently used when c arrives.
         cache
-            .get_or_fetch(key("a"), false, || async { Ok(item("a")) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("a")) })
             .await
             .unwrap();
         cache
-            .get_or_fetch(key("c"), false, || async { Ok(item("c")) })
+            .get_or_fetch(key("c").key_ref(), false, || async { Ok(item("c")) })
             .await
             .unwrap();
         assert_eq!(cache.len(), 2);
         let a = cache
-            .get_or_fetch(key("a"), false, || async { Ok(item("a2")) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("a2")) })
             .await
             .unwrap();
         assert_eq!(a.freshness, Freshness::Hit);
         let b = cache
-            .get_or_fetch(key("b"), false, || async { Ok(item("b2")) })
+            .get_or_fetch(key("b").key_ref(), false, || async { Ok(item("b2")) })
             .await
             .unwrap();
         assert_eq!(b.freshness, Freshness::Miss);
@@ -1082,7 +1303,7 @@ mod tests {
         let cache = Cache::new(settings());
         cache.insert(key("unread"), item("u"), false);
         cache
-            .get_or_fetch(key("read"), false, || async { Ok(item("r")) })
+            .get_or_fetch(key("read").key_ref(), false, || async { Ok(item("r")) })
             .await
             .unwrap();
         assert!(cache.due_for_refresh(0.2).is_empty());
@@ -1107,7 +1328,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         cache.due_for_refresh(0.2);
         assert_eq!(cache.len(), 1);
-        assert!(cache.peek_fresh(&key("young")).is_some());
+        assert!(cache.peek_fresh(key("young").key_ref()).is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1118,7 +1339,7 @@ mod tests {
             let (cache, started) = (cache.clone(), started.clone());
             tokio::spawn(async move {
                 cache
-                    .get_or_fetch(key("k"), false, || async move {
+                    .get_or_fetch(key("k").key_ref(), false, || async move {
                         started.notify_one();
                         std::future::pending::<Result<Item, SourceError>>().await
                     })
@@ -1130,7 +1351,7 @@ mod tests {
         assert!(leader.await.unwrap_err().is_cancelled());
         let l = tokio::time::timeout(
             Duration::from_secs(5),
-            cache.get_or_fetch(key("k"), false, || async { Ok(item("v")) }),
+            cache.get_or_fetch(key("k").key_ref(), false, || async { Ok(item("v")) }),
         )
         .await
         .expect("the cancelled fetch still holds the key")
@@ -1143,12 +1364,12 @@ mod tests {
     async fn entries_are_listed_with_their_hits_and_sizes_and_never_their_values() {
         let cache = Cache::new(settings());
         cache
-            .get_or_fetch(key("a"), false, || async { Ok(item("four")) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("four")) })
             .await
             .unwrap();
         for _ in 0..2 {
             cache
-                .get_or_fetch(key("a"), false, || async { Ok(item("x")) })
+                .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("x")) })
                 .await
                 .unwrap();
         }
@@ -1185,7 +1406,7 @@ mod tests {
                 let (cache, fetches) = (cache.clone(), fetches.clone());
                 tokio::spawn(async move {
                     cache
-                        .get_or_fetch(key("same"), false, || async move {
+                        .get_or_fetch(key("same").key_ref(), false, || async move {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             Ok(item("v"))
@@ -1211,7 +1432,7 @@ mod tests {
             ..settings()
         });
         let l = off
-            .get_or_fetch(key("a"), false, || async { Ok(item("v")) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("v")) })
             .await
             .unwrap();
         assert_eq!(l.freshness, Freshness::Bypass);
@@ -1220,7 +1441,7 @@ mod tests {
             ..settings()
         });
         let l = zero
-            .get_or_fetch(key("a"), false, || async { Ok(item("v")) })
+            .get_or_fetch(key("a").key_ref(), false, || async { Ok(item("v")) })
             .await
             .unwrap();
         assert_eq!(l.freshness, Freshness::Bypass);

@@ -1,8 +1,24 @@
-//! The wiping body buffer every response is written into.
+//! The wiping body buffer every response is written into, and the response type: every
+//! answer is one whole body, so it is `Full<Bytes>`, sent without boxing.
 
 use std::fmt;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use zeroize::Zeroizing;
+
+/// What the API answers with.
+pub type Response = hyper::Response<Full<Bytes>>;
+
+/// A 200 answer of `body`, of `content_type`.
+pub fn response(body: Bytes, content_type: &'static str) -> Response {
+    let mut response = Response::new(Full::new(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
 
 /// A response body being written: a value passes through it on its way to function code,
 /// so every buffer it ever used is wiped. Growing allocates a new buffer and wipes the old

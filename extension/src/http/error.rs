@@ -6,10 +6,11 @@
 //! uses 502/504 for AWS being unreachable or slow, and 429 with `Retry-After` when AWS
 //! kept throttling for the whole timeout. Messages never contain a value.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use hyper::header::{self, HeaderValue};
+use hyper::StatusCode;
 use serde::Serialize;
 
+use super::body::{response, Response};
 use super::query::RequestError;
 use crate::aws::{FailureKind, ScopeError, SourceError};
 
@@ -96,8 +97,9 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The answer: the status, and the code and message as JSON.
+    pub fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = match &self {
             ApiError::Source(err) => err.message.clone(),
@@ -115,11 +117,8 @@ impl IntoResponse for ApiError {
             ),
             _ => None,
         };
-        let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut response = response(body.into(), "application/json");
+        *response.status_mut() = status;
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

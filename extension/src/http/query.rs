@@ -3,6 +3,8 @@
 //! Strict on purpose: an unknown, repeated or malformed query parameter is a 400 naming it,
 //! because a typo such as `withdecryption=true` would otherwise silently return ciphertext.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 use super::api::MAX_BATCH;
@@ -195,11 +197,12 @@ pub struct SecretsRequest {
     pub scope: AskedScope,
 }
 
-/// A read of one parameter.
+/// A read of one parameter. The name is borrowed from the query when nothing in it was
+/// percent-encoded: a cache hit then reads it where the request put it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParameterRequest {
+pub struct ParameterRequest<'q> {
     /// Name, hierarchical path or ARN, without a selector.
-    pub name: String,
+    pub name: Cow<'q, str>,
     /// Version or label, from `version`/`label` or inline in the name.
     pub selector: Option<Selector>,
     /// Whether a SecureString is decrypted.
@@ -212,21 +215,21 @@ pub struct ParameterRequest {
     pub scope: AskedScope,
 }
 
-impl ParameterRequest {
-    /// The parameter asked for, as the reads below the API name it.
+impl ParameterRequest<'_> {
+    /// The parameter asked for, owned (the prefetch plan keeps it).
     pub fn parameter_name(&self) -> ParameterName {
         ParameterName {
-            name: self.name.clone(),
+            name: self.name.clone().into_owned(),
             selector: self.selector.clone(),
         }
     }
 }
 
-/// A read of one secret.
+/// A read of one secret; the id borrowed from the query as a parameter's name is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretRequest {
+pub struct SecretRequest<'q> {
     /// Name or ARN.
-    pub secret_id: String,
+    pub secret_id: Cow<'q, str>,
     /// A specific version.
     pub version_id: Option<String>,
     /// A staging label; `AWSCURRENT` when neither this nor a version id is given.
@@ -239,38 +242,45 @@ pub struct SecretRequest {
     pub scope: AskedScope,
 }
 
-/// The decoded query: each known parameter at most once.
-struct Query {
-    pairs: Vec<(String, String)>,
+/// Most query parameters a route takes.
+const MAX_ALLOWED: usize = 9;
+
+/// The decoded query: each known parameter at most once, in the slot of its place in the
+/// route's list. Values are borrowed from the query unless they had to be decoded, so a
+/// plain query is parsed without allocating.
+struct Query<'q> {
+    allowed: &'static [&'static str],
+    values: [Option<Cow<'q, str>>; MAX_ALLOWED],
 }
 
-impl Query {
-    fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, RequestError> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
+impl<'q> Query<'q> {
+    fn parse(raw: Option<&'q str>, allowed: &'static [&'static str]) -> Result<Self, RequestError> {
+        debug_assert!(allowed.len() <= MAX_ALLOWED);
+        let mut values: [Option<Cow<'q, str>>; MAX_ALLOWED] = Default::default();
         for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
             let key = decode(key)?;
-            if !allowed.contains(&key.as_str()) {
+            let Some(slot) = allowed.iter().position(|k| *k == key) else {
                 return Err(RequestError::UnknownParameter {
                     key: echo(&key),
                     allowed: allowed.join(", "),
                 });
-            }
-            if pairs.iter().any(|(k, _)| *k == key) {
-                return Err(RequestError::Repeated(key));
+            };
+            if values[slot].is_some() {
+                return Err(RequestError::Repeated(key.into_owned()));
             }
             let value = decode(value)?;
             if value.len() > MAX_VALUE_LEN {
-                return Err(RequestError::TooLong(key));
+                return Err(RequestError::TooLong(key.into_owned()));
             }
-            pairs.push((key, value));
+            values[slot] = Some(value);
         }
-        Ok(Self { pairs })
+        Ok(Self { allowed, values })
     }
 
-    fn take(&mut self, key: &str) -> Option<String> {
-        let i = self.pairs.iter().position(|(k, _)| k == key)?;
-        Some(self.pairs.swap_remove(i).1)
+    fn take(&mut self, key: &str) -> Option<Cow<'q, str>> {
+        let slot = self.allowed.iter().position(|k| *k == key)?;
+        self.values[slot].take()
     }
 
     fn flag(&mut self, key: &str) -> Result<bool, RequestError> {
@@ -290,7 +300,7 @@ impl Query {
         let value_only = self.flag("valueOnly")?;
         match self.take("jsonKey") {
             Some(key) if key.is_empty() => Err(RequestError::EmptyJsonKey),
-            Some(key) => Ok(Output::JsonKey(key)),
+            Some(key) => Ok(Output::JsonKey(key.into_owned())),
             None if value_only => Ok(Output::Value),
             None => Ok(Output::Envelope),
         }
@@ -337,7 +347,7 @@ impl Query {
         Ok(items)
     }
 
-    fn required(&mut self, key: &str) -> Result<String, RequestError> {
+    fn required(&mut self, key: &str) -> Result<Cow<'q, str>, RequestError> {
         self.take(key)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| RequestError::Required(key.to_owned()))
@@ -346,16 +356,27 @@ impl Query {
 
 /// Percent-decodes (with `+` as space, as in form encoding), refusing invalid UTF-8 rather
 /// than replacing it: a mangled name would be looked up as a different parameter.
-fn decode(s: &str) -> Result<String, RequestError> {
-    // Most names and flags have nothing encoded: one copy, not three.
+fn decode(s: &str) -> Result<Cow<'_, str>, RequestError> {
+    // Most names and flags have nothing encoded: borrowed, not copied.
     if !s.contains(['+', '%']) {
-        return Ok(s.to_owned());
+        return Ok(Cow::Borrowed(s));
     }
     let plus_as_space = s.replace('+', " ");
     percent_decode_str(&plus_as_space)
         .decode_utf8()
-        .map(|c| c.into_owned())
+        .map(|c| Cow::Owned(c.into_owned()))
         .map_err(|_| RequestError::NotUtf8)
+}
+
+/// The first `len` bytes of `text` (a char boundary), borrowed if it was.
+fn prefix(text: Cow<'_, str>, len: usize) -> Cow<'_, str> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[..len]),
+        Cow::Owned(mut text) => {
+            text.truncate(len);
+            Cow::Owned(text)
+        }
+    }
 }
 
 fn echo(s: &str) -> String {
@@ -476,7 +497,7 @@ pub fn parse_path(raw: Option<&str>) -> Result<PathRequest, RequestError> {
         return Err(RequestError::RelativePath(echo(&path)));
     }
     Ok(PathRequest {
-        path,
+        path: path.into_owned(),
         recursive: q.flag("recursive")?,
         with_decryption: q.flag("withDecryption")?,
         refresh_now: q.flag("refreshNow")?,
@@ -503,7 +524,7 @@ pub fn parse_secrets(raw: Option<&str>) -> Result<SecretsRequest, RequestError> 
 }
 
 /// Parses `/systemsmanager/parameters/get`'s query.
-pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestError> {
+pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest<'_>, RequestError> {
     const ALLOWED: &[&str] = &[
         "name",
         "version",
@@ -523,6 +544,7 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
     if name.is_empty() {
         return Err(RequestError::Required("name".to_owned()));
     }
+    let name_len = name.len();
     let selector = match (version, label, inline) {
         (Some(_), Some(_), _) => return Err(RequestError::VersionAndLabel),
         (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
@@ -541,7 +563,7 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
         (None, None, None) => None,
     };
     Ok(ParameterRequest {
-        name: name.to_owned(),
+        name: prefix(full, name_len),
         selector,
         with_decryption: q.flag("withDecryption")?,
         refresh_now: q.flag("refreshNow")?,
@@ -551,7 +573,7 @@ pub fn parse_parameter(raw: Option<&str>) -> Result<ParameterRequest, RequestErr
 }
 
 /// Parses `/secretsmanager/get`'s query.
-pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest, RequestError> {
+pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest<'_>, RequestError> {
     const ALLOWED: &[&str] = &[
         "secretId",
         "versionId",
@@ -564,8 +586,14 @@ pub fn parse_secret(raw: Option<&str>) -> Result<SecretRequest, RequestError> {
     ];
     let mut q = Query::parse(raw, ALLOWED)?;
     let secret_id = q.required("secretId")?;
-    let version_id = q.take("versionId").filter(|v| !v.is_empty());
-    let version_stage = q.take("versionStage").filter(|v| !v.is_empty());
+    let version_id = q
+        .take("versionId")
+        .filter(|v| !v.is_empty())
+        .map(Cow::into_owned);
+    let version_stage = q
+        .take("versionStage")
+        .filter(|v| !v.is_empty())
+        .map(Cow::into_owned);
     Ok(SecretRequest {
         secret_id,
         version_id,
@@ -594,7 +622,8 @@ mod tests {
         assert!(!r.with_decryption);
 
         let arn = "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/app/db";
-        let r = parse_parameter(Some(&format!("name={arn}:7"))).unwrap();
+        let query = format!("name={arn}:7");
+        let r = parse_parameter(Some(&query)).unwrap();
         assert_eq!(r.name, arn);
         assert_eq!(r.selector, Some(Selector::Version(7)));
 
@@ -715,8 +744,10 @@ mod tests {
 
         #[test]
         fn a_parsed_selector_round_trips(name in "/[a-z]{1,8}(/[a-z0-9_.-]{1,8}){0,3}", v in 1u64..100_000) {
-            let r = parse_parameter(Some(&format!("name={name}&version={v}"))).unwrap();
-            let again = parse_parameter(Some(&format!("name={}", r.parameter_name().api_name()))).unwrap();
+            let query = format!("name={name}&version={v}");
+            let r = parse_parameter(Some(&query)).unwrap();
+            let query = format!("name={}", r.parameter_name().api_name());
+            let again = parse_parameter(Some(&query)).unwrap();
             prop_assert_eq!(r.selector, again.selector);
             prop_assert_eq!(r.name, again.name);
         }

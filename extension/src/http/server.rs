@@ -1,31 +1,32 @@
 //! The localhost HTTP API: the AWS layer's routes, token and response shapes.
 //!
-//! [`router`] builds the whole API from an [`App`] so tests can drive it in-process;
-//! [`bind`] and [`serve`] put it on a loopback socket. Request hygiene (relay, host, method,
-//! token) is one middleware, [`guard`], applied before any route runs.
+//! [`App::handle`] answers one request: request hygiene first (relay, host, method, body,
+//! token: [`App::guard`]), then the route, matched on the path directly. There is no
+//! router or middleware stack in between: a cache hit is most of what this server does,
+//! and each layer of one costs allocations and dispatch on every request. [`router`] is
+//! the same as a `tower` service, for driving the API in-process; [`bind`] and [`serve`]
+//! put it on a loopback socket.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use bytes::Bytes;
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
+use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::api::{self, AuthToken, CACHE_HEADER, TOKEN_HEADER};
-use super::body::WipingBuffer;
+use super::body::{response, Response, WipingBuffer};
 use super::envelope::{
     ParameterResponse, ParametersResponse, PathResponse, ResultMetadata, SecretResponse,
     SecretsResponse,
@@ -34,7 +35,7 @@ use super::error::ApiError;
 use super::query::{self, Output};
 use super::write_timeout::WriteTimeout;
 use crate::aws::{FailureKind, Source, SourceError};
-use crate::cache::{Freshness, Item, Key, Lookup, PrefetchGate};
+use crate::cache::{Entry, Freshness, Item, KeyRef, Lookup, PrefetchGate};
 use crate::domain::json_key::{json_key, JsonKeyError};
 use crate::domain::{AskedScope, Parameter, Secret, SecretVersion};
 use crate::features::restore::RestoreWatch;
@@ -93,55 +94,404 @@ impl App {
         let scope = scopes.resolve(asked, names)?;
         Ok(scopes.source(&scope).await?)
     }
+
+    /// Answers one request. Its body is never read: every route is a GET, and a request
+    /// that announces a body is refused.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response {
+        let (request, _body) = request.into_parts();
+        if let Err(refused) = self.guard(&request.method, request.uri.path(), &request.headers) {
+            return refused.into_response();
+        }
+        if let Some(watch) = self.inner.restore.get() {
+            watch.before_serving(&self.inner.core.cache).await;
+        }
+        let path = request.uri.path();
+        let query = request.uri.query();
+        // A trailing slash is accepted on the two single reads, as the AWS layer does.
+        let route = path
+            .strip_suffix('/')
+            .filter(|p| *p == api::PARAMETER || *p == api::SECRET)
+            .unwrap_or(path);
+        let answer = match route {
+            api::PING => Ok(response(
+                Bytes::from_static(b"healthy"),
+                "text/plain; charset=utf-8",
+            )),
+            api::PARAMETER => self.get_parameter(query).await,
+            api::SECRET => self.get_secret(query).await,
+            api::PARAMETERS => self.get_parameters(query).await,
+            api::PARAMETERS_BY_PATH => self.get_parameters_by_path(query).await,
+            api::KEYRING => self.get_keyring(query).await,
+            api::SECRETS => self.get_secrets(query).await,
+            api::STATS => self.stats(query),
+            _ => Err(ApiError::NoRoute(path.chars().take(128).collect())),
+        };
+        answer.unwrap_or_else(ApiError::into_response)
+    }
+
+    /// Request hygiene, in the order a request is judged: relayed, foreign host, method,
+    /// body, token. `/ping` needs no token so that readiness can be probed without one.
+    fn guard(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+        if headers.contains_key("x-forwarded-for") {
+            return Err(ApiError::Forwarded);
+        }
+        if !host_is_local(headers) {
+            return Err(ApiError::ForeignHost);
+        }
+        if method != Method::GET {
+            return Err(ApiError::MethodNotAllowed(method.to_string()));
+        }
+        // A GET has no body. One announced anyway is a request-smuggling shape (or a
+        // client bug): refused before it is read.
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if has_body {
+            return Err(ApiError::BodyOnGet);
+        }
+        if path != api::PING && !token_matches(headers, &self.inner.token) {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(())
+    }
+
+    async fn get_parameter(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let req = query::parse_parameter(query)?;
+        let source = self.source_for(&req.scope, [&*req.name]).await?;
+        // Borrowed from the query: a hit copies nothing of the name.
+        let key = KeyRef::Parameter {
+            scope: source.scope(),
+            name: &req.name,
+            selector: req.selector.as_ref(),
+            decrypt: req.with_decryption,
+        };
+        self.inner.gate.wait_for(key).await;
+        let lookup = read::parameter(
+            &self.inner.core.cache,
+            source.as_ref(),
+            &req.name,
+            req.selector.as_ref(),
+            req.with_decryption,
+            req.refresh_now,
+        )
+        .await;
+        let lookup = self.counted("parameter", &req.name, lookup)?;
+        let Item::Parameter(parameter) = &lookup.entry.item else {
+            return Err(internal("cache entry of the wrong kind"));
+        };
+        let answer = match &req.output {
+            Output::Envelope => envelope(&lookup.entry, parameter.payload_len(), || {
+                let body = ParameterResponse {
+                    parameter,
+                    result_metadata: ResultMetadata::default(),
+                };
+                json_body(&body, [parameter.payload_len()])
+            }),
+            output => plain(parameter.value.expose(), output)?,
+        };
+        Ok(with_cache_headers(answer, &lookup))
+    }
+
+    async fn get_secret(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let req = query::parse_secret(query)?;
+        let source = self.source_for(&req.scope, [&*req.secret_id]).await?;
+        let version = SecretVersion::asked(req.version_id.as_deref(), req.version_stage.as_deref());
+        let key = KeyRef::Secret {
+            scope: source.scope(),
+            id: &req.secret_id,
+            version: version.as_ref(),
+        };
+        self.inner.gate.wait_for(key).await;
+        let lookup = read::secret(
+            &self.inner.core.cache,
+            source.as_ref(),
+            &req.secret_id,
+            version.as_ref(),
+            req.refresh_now,
+        )
+        .await;
+        let lookup = self.counted("secret", &req.secret_id, lookup)?;
+        let Item::Secret(secret) = &lookup.entry.item else {
+            return Err(internal("cache entry of the wrong kind"));
+        };
+        let answer = match &req.output {
+            Output::Envelope => envelope(&lookup.entry, secret.payload_len(), || {
+                let body = SecretResponse {
+                    secret,
+                    result_metadata: ResultMetadata::default(),
+                };
+                json_body(&body, [secret.payload_len()])
+            }),
+            output => {
+                let text = match (&secret.secret_string, &secret.secret_binary) {
+                    (Some(s), _) => s.expose(),
+                    (None, Some(_)) => {
+                        return Err(ApiError::NotText(
+                            "the secret is binary; read it without valueOnly/jsonKey".into(),
+                        ))
+                    }
+                    (None, None) => "",
+                };
+                plain(text, output)?
+            }
+        };
+        Ok(with_cache_headers(answer, &lookup))
+    }
+
+    async fn get_parameters(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let req = query::parse_parameters(query)?;
+        let source = self
+            .source_for(&req.scope, req.names.iter().map(|n| n.name.as_str()))
+            .await?;
+        for name in &req.names {
+            let key = KeyRef::Parameter {
+                scope: source.scope(),
+                name: &name.name,
+                selector: name.selector.as_ref(),
+                decrypt: req.with_decryption,
+            };
+            self.inner.gate.wait_for(key).await;
+        }
+        let purpose = request_purpose(req.refresh_now);
+        let many = read::parameters(
+            &self.inner.core.cache,
+            source.as_ref(),
+            &req.names,
+            req.with_decryption,
+            purpose,
+        )
+        .await
+        .inspect_err(|err| {
+            self.count_batch(0, req.names.len());
+            tracing::warn!(code = %err.code, "batch parameter read failed");
+        })?;
+        self.count_batch(many.hits, req.names.len());
+        let parameters: Vec<&Parameter> = many
+            .found
+            .iter()
+            .filter_map(|e| match &e.item {
+                Item::Parameter(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let body = ParametersResponse {
+            parameters,
+            invalid_parameters: &many.invalid,
+            result_metadata: ResultMetadata::default(),
+        };
+        let mut response = json(&body, body.parameters.iter().map(|p| p.payload_len()));
+        batch_headers(&mut response, many.hits, req.names.len());
+        Ok(response)
+    }
+
+    async fn get_parameters_by_path(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let req = query::parse_path(query)?;
+        let source = self.source_for(&req.scope, []).await?;
+        let key = KeyRef::Path {
+            scope: source.scope(),
+            path: &req.path,
+            recursive: req.recursive,
+            decrypt: req.with_decryption,
+        };
+        self.inner.gate.wait_for(key).await;
+        let purpose = request_purpose(req.refresh_now);
+        let (entry, freshness) = read::path(
+            &self.inner.core.cache,
+            source.as_ref(),
+            &req.path,
+            req.recursive,
+            req.with_decryption,
+            purpose,
+        )
+        .await
+        .inspect_err(|err| {
+            self.count_read(Freshness::Miss);
+            tracing::warn!(path = %req.path, code = %err.code, "path read failed");
+        })?;
+        self.count_read(freshness);
+        if !matches!(entry.item, Item::Parameters(_)) {
+            return Err(internal("cache entry of the wrong kind"));
+        }
+        let parameters: Vec<&Parameter> = entry.item.path_parameters().collect();
+        let response = json(
+            &PathResponse {
+                result_metadata: ResultMetadata::default(),
+                parameters,
+            },
+            entry.item.path_parameters().map(Parameter::payload_len),
+        );
+        Ok(with_cache_headers(
+            response,
+            &Lookup {
+                entry: entry.clone(),
+                freshness,
+            },
+        ))
+    }
+
+    async fn get_secrets(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let req = query::parse_secrets(query)?;
+        let source = self
+            .source_for(&req.scope, req.ids.iter().map(String::as_str))
+            .await?;
+        for id in &req.ids {
+            let key = KeyRef::Secret {
+                scope: source.scope(),
+                id,
+                version: None,
+            };
+            self.inner.gate.wait_for(key).await;
+        }
+        let purpose = request_purpose(req.refresh_now);
+        let many = read::secrets(&self.inner.core.cache, source.as_ref(), &req.ids, purpose)
+            .await
+            .inspect_err(|err| {
+                self.count_batch(0, req.ids.len());
+                tracing::warn!(code = %err.code, "batch secret read failed");
+            })?;
+        self.count_batch(many.hits, req.ids.len());
+        let secrets: Vec<&Secret> = many
+            .found
+            .iter()
+            .filter_map(|e| match &e.item {
+                Item::Secret(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let body = SecretsResponse {
+            secret_values: secrets,
+            errors: &many.errors,
+            result_metadata: ResultMetadata::default(),
+        };
+        let mut response = json(&body, body.secret_values.iter().map(|s| s.payload_len()));
+        batch_headers(&mut response, many.hits, req.ids.len());
+        Ok(response)
+    }
+
+    /// `GET /lockbox/keyring`: a parameter's `current`, `previous` and `pending` versions,
+    /// values and version numbers, from one cache entry filled by one `GetParameters`
+    /// call. The prefetch gate is not waited at: prefetch reads no keyring.
+    async fn get_keyring(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let req = query::parse_keyring(query)?;
+        let source = self.source_for(&req.scope, [req.name.as_str()]).await?;
+        let lookup = read::keyring(
+            &self.inner.core.cache,
+            source.as_ref(),
+            &req.name,
+            req.with_decryption,
+            req.refresh_now,
+        )
+        .await;
+        let lookup = self.counted("keyring", &req.name, lookup)?;
+        let Item::Keyring(keyring) = &lookup.entry.item else {
+            return Err(internal("cache entry of the wrong kind"));
+        };
+        let payloads = keyring.versions().map(Parameter::payload_len);
+        Ok(with_cache_headers(json(&**keyring, payloads), &lookup))
+    }
+
+    /// `GET /lockbox/stats`: the counters since start and the cache's size; with
+    /// `entries=true`, each entry's kind, name, scope, age, TTL left, hits and size. Never
+    /// a value.
+    fn stats(&self, query: Option<&str>) -> Result<Response, ApiError> {
+        let with_entries = query::parse_stats(query)?;
+        let cache = &self.inner.core.cache;
+        let mut body = serde_json::to_value(cache.metrics().stats())
+            .map_err(|_| internal("the stats could not be encoded"))?;
+        body["cache"] = serde_json::json!(cache.gauges());
+        if with_entries {
+            body["entries"] = serde_json::to_value(cache.entry_infos())
+                .map_err(|_| internal("the entries could not be encoded"))?;
+        }
+        let body =
+            serde_json::to_vec(&body).map_err(|_| internal("the stats could not be encoded"))?;
+        Ok(response(body.into(), "application/json"))
+    }
+
+    /// A single read, counted and logged by what it read (`kind`) and its name or id:
+    /// never a value.
+    fn counted(
+        &self,
+        kind: &'static str,
+        name: &str,
+        read: Result<Lookup, SourceError>,
+    ) -> Result<Lookup, SourceError> {
+        match &read {
+            Ok(lookup) => {
+                self.count_read(lookup.freshness);
+                tracing::debug!(name, cache = lookup.freshness.as_str(), "{kind} served");
+            }
+            Err(err) => {
+                self.count_read(Freshness::Miss);
+                tracing::warn!(name, code = %err.code, "{kind} read failed");
+            }
+        }
+        read
+    }
+
+    /// The counters of what function code's reads were answered with.
+    fn count_read(&self, freshness: Freshness) {
+        let counters = self.inner.core.cache.metrics().counters();
+        match freshness {
+            Freshness::Hit => {
+                counters.cache_hit();
+                counters.aws_call_avoided();
+            }
+            Freshness::Stale => counters.stale_served(),
+            // With the cache off every read is one from AWS.
+            Freshness::Miss | Freshness::Bypass => counters.cache_miss(),
+        }
+    }
+
+    /// A batch read: each value a hit or a miss; the call avoided only when every value
+    /// was a hit (otherwise the batch call was made, for fewer names).
+    fn count_batch(&self, hits: usize, asked: usize) {
+        let counters = self.inner.core.cache.metrics().counters();
+        for _ in 0..hits {
+            counters.cache_hit();
+        }
+        for _ in hits..asked {
+            counters.cache_miss();
+        }
+        if hits == asked && asked > 0 {
+            counters.aws_call_avoided();
+        }
+    }
 }
 
-/// The whole API. Unknown paths and non-GET methods get JSON errors too.
-pub fn router(app: App) -> Router {
-    Router::new()
-        .route(api::PING, get(ping))
-        .route(api::PARAMETER, get(get_parameter))
-        .route(&format!("{}/", api::PARAMETER), get(get_parameter))
-        .route(api::SECRET, get(get_secret))
-        .route(&format!("{}/", api::SECRET), get(get_secret))
-        .route(api::PARAMETERS, get(get_parameters))
-        .route(api::PARAMETERS_BY_PATH, get(get_parameters_by_path))
-        .route(api::KEYRING, get(get_keyring))
-        .route(api::STATS, get(stats))
-        .route(api::SECRETS, get(get_secrets))
-        .fallback(no_route)
-        .layer(middleware::from_fn_with_state(app.clone(), guard))
-        .with_state(app)
+/// The whole API as a `tower` service (`router(app).oneshot(request)`), for driving it
+/// in-process: the same [`App::handle`] that [`serve`] runs.
+pub fn router(app: App) -> Api {
+    Api(app)
 }
 
-/// Request hygiene, in the order a request is judged: relayed, foreign host, method, token.
-/// `/ping` needs no token so that readiness can be probed without one.
-async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    if headers.contains_key("x-forwarded-for") {
-        return ApiError::Forwarded.into_response();
+/// See [`router`].
+#[derive(Debug, Clone)]
+pub struct Api(App);
+
+impl<B: Send + 'static> tower::Service<Request<B>> for Api {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    if !host_is_local(headers) {
-        return ApiError::ForeignHost.into_response();
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let app = self.0.clone();
+        Box::pin(async move { Ok(app.handle(request).await) })
     }
-    if req.method() != Method::GET {
-        return ApiError::MethodNotAllowed(req.method().to_string()).into_response();
+}
+
+/// Why a route reads: function code asked, with or without `refreshNow=true`.
+fn request_purpose(refresh_now: bool) -> Purpose {
+    if refresh_now {
+        Purpose::RequestFresh
+    } else {
+        Purpose::Request
     }
-    // A GET has no body. One announced anyway is a request-smuggling shape (or a client
-    // bug): refused before it is read.
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body {
-        return ApiError::BodyOnGet.into_response();
-    }
-    if req.uri().path() != api::PING && !token_matches(headers, &app.inner.token) {
-        return ApiError::Forbidden.into_response();
-    }
-    if let Some(watch) = app.inner.restore.get() {
-        watch.before_serving(&app.inner.core.cache).await;
-    }
-    next.run(req).await
 }
 
 fn token_matches(headers: &HeaderMap, expected: &AuthToken) -> bool {
@@ -167,341 +517,6 @@ fn host_is_local(headers: &HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
 }
 
-async fn ping() -> &'static str {
-    "healthy"
-}
-
-async fn no_route(req: Request) -> ApiError {
-    ApiError::NoRoute(req.uri().path().chars().take(128).collect())
-}
-
-async fn get_parameter(
-    State(app): State<App>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let req = query::parse_parameter(query.as_deref())?;
-    let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
-    let key = Key::parameter(
-        source.scope(),
-        req.name.as_str().into(),
-        req.selector.as_ref(),
-        req.with_decryption,
-    );
-    app.inner.gate.wait_for(&key).await;
-    let lookup = read::parameter(
-        &app.inner.core.cache,
-        source.as_ref(),
-        &req.parameter_name(),
-        req.with_decryption,
-        req.refresh_now,
-    )
-    .await;
-    let lookup = counted(&app, "parameter", &req.name, lookup)?;
-    let Item::Parameter(parameter) = &lookup.entry.item else {
-        return Err(internal("cache entry of the wrong kind"));
-    };
-    match &req.output {
-        Output::Envelope => Ok(with_cache_headers(
-            json(
-                &ParameterResponse {
-                    parameter,
-                    result_metadata: ResultMetadata::default(),
-                },
-                [parameter.payload_len()],
-            ),
-            &lookup,
-        )),
-        output => Ok(with_cache_headers(
-            plain(parameter.value.expose(), output)?,
-            &lookup,
-        )),
-    }
-}
-
-async fn get_secret(
-    State(app): State<App>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let req = query::parse_secret(query.as_deref())?;
-    let source = app.source_for(&req.scope, [req.secret_id.as_str()]).await?;
-    let version = SecretVersion::asked(req.version_id.as_deref(), req.version_stage.as_deref());
-    let key = Key::secret(source.scope(), &req.secret_id, version.as_ref());
-    app.inner.gate.wait_for(&key).await;
-    let lookup = read::secret(
-        &app.inner.core.cache,
-        source.as_ref(),
-        &req.secret_id,
-        version.as_ref(),
-        req.refresh_now,
-    )
-    .await;
-    let lookup = counted(&app, "secret", &req.secret_id, lookup)?;
-    let Item::Secret(secret) = &lookup.entry.item else {
-        return Err(internal("cache entry of the wrong kind"));
-    };
-    match &req.output {
-        Output::Envelope => Ok(with_cache_headers(
-            json(
-                &SecretResponse {
-                    secret,
-                    result_metadata: ResultMetadata::default(),
-                },
-                [secret.payload_len()],
-            ),
-            &lookup,
-        )),
-        output => {
-            let text = match (&secret.secret_string, &secret.secret_binary) {
-                (Some(s), _) => s.expose(),
-                (None, Some(_)) => {
-                    return Err(ApiError::NotText(
-                        "the secret is binary; read it without valueOnly/jsonKey".into(),
-                    ))
-                }
-                (None, None) => "",
-            };
-            Ok(with_cache_headers(plain(text, output)?, &lookup))
-        }
-    }
-}
-
-async fn get_parameters(
-    State(app): State<App>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let req = query::parse_parameters(query.as_deref())?;
-    let source = app
-        .source_for(&req.scope, req.names.iter().map(|n| n.name.as_str()))
-        .await?;
-    for name in &req.names {
-        let key = Key::parameter(
-            source.scope(),
-            name.name.as_str().into(),
-            name.selector.as_ref(),
-            req.with_decryption,
-        );
-        app.inner.gate.wait_for(&key).await;
-    }
-    let purpose = if req.refresh_now {
-        Purpose::RequestFresh
-    } else {
-        Purpose::Request
-    };
-    let many = read::parameters(
-        &app.inner.core.cache,
-        source.as_ref(),
-        &req.names,
-        req.with_decryption,
-        purpose,
-    )
-    .await
-    .inspect_err(|err| {
-        count_batch(&app, 0, req.names.len());
-        tracing::warn!(code = %err.code, "batch parameter read failed");
-    })?;
-    count_batch(&app, many.hits, req.names.len());
-    let parameters: Vec<&Parameter> = many
-        .found
-        .iter()
-        .filter_map(|e| match &e.item {
-            Item::Parameter(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let body = ParametersResponse {
-        parameters,
-        invalid_parameters: &many.invalid,
-        result_metadata: ResultMetadata::default(),
-    };
-    let mut response = json(&body, body.parameters.iter().map(|p| p.payload_len()));
-    batch_headers(&mut response, many.hits, req.names.len());
-    Ok(response)
-}
-
-async fn get_parameters_by_path(
-    State(app): State<App>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let req = query::parse_path(query.as_deref())?;
-    let source = app.source_for(&req.scope, []).await?;
-    let key = Key::Path {
-        scope: source.scope().clone(),
-        path: req.path.clone(),
-        recursive: req.recursive,
-        decrypt: req.with_decryption,
-    };
-    app.inner.gate.wait_for(&key).await;
-    let purpose = if req.refresh_now {
-        Purpose::RequestFresh
-    } else {
-        Purpose::Request
-    };
-    let (entry, freshness) = read::path(
-        &app.inner.core.cache,
-        source.as_ref(),
-        &req.path,
-        req.recursive,
-        req.with_decryption,
-        purpose,
-    )
-    .await
-    .inspect_err(|err| {
-        count_read(&app, Freshness::Miss);
-        tracing::warn!(path = %req.path, code = %err.code, "path read failed");
-    })?;
-    count_read(&app, freshness);
-    if !matches!(entry.item, Item::Parameters(_)) {
-        return Err(internal("cache entry of the wrong kind"));
-    }
-    let parameters: Vec<&Parameter> = entry.item.path_parameters().collect();
-    let response = json(
-        &PathResponse {
-            result_metadata: ResultMetadata::default(),
-            parameters,
-        },
-        entry.item.path_parameters().map(Parameter::payload_len),
-    );
-    Ok(with_cache_headers(
-        response,
-        &Lookup {
-            entry: entry.clone(),
-            freshness,
-        },
-    ))
-}
-
-async fn get_secrets(
-    State(app): State<App>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let req = query::parse_secrets(query.as_deref())?;
-    let source = app
-        .source_for(&req.scope, req.ids.iter().map(String::as_str))
-        .await?;
-    for id in &req.ids {
-        let key = Key::secret(source.scope(), id, None);
-        app.inner.gate.wait_for(&key).await;
-    }
-    let purpose = if req.refresh_now {
-        Purpose::RequestFresh
-    } else {
-        Purpose::Request
-    };
-    let many = read::secrets(&app.inner.core.cache, source.as_ref(), &req.ids, purpose)
-        .await
-        .inspect_err(|err| {
-            count_batch(&app, 0, req.ids.len());
-            tracing::warn!(code = %err.code, "batch secret read failed");
-        })?;
-    count_batch(&app, many.hits, req.ids.len());
-    let secrets: Vec<&Secret> = many
-        .found
-        .iter()
-        .filter_map(|e| match &e.item {
-            Item::Secret(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    let body = SecretsResponse {
-        secret_values: secrets,
-        errors: &many.errors,
-        result_metadata: ResultMetadata::default(),
-    };
-    let mut response = json(&body, body.secret_values.iter().map(|s| s.payload_len()));
-    batch_headers(&mut response, many.hits, req.ids.len());
-    Ok(response)
-}
-
-/// `GET /lockbox/keyring`: a parameter's `current`, `previous` and `pending` versions,
-/// values and version numbers, from one cache entry filled by one `GetParameters` call.
-async fn get_keyring(
-    State(app): State<App>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let req = query::parse_keyring(query.as_deref())?;
-    let source = app.source_for(&req.scope, [req.name.as_str()]).await?;
-    let lookup = read::keyring(
-        &app.inner.core.cache,
-        source.as_ref(),
-        &req.name,
-        req.with_decryption,
-        req.refresh_now,
-    )
-    .await;
-    let lookup = counted(&app, "keyring", &req.name, lookup)?;
-    let Item::Keyring(keyring) = &lookup.entry.item else {
-        return Err(internal("cache entry of the wrong kind"));
-    };
-    let payloads = keyring.versions().map(Parameter::payload_len);
-    Ok(with_cache_headers(json(&**keyring, payloads), &lookup))
-}
-
-/// A single read, counted and logged by what it read (`kind`) and its name or id: never
-/// a value.
-fn counted(
-    app: &App,
-    kind: &'static str,
-    name: &str,
-    read: Result<Lookup, SourceError>,
-) -> Result<Lookup, SourceError> {
-    match &read {
-        Ok(lookup) => {
-            count_read(app, lookup.freshness);
-            tracing::debug!(name, cache = lookup.freshness.as_str(), "{kind} served");
-        }
-        Err(err) => {
-            count_read(app, Freshness::Miss);
-            tracing::warn!(name, code = %err.code, "{kind} read failed");
-        }
-    }
-    read
-}
-
-/// The counters of what function code's reads were answered with.
-fn count_read(app: &App, freshness: Freshness) {
-    let counters = app.inner.core.cache.metrics().counters();
-    match freshness {
-        Freshness::Hit => {
-            counters.cache_hit();
-            counters.aws_call_avoided();
-        }
-        Freshness::Stale => counters.stale_served(),
-        // With the cache off every read is one from AWS.
-        Freshness::Miss | Freshness::Bypass => counters.cache_miss(),
-    }
-}
-
-/// A batch read: each value a hit or a miss; the call avoided only when every value was
-/// a hit (otherwise the batch call was made, for fewer names).
-fn count_batch(app: &App, hits: usize, asked: usize) {
-    let counters = app.inner.core.cache.metrics().counters();
-    for _ in 0..hits {
-        counters.cache_hit();
-    }
-    for _ in hits..asked {
-        counters.cache_miss();
-    }
-    if hits == asked && asked > 0 {
-        counters.aws_call_avoided();
-    }
-}
-
-/// `GET /lockbox/stats`: the counters since start and the cache's size; with
-/// `entries=true`, each entry's kind, name, scope, age, TTL left, hits and size. Never a
-/// value.
-async fn stats(State(app): State<App>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
-    let with_entries = query::parse_stats(query.as_deref())?;
-    let cache = &app.inner.core.cache;
-    let mut body = serde_json::to_value(cache.metrics().stats())
-        .map_err(|_| internal("the stats could not be encoded"))?;
-    body["cache"] = serde_json::json!(cache.gauges());
-    if with_entries {
-        body["entries"] = serde_json::to_value(cache.entry_infos())
-            .map_err(|_| internal("the entries could not be encoded"))?;
-    }
-    Ok(axum::Json(body).into_response())
-}
-
 fn internal(message: &str) -> ApiError {
     ApiError::Source(SourceError::new(
         FailureKind::Internal,
@@ -513,17 +528,45 @@ fn internal(message: &str) -> ApiError {
 /// Bytes of names, ARNs, dates and field names the AWS layer's JSON adds around one value.
 const ENVELOPE_BYTES: usize = 512;
 
+/// Values up to this size are kept with their cache entry as a ready answer (see
+/// [`envelope`]). A larger value's answer is encoded per request: keeping it would hold
+/// the value twice, and its encoding is a small part of sending it.
+const PREPARED_VALUE_BYTES: usize = 4096;
+
+/// A single read's JSON envelope: the entry's ready answer (made by `encode` on the first
+/// hit, then sent as it is), or `encode`'s for a large value.
+fn envelope(entry: &Entry, value_bytes: usize, encode: impl Fn() -> Option<Bytes>) -> Response {
+    let body = if value_bytes <= PREPARED_VALUE_BYTES {
+        entry.prepared(|_| encode())
+    } else {
+        encode()
+    };
+    match body {
+        Some(body) => response(body, "application/json"),
+        None => internal("the value could not be encoded").into_response(),
+    }
+}
+
 /// A JSON body with room for its values (`payloads`: the bytes of each) and the envelope
 /// around each, so that the buffer rarely grows.
 fn json<T: serde::Serialize>(body: &T, payloads: impl IntoIterator<Item = usize>) -> Response {
+    match json_body(body, payloads) {
+        Some(body) => response(body, "application/json"),
+        None => internal("the value could not be encoded").into_response(),
+    }
+}
+
+/// [`json`]'s body, in a buffer wiped when the last copy of it goes.
+fn json_body<T: serde::Serialize>(
+    body: &T,
+    payloads: impl IntoIterator<Item = usize>,
+) -> Option<Bytes> {
     let (items, values) = payloads
         .into_iter()
         .fold((0, 0), |(items, values), len| (items + 1, values + len));
     let mut buffer = WipingBuffer::with_capacity(values + items.max(1) * ENVELOPE_BYTES);
-    match serde_json::to_writer(&mut buffer, body) {
-        Ok(()) => body_response(buffer, "application/json"),
-        Err(_) => internal("the value could not be encoded").into_response(),
-    }
+    serde_json::to_writer(&mut buffer, body).ok()?;
+    Some(buffer.into_bytes())
 }
 
 /// The value alone, or one key of it, as text.
@@ -545,15 +588,7 @@ fn plain(value: &str, output: &Output) -> Result<Response, ApiError> {
     buffer
         .write_all(text.as_bytes())
         .map_err(|_| internal("the value could not be copied"))?;
-    Ok(body_response(buffer, "text/plain; charset=utf-8"))
-}
-
-fn body_response(buffer: WipingBuffer, content_type: &'static str) -> Response {
-    let mut response = Body::from(buffer.into_bytes()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    Ok(response(buffer.into_bytes(), "text/plain; charset=utf-8"))
 }
 
 /// Cache outcome of a single read: `X-Lockbox-Cache`, and `Age` when stale.
@@ -656,9 +691,9 @@ fn bind_v6(port: u16) -> std::io::Result<TcpListener> {
 /// Serves the API on a bound listener until `shutdown` resolves, then finishes in-flight
 /// requests (closing idle connections) and returns.
 ///
-/// hyper directly rather than `axum::serve`, for what `axum::serve` does not expose: a
-/// header read timeout, a write timeout, a head size bound and a connection bound answered
-/// with 429.
+/// hyper's connection loop with [`App::handle`] as the service, and what a plain server
+/// would not have: a header read timeout, a write timeout, a head size bound and a
+/// connection bound answered with 429.
 pub async fn serve<F>(
     listener: Listener,
     app: App,
@@ -668,7 +703,6 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let service = TowerToHyperService::new(router(app));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -702,8 +736,12 @@ where
             continue;
         };
         let stream = WriteTimeout::new(stream, limits.write_timeout);
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(request).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
             drop(permit);
@@ -736,7 +774,7 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
 mod tests {
     use super::*;
     use crate::aws::scopes::tests::scopes;
-    use crate::cache::{Cache, CacheSettings};
+    use crate::cache::{Cache, CacheSettings, Key};
 
     /// A TTL cannot be seen from the other end of a TCP connection, so the end-to-end tests
     /// (tests/tests/e2e/hardening.rs) show only that other addresses are refused; the TTL
@@ -874,34 +912,26 @@ mod tests {
             crate::domain::RolePolicy::default(),
             factory,
         );
-        let cache = Cache::new(CacheSettings {
-            enabled: true,
-            capacity: 100,
-            parameter_ttl: Duration::from_secs(300),
-            secret_ttl: Duration::from_secs(300),
-            max_stale: Duration::ZERO,
-        });
         let core = Core {
-            cache,
+            cache: cache(),
             scopes: Arc::new(scopes),
         };
         App::new(core, AuthToken::new("t0ken"), PrefetchGate::open())
     }
 
     async fn get(app: &App, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        use http_body_util::{BodyExt, Empty};
         use tower::ServiceExt as _;
-        let mut request = axum::http::Request::get(path).header(header::HOST, "localhost");
+        let mut request = Request::get(path).header(header::HOST, "localhost");
         if let Some(token) = token {
             request = request.header(TOKEN_HEADER, token);
         }
         let response = router(app.clone())
-            .oneshot(request.body(Body::empty()).unwrap())
+            .oneshot(request.body(Empty::<Bytes>::new()).unwrap())
             .await
             .unwrap();
         let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap())
     }
 
@@ -971,15 +1001,71 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn the_same_name_through_different_scopes_is_different_cache_entries() {
-        let cache = Cache::new(CacheSettings {
+    fn cache() -> Cache {
+        Cache::new(CacheSettings {
             enabled: true,
             capacity: 100,
             parameter_ttl: Duration::from_secs(300),
             secret_ttl: Duration::from_secs(300),
             max_stale: Duration::ZERO,
-        });
+        })
+    }
+
+    /// A hit sends the entry's ready answer: the very bytes made on the first hit, not a
+    /// new encoding; and the entry, which holds that answer, never prints it.
+    #[tokio::test]
+    async fn a_hit_sends_the_entrys_ready_answer_which_the_entry_never_prints() {
+        use http_body_util::{BodyExt, Empty};
+        let cache = cache();
+        let core = Core {
+            cache: cache.clone(),
+            scopes: Arc::new(scopes()),
+        };
+        let app = App::new(core, AuthToken::new("token"), PrefetchGate::open());
+        let get = |query: &str| {
+            Request::get(format!("{}?{query}", api::PARAMETER))
+                .header(TOKEN_HEADER, "token")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        let mut answers = Vec::new();
+        for query in ["name=/a", "name=/a", "name=/a", "name=/a&valueOnly=true"] {
+            let response = app.handle(get(query)).await;
+            assert_eq!(response.status(), 200, "{query}");
+            let cache_header = response.headers()[CACHE_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            answers.push((cache_header, body));
+        }
+        let cache_headers: Vec<&str> = answers.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(cache_headers, ["miss", "hit", "hit", "hit"]);
+        let envelope: serde_json::Value = serde_json::from_slice(&answers[1].1).unwrap();
+        assert_eq!(envelope["Parameter"]["Value"], "via home");
+        assert_eq!(answers[0].1, answers[1].1);
+        // The second hit sent the first hit's bytes.
+        assert_eq!(answers[1].1.as_ptr(), answers[2].1.as_ptr());
+        // Another output is not the envelope.
+        assert_eq!(&answers[3].1[..], b"via home");
+
+        let home = crate::domain::Scope::default();
+        let entry = cache
+            .peek_fresh(KeyRef::Parameter {
+                scope: &home,
+                name: "/a",
+                selector: None,
+                decrypt: false,
+            })
+            .expect("cached");
+        let printed = format!("{entry:?}");
+        assert!(printed.contains("<answer, "), "{printed}");
+        assert!(!printed.contains("via home"), "{printed}");
+    }
+
+    #[tokio::test]
+    async fn the_same_name_through_different_scopes_is_different_cache_entries() {
+        let cache = cache();
         let scopes = scopes();
         let mut seen = Vec::new();
         for (query, expected) in [
@@ -995,13 +1081,19 @@ mod tests {
             ),
         ] {
             let req = query::parse_parameter(Some(query)).unwrap();
-            let scope = scopes.resolve(&req.scope, [req.name.as_str()]).unwrap();
+            let scope = scopes.resolve(&req.scope, [&*req.name]).unwrap();
             let source = scopes.source(&scope).await.unwrap();
             for round in 0..2 {
-                let lookup =
-                    read::parameter(&cache, source.as_ref(), &req.parameter_name(), false, false)
-                        .await
-                        .unwrap();
+                let lookup = read::parameter(
+                    &cache,
+                    source.as_ref(),
+                    &req.name,
+                    req.selector.as_ref(),
+                    false,
+                    false,
+                )
+                .await
+                .unwrap();
                 let Item::Parameter(p) = &lookup.entry.item else {
                     panic!("a parameter");
                 };
@@ -1009,14 +1101,14 @@ mod tests {
             }
             seen.push(Key::Parameter {
                 scope,
-                name: req.name.as_str().into(),
+                name: (*req.name).into(),
                 selector: None,
                 decrypt: false,
             });
         }
         assert_eq!(cache.len(), 4);
         for key in &seen {
-            assert!(cache.peek_fresh(key).is_some(), "{key:?}");
+            assert!(cache.peek_fresh(key.key_ref()).is_some(), "{key:?}");
         }
     }
 }

@@ -13,9 +13,10 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::aws::{
     FailureKind, Scopes, Source, SourceError, BATCH_GET_SECRETS_MAX, GET_PARAMETERS_MAX,
 };
-use crate::cache::{Cache, Entry, Freshness, Item, Key, Lookup};
+use crate::cache::{Cache, Entry, Freshness, Item, Key, KeyRef, Lookup};
 use crate::domain::{
     secret_answers_to, Parameter, ParameterName, Scope, Secret, SecretBatchError, SecretVersion,
+    Selector,
 };
 
 /// What every read works with: the cache, and the sources for every role and region. The
@@ -79,13 +80,19 @@ pub struct ManySecrets {
     pub hits: usize,
 }
 
-fn parameter_key(scope: &Scope, name: &ParameterName, decrypt: bool) -> Key {
-    Key::parameter(
+/// The key of a parameter read, borrowed from the name asked.
+fn parameter_key<'a>(
+    scope: &'a Scope,
+    name: &'a str,
+    selector: Option<&'a Selector>,
+    decrypt: bool,
+) -> KeyRef<'a> {
+    KeyRef::Parameter {
         scope,
-        name.name.as_str().into(),
-        name.selector.as_ref(),
+        name,
+        selector,
         decrypt,
-    )
+    }
 }
 
 /// Caches a parameter under its key.
@@ -114,17 +121,16 @@ pub(crate) fn store_parameter(
 fn fresh_parameter(
     cache: &Cache,
     scope: &Scope,
-    name: &ParameterName,
+    name: &str,
+    selector: Option<&Selector>,
     decrypt: bool,
 ) -> Option<Arc<Entry>> {
-    if let Some(entry) = cache.fresh(&parameter_key(scope, name, decrypt)) {
+    if let Some(entry) = cache.fresh(parameter_key(scope, name, selector, decrypt)) {
         return Some(entry);
     }
-    let other = cache.peek_fresh(&parameter_key(scope, name, !decrypt))?;
-    match &other.item {
-        Item::Parameter(p) if p.kind != "SecureString" => {
-            cache.fresh(&parameter_key(scope, name, !decrypt))
-        }
+    let other = parameter_key(scope, name, selector, !decrypt);
+    match &cache.peek_fresh(other)?.item {
+        Item::Parameter(p) if p.kind != "SecureString" => cache.fresh(other),
         _ => None,
     }
 }
@@ -147,7 +153,8 @@ pub async fn parameters(
     let mut single = Vec::new();
     for (i, name) in names.iter().enumerate() {
         if !force {
-            if let Some(entry) = fresh_parameter(cache, scope, name, decrypt) {
+            let found = fresh_parameter(cache, scope, &name.name, name.selector.as_ref(), decrypt);
+            if let Some(entry) = found {
                 slots[i] = Some(entry);
                 hits += 1;
                 continue;
@@ -201,8 +208,10 @@ pub async fn parameters(
 
     let singles: Vec<_> = stream::iter(single)
         .map(|i| async move {
+            let name = &names[i];
+            let key = parameter_key(scope, &name.name, name.selector.as_ref(), decrypt);
             let result = cache
-                .get_or_fetch(parameter_key(scope, &names[i], decrypt), force, || async {
+                .get_or_fetch(key, force, || async {
                     source
                         .get_parameter(&names[i], decrypt)
                         .await
@@ -245,12 +254,18 @@ pub async fn secrets(
     purpose: Purpose,
 ) -> Result<ManySecrets, SourceError> {
     let force = purpose.force();
-    let key = |id: &str| Key::secret(source.scope(), id, None);
+    let scope = source.scope();
+    let key = |id: &str| Key::secret(scope, id, None);
     let mut slots: Vec<Option<Arc<Entry>>> = vec![None; ids.len()];
     let mut hits = 0;
     let mut missing = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        match cache.fresh(&key(id)).filter(|_| !force) {
+        let asked = KeyRef::Secret {
+            scope,
+            id,
+            version: None,
+        };
+        match cache.fresh(asked).filter(|_| !force) {
             Some(entry) => {
                 slots[i] = Some(entry);
                 hits += 1;
@@ -331,9 +346,9 @@ pub async fn path(
     purpose: Purpose,
 ) -> Result<(Arc<Entry>, Freshness), SourceError> {
     let force = purpose.force();
-    let key = Key::Path {
-        scope: source.scope().clone(),
-        path: path.to_owned(),
+    let key = KeyRef::Path {
+        scope: source.scope(),
+        path,
         recursive,
         decrypt,
     };
@@ -372,7 +387,11 @@ pub async fn secret(
     version: Option<&SecretVersion>,
     force: bool,
 ) -> Result<Lookup, SourceError> {
-    let key = Key::secret(source.scope(), id, version);
+    let key = KeyRef::Secret {
+        scope: source.scope(),
+        id,
+        version,
+    };
     cache
         .get_or_fetch(key, force, || async {
             source.get_secret(id, version).await.map(Item::Secret)
@@ -389,7 +408,11 @@ pub async fn keyring(
     decrypt: bool,
     force: bool,
 ) -> Result<Lookup, SourceError> {
-    let key = Key::keyring(source.scope(), name, decrypt);
+    let key = KeyRef::Keyring {
+        scope: source.scope(),
+        name,
+        decrypt,
+    };
     cache
         .get_or_fetch(key, force, || async {
             source
@@ -400,33 +423,38 @@ pub async fn keyring(
         .await
 }
 
-/// One parameter. With `force` the cache is not read (but is updated).
+/// One parameter: `name` (without selector) and `selector` as the request gave them,
+/// borrowed, so that a cache hit copies neither. With `force` the cache is not read (but
+/// is updated).
 pub async fn parameter(
     cache: &Cache,
     source: &dyn Source,
-    name: &ParameterName,
+    name: &str,
+    selector: Option<&Selector>,
     decrypt: bool,
     force: bool,
 ) -> Result<Lookup, SourceError> {
+    let scope = source.scope();
     if !force {
-        if let Some(entry) = fresh_parameter(cache, source.scope(), name, decrypt) {
+        if let Some(entry) = fresh_parameter(cache, scope, name, selector, decrypt) {
             return Ok(Lookup {
                 entry,
                 freshness: Freshness::Hit,
             });
         }
     }
+    let key = parameter_key(scope, name, selector, decrypt);
     cache
-        .get_or_fetch(
-            parameter_key(source.scope(), name, decrypt),
-            force,
-            || async {
-                source
-                    .get_parameter(name, decrypt)
-                    .await
-                    .map(Item::Parameter)
-            },
-        )
+        .get_or_fetch(key, force, || async {
+            let name = ParameterName {
+                name: name.to_owned(),
+                selector: selector.cloned(),
+            };
+            source
+                .get_parameter(&name, decrypt)
+                .await
+                .map(Item::Parameter)
+        })
         .await
 }
 
@@ -531,7 +559,7 @@ mod tests {
                 selector: None,
             };
             let single = cache
-                .peek_fresh(&parameter_key(&Scope::default(), &by_name, true))
+                .peek_fresh(parameter_key(&Scope::default(), &by_name.name, None, true))
                 .expect("cached under its name");
             let Item::Parameter(single) = &single.item else {
                 panic!("a parameter");
@@ -592,7 +620,7 @@ mod tests {
             selector: None,
         };
         assert!(cache
-            .peek_fresh(&parameter_key(&scope, &by_arn, true))
+            .peek_fresh(parameter_key(&scope, &by_arn.name, None, true))
             .is_some());
     }
 }
