@@ -1,7 +1,8 @@
 //! End-to-end harness for lockbox: the real binaries, a local AWS and Lambda's APIs, all on
 //! loopback.
 //!
-//! - [`moto`]: a moto server per test (the local AWS), with seeding helpers.
+//! - [`moto`]: a moto server per test (the local AWS; kept and cleared between tests), with
+//!   seeding helpers.
 //! - [`proxy`]: a reverse proxy in front of moto that counts AWS calls per operation and
 //!   injects latency, throttling, server errors, resets, stalls and outages.
 //! - [`sandbox`]: Lambda's side of the Extensions and Runtime APIs; starts a binary the way

@@ -1,12 +1,20 @@
-//! The local AWS: one moto server per test, on its own loopback port.
+//! The local AWS: a moto server per test, on its own loopback port.
 //!
-//! Each test gets a fresh process rather than a shared server plus resets, so tests that run
-//! in parallel never see each other's parameters, secrets or keys. moto's own log goes to
-//! `target/lockbox-tests/moto-PORT.log` and is kept only when the test panics.
+//! A test has a server to itself for as long as it holds its [`Moto`], so tests that run in
+//! parallel never see each other's parameters, secrets or keys. Starting moto and its first
+//! SSM, KMS and Secrets Manager calls cost about 1.6 s of CPU, so a server a test is done
+//! with is kept for the next test in the same process, and cleared with moto's
+//! `POST /moto-api/reset` when that test takes it. A server whose test failed is stopped
+//! instead, and its log kept. A server's log, `target/lockbox-tests/moto-PORT.log`, holds
+//! the requests of the test that last used it.
+//!
+//! Kept servers outlive every test but not the process: each one runs under a small shell
+//! that stops it when its standard input, a pipe from this process, closes.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,32 +22,62 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_ssm::types::ParameterType;
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::bins::{free_port, target_dir, workspace_root};
 
 /// How long moto may take to answer its first request (it usually needs under a second).
 const READY_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a kept server may take to clear its state before it is replaced.
+const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Ports are picked before moto binds them; retry a few times if another process wins.
 const START_ATTEMPTS: usize = 3;
+/// Runs moto (`$0`, with its arguments) and stops it once standard input reaches its end,
+/// which happens when this process exits, however it exits. The shell ends when moto does,
+/// with its status, so a moto that fails to start is seen at once. (A background command's
+/// standard input is /dev/null unless redirected, hence the copy on descriptor 3.)
+const WATCHED: &str = r#"exec 3<&0
+"$0" "$@" </dev/null 3<&- & moto=$!
+(cat <&3 >/dev/null; kill "$moto" 2>/dev/null) &
+exec 3<&-
+wait "$moto""#;
+
+/// Servers no test is using: started, warm, not yet cleared.
+static IDLE: Mutex<Vec<Server>> = Mutex::new(Vec::new());
 
 /// The region every test uses.
 pub const REGION: &str = "us-east-1";
 /// moto's fixed account id, which appears in every ARN it returns.
 pub const ACCOUNT_ID: &str = "123456789012";
 
-/// A running moto server, stopped when dropped.
+/// A moto server for one test; when dropped it is kept for the next test (or stopped, if
+/// the test failed).
 #[derive(Debug)]
 pub struct Moto {
-    port: u16,
-    log_path: PathBuf,
     config: SdkConfig,
     http: reqwest::Client,
-    // Held for kill_on_drop: dropping the struct stops the server.
-    _child: Child,
+    // Always Some until dropped.
+    server: Option<Server>,
+}
+
+/// A moto process, stopped when dropped.
+#[derive(Debug)]
+struct Server {
+    port: u16,
+    log_path: PathBuf,
+    child: Child,
+    // Closing it stops moto (see `WATCHED`).
+    stdin: Option<ChildStdin>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// What Secrets Manager answered when a secret or one of its versions was written.
@@ -52,10 +90,53 @@ pub struct SecretVersion {
 }
 
 impl Moto {
-    /// Starts `moto_server` on a free loopback port and waits until it answers.
+    /// A moto server for this test: a kept one, cleared, else a new one on a free loopback
+    /// port, once it answers.
     ///
     /// The executable is `LOCKBOX_MOTO_SERVER`, else `<workspace>/.venv/bin/moto_server`.
     pub async fn start() -> anyhow::Result<Moto> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(RESET_TIMEOUT)
+            .build()?;
+        let server = match Self::take_idle(&http).await {
+            Some(server) => server,
+            None => Self::spawn().await?,
+        };
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(endpoint(server.port))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+            .load()
+            .await;
+        Ok(Moto {
+            config,
+            http,
+            server: Some(server),
+        })
+    }
+
+    /// A kept server, cleared of the last test's state and log. One that does not answer
+    /// the reset (its test may have stopped it) is dropped, and the next one tried.
+    async fn take_idle(http: &reqwest::Client) -> Option<Server> {
+        loop {
+            let server = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let cleared = http
+                .post(format!("{}/moto-api/reset", endpoint(server.port)))
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success());
+            if cleared {
+                // The file is opened for appending, so moto goes on writing at its new end.
+                if let Ok(log) = OpenOptions::new().write(true).open(&server.log_path) {
+                    let _ = log.set_len(0);
+                }
+                return Some(server);
+            }
+        }
+    }
+
+    async fn spawn() -> anyhow::Result<Server> {
         let exe = moto_server_path();
         if !exe.is_file() {
             bail!(
@@ -65,35 +146,48 @@ impl Moto {
         }
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_on(&exe, free_port()?).await {
-                Ok(moto) => return Ok(moto),
+            match Self::spawn_on(&exe, free_port()?).await {
+                Ok(server) => return Ok(server),
                 Err(err) => last_error = Some(err),
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
     }
 
-    async fn start_on(exe: &Path, port: u16) -> anyhow::Result<Moto> {
+    async fn spawn_on(exe: &Path, port: u16) -> anyhow::Result<Server> {
         // moto logs every request; a file instead of a pipe means nobody has to drain it.
         let log_dir = target_dir().join("lockbox-tests");
         std::fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("moto-{port}.log"));
-        let log =
-            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut child = Command::new(exe)
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        log.set_len(0)?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHED)
+            .arg(exe)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
+            .with_context(|| format!("starting {} under sh", exe.display()))?;
+        let mut server = Server {
+            port,
+            log_path,
+            child,
+            stdin: None,
+        };
+        server.stdin = server.child.stdin.take();
 
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
             .build()?;
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = endpoint(port);
         let deadline = Instant::now() + READY_DEADLINE;
         // werkzeug logs this line once moto itself has bound the port. An answer alone is not
         // enough: between `free_port` and moto's bind another test's process (its moto or
@@ -101,8 +195,8 @@ impl Moto {
         // state (seen as "alias already exists" in a test that had just started).
         let bound_line = format!("Running on {endpoint}\n");
         loop {
-            let bound =
-                std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains(&bound_line));
+            let bound = std::fs::read_to_string(&server.log_path)
+                .is_ok_and(|log| log.contains(&bound_line));
             // Any HTTP answer means the server is up; moto's API root needs no signature.
             if bound
                 && http
@@ -111,51 +205,43 @@ impl Moto {
                     .await
                     .is_ok()
             {
-                break;
+                return Ok(server);
             }
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = server.child.try_wait()? {
                 bail!(
                     "moto_server exited with {status} before answering on port {port}; log:\n{}",
-                    tail(&log_path)
+                    tail(&server.log_path)
                 );
             }
             if Instant::now() >= deadline {
                 bail!(
                     "moto_server did not answer on port {port} within {READY_DEADLINE:?}; log:\n{}",
-                    tail(&log_path)
+                    tail(&server.log_path)
                 );
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
 
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
-            .load()
-            .await;
-        Ok(Moto {
-            port,
-            log_path,
-            config,
-            http,
-            _child: child,
-        })
+    fn server(&self) -> &Server {
+        self.server
+            .as_ref()
+            .expect("a Moto holds its server until dropped")
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        endpoint(self.port())
     }
 
     /// The loopback port moto listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server().port
     }
 
     /// Where moto's own log goes (useful when a test fails).
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        &self.server().log_path
     }
 
     /// SDK configuration for moto: us-east-1, dummy static credentials, moto's endpoint.
@@ -330,11 +416,21 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        // The log only matters when a test failed; keep it then, for the post-mortem.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_file(&self.log_path);
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        // A failed test's server is stopped with its log kept, for the post-mortem; any other
+        // is kept for the next test.
+        if std::thread::panicking() {
+            eprintln!("moto's log for this test: {}", server.log_path.display());
+            return;
         }
+        IDLE.lock().unwrap_or_else(|e| e.into_inner()).push(server);
     }
+}
+
+fn endpoint(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
 }
 
 fn secret_version(arn: Option<&str>, version_id: Option<&str>) -> anyhow::Result<SecretVersion> {
@@ -355,4 +451,75 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Held by each test here: the only ones in this binary that start moto, so no test takes
+    /// the kept server between another's drop and start.
+    static SERIAL: Mutex<()> = Mutex::new(());
+    /// How moto's log shows an SSM call (its operation is in a header, not the line).
+    const SSM_CALL: &str = "\"POST / HTTP/1.1\" 200";
+
+    #[test]
+    fn a_kept_server_is_cleared_before_the_next_test_has_it() -> anyhow::Result<()> {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        tokio::runtime::Runtime::new()?.block_on(async {
+            let first = Moto::start().await?;
+            first
+                .put_param("/kept/a", "one", ParameterType::String, None)
+                .await?;
+            let port = first.port();
+            let log = first.log_path().to_owned();
+            drop(first);
+            assert!(
+                std::fs::read_to_string(&log)?.contains(SSM_CALL),
+                "the first test's requests are in the log"
+            );
+
+            let second = Moto::start().await?;
+            assert_eq!(second.port(), port, "the kept server is taken again");
+            assert!(
+                !std::fs::read_to_string(&log)?.contains(SSM_CALL),
+                "the log starts again for the next test"
+            );
+            let gone = second.ssm().get_parameter().name("/kept/a").send().await;
+            assert!(gone.is_err(), "the last test's parameter is cleared");
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn a_failed_tests_server_is_stopped_and_its_log_kept() -> anyhow::Result<()> {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (port, log) = *std::thread::spawn(|| {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(async {
+                let moto = Moto::start().await.expect("moto starts");
+                let at = (moto.port(), moto.log_path().to_owned());
+                std::panic::panic_any(at);
+            })
+        })
+        .join()
+        .expect_err("the test panicked")
+        .downcast::<(u16, PathBuf)>()
+        .expect("the port and log it panicked with");
+        assert!(log.is_file(), "the failed test's log is kept");
+        assert!(
+            IDLE.lock().unwrap().iter().all(|s| s.port != port),
+            "the failed test's server is not kept"
+        );
+        // Stopped, not only set aside: nothing answers on its port any more.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto still answers on {port}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        Ok(())
+    }
 }
