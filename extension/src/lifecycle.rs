@@ -719,54 +719,18 @@ impl InitReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::{FailureKind, ParameterBatch, SecretBatch, SourceError};
-    use crate::domain::{Parameter, ParameterName, Secret, SecretVersion};
-    use futures::future::BoxFuture;
+    use crate::aws::fake::Fake;
+    use crate::aws::{FailureKind, SourceError};
 
     /// AWS that never answers within any budget: every call takes a minute, then fails.
-    struct Stalled;
-
-    async fn stall<T>() -> Result<T, SourceError> {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Err(SourceError::new(FailureKind::Timeout, "Timeout", "stalled"))
-    }
-
-    impl Source for Stalled {
-        fn get_parameter<'a>(
-            &'a self,
-            _: &'a ParameterName,
-            _: bool,
-        ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
-            Box::pin(stall())
-        }
-        fn get_secret<'a>(
-            &'a self,
-            _: &'a str,
-            _: Option<&'a SecretVersion>,
-        ) -> BoxFuture<'a, Result<Secret, SourceError>> {
-            Box::pin(stall())
-        }
-        fn get_parameters<'a>(
-            &'a self,
-            _: &'a [String],
-            _: bool,
-        ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>> {
-            Box::pin(stall())
-        }
-        fn get_parameters_by_path<'a>(
-            &'a self,
-            _: &'a str,
-            _: bool,
-            _: bool,
-        ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
-            Box::pin(stall())
-        }
-        fn batch_get_secrets<'a>(
-            &'a self,
-            _: &'a [String],
-        ) -> BoxFuture<'a, Result<SecretBatch, SourceError>> {
-            Box::pin(stall())
-        }
+    fn stalled() -> Fake {
+        let stalled = Fake::new().answering_after(Duration::from_secs(60));
+        stalled.fail_with(Some(SourceError::new(
+            FailureKind::Timeout,
+            "Timeout",
+            "stalled",
+        )));
+        stalled
     }
 
     /// With the longest budget and AWS stalled, prefetch spends the whole budget; render,
@@ -794,7 +758,7 @@ mod tests {
         .unwrap();
         let core = Core {
             cache: Cache::new(config.cache_settings()),
-            scopes: Arc::new(Scopes::home_only(Arc::new(Stalled))),
+            scopes: Arc::new(Scopes::home_only(Arc::new(stalled()))),
         };
         let mut renderer = Some(Renderer::load(&config.render));
         let (_gate, opener) = config.prefetch.gate();

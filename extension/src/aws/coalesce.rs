@@ -525,100 +525,25 @@ async fn each_on_its_own<V: 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::SecretText;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::aws::fake::{parameter, Fake};
 
-    /// A source that records its calls; `/missing` does not exist, everything else does.
-    #[derive(Default)]
-    struct Recording {
-        calls: Mutex<Vec<String>>,
-        fail_with: Mutex<Option<SourceError>>,
-        answered: AtomicUsize,
-    }
-
-    fn parameter(name: &str) -> Parameter {
-        Parameter {
-            arn: None,
-            data_type: None,
-            last_modified_date: None,
-            name: name.into(),
-            extra: None,
-            kind: "String".into(),
-            value: SecretText::new(format!("value of {name}")),
-            version: 1,
-        }
-    }
-
-    impl Source for Recording {
-        fn get_parameter<'a>(
-            &'a self,
-            req: &'a ParameterName,
-            _: bool,
-        ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("GetParameter {}", req.name));
-            Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                self.answered.fetch_add(1, Ordering::SeqCst);
-                if let Some(err) = self.fail_with.lock().unwrap().clone() {
-                    return Err(err);
-                }
-                match req.name.as_str() {
-                    "/missing" => Err(parameter_not_found(&req.name)),
-                    name => Ok(parameter(name)),
-                }
+    /// A source that answers after 50 ms; `/missing` does not exist, everything else does.
+    fn recording() -> Fake {
+        let found = |name: &str| parameter(name, &format!("value of {name}"));
+        Fake::new()
+            .answering_after(Duration::from_millis(50))
+            .on_parameter(move |req| match req.name.as_str() {
+                "/missing" => Err(parameter_not_found(&req.name)),
+                name => Ok(found(name)),
             })
-        }
-
-        fn get_secret<'a>(
-            &'a self,
-            _: &'a str,
-            _: Option<&'a SecretVersion>,
-        ) -> BoxFuture<'a, Result<Secret, SourceError>> {
-            unimplemented!("not read in these tests")
-        }
-
-        fn get_parameters<'a>(
-            &'a self,
-            names: &'a [String],
-            _: bool,
-        ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("GetParameters {}", names.join(",")));
-            Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                self.answered.fetch_add(1, Ordering::SeqCst);
-                if let Some(err) = self.fail_with.lock().unwrap().clone() {
-                    return Err(err);
-                }
-                let (invalid, found): (Vec<_>, Vec<_>) =
+            .on_parameters(move |names| {
+                let (invalid, found_names): (Vec<_>, Vec<_>) =
                     names.iter().cloned().partition(|n| n == "/missing");
                 Ok(ParameterBatch {
-                    found: found.iter().map(|n| parameter(n)).collect(),
+                    found: found_names.iter().map(|n| found(n)).collect(),
                     invalid,
                 })
             })
-        }
-
-        fn get_parameters_by_path<'a>(
-            &'a self,
-            _: &'a str,
-            _: bool,
-            _: bool,
-        ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
-            unimplemented!("not read in these tests")
-        }
-
-        fn batch_get_secrets<'a>(
-            &'a self,
-            _: &'a [String],
-        ) -> BoxFuture<'a, Result<SecretBatch, SourceError>> {
-            unimplemented!("not read in these tests")
-        }
     }
 
     fn request(name: &str) -> ParameterName {
@@ -628,8 +553,8 @@ mod tests {
         }
     }
 
-    fn coalescing() -> (Arc<Recording>, Arc<Coalescing>) {
-        let recording = Arc::new(Recording::default());
+    fn coalescing() -> (Arc<Fake>, Arc<Coalescing>) {
+        let recording = Arc::new(recording());
         let source = Arc::new(Coalescing::new(recording.clone(), 3));
         (recording, source)
     }
@@ -664,7 +589,7 @@ mod tests {
             }
         }
         // Eleven names: ten in one call, the eleventh alone.
-        let calls = recording.calls.lock().unwrap().clone();
+        let calls = recording.calls();
         assert_eq!(calls.len(), 2, "{calls:?}");
         assert!(calls[0].starts_with("GetParameters /p0,/p1"), "{calls:?}");
         assert_eq!(calls[1], "GetParameter /missing");
@@ -674,7 +599,7 @@ mod tests {
     async fn a_lone_miss_uses_the_single_call() {
         let (recording, source) = coalescing();
         assert!(read_all(&source, &["/alone"]).await[0].is_ok());
-        assert_eq!(*recording.calls.lock().unwrap(), ["GetParameter /alone"]);
+        assert_eq!(recording.calls(), ["GetParameter /alone"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -689,39 +614,39 @@ mod tests {
         let singles = read_all(&source, &["/p1", "/p3"]).await;
         assert!(singles.iter().all(Result::is_ok));
         assert_eq!(batch.await.unwrap().unwrap().found.len(), 5);
-        assert_eq!(recording.calls.lock().unwrap().len(), 1);
+        assert_eq!(recording.calls().len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_batch_call_is_every_waiters_failure() {
         let (recording, source) = coalescing();
-        *recording.fail_with.lock().unwrap() = Some(SourceError::new(
+        recording.fail_with(Some(SourceError::new(
             FailureKind::Timeout,
             "Timeout",
             "SSM did not answer",
-        ));
+        )));
         let answers = read_all(&source, &["/a", "/b", "/c"]).await;
         for answer in answers {
             assert_eq!(answer.unwrap_err().code, "Timeout");
         }
-        assert_eq!(recording.answered.load(Ordering::SeqCst), 1);
+        assert_eq!(recording.calls().len(), 1, "one call answered every waiter");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_batch_call_falls_back_to_single_calls() {
         let (recording, source) = coalescing();
-        *recording.fail_with.lock().unwrap() = Some(SourceError::new(
+        recording.fail_with(Some(SourceError::new(
             FailureKind::Denied,
             "AccessDeniedException",
             "not allowed: ssm:GetParameters",
-        ));
+        )));
         let answers = read_all(&source, &["/a", "/b"]).await;
         // The fake refuses everything, so each single read is refused too; what matters
         // is that each was asked on its own after the batch was refused.
         assert!(answers
             .iter()
             .all(|a| a.as_ref().unwrap_err().kind == FailureKind::Denied));
-        let calls = recording.calls.lock().unwrap().clone();
+        let calls = recording.calls();
         assert_eq!(calls.len(), 3, "{calls:?}");
         assert!(calls[0].starts_with("GetParameters"));
     }

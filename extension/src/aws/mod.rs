@@ -8,6 +8,8 @@
 
 pub mod calls;
 pub mod coalesce;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod pace;
 pub mod scopes;
 pub mod sdk;

@@ -267,13 +267,10 @@ impl Scopes {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::aws::{ParameterBatch, SecretBatch, SourceError};
-    use crate::domain::{
-        Parameter, ParameterArn, ParameterName, Secret, SecretText, SecretVersion,
-    };
+    use crate::aws::fake::{parameter, Fake};
+    use crate::domain::{Parameter, ParameterArn};
 
     fn role(arn: &str) -> RoleArn {
         RoleArn::parse(arn).unwrap()
@@ -299,67 +296,21 @@ pub(crate) mod tests {
     }
 
     /// A source that answers with its scope, so a test sees which one served a read.
-    #[derive(Debug)]
-    pub(crate) struct Echo(Scope);
-
-    impl Source for Echo {
-        fn get_parameter<'a>(
-            &'a self,
-            name: &'a ParameterName,
-            _: bool,
-        ) -> BoxFuture<'a, Result<Parameter, SourceError>> {
-            Box::pin(async move {
-                Ok(Parameter {
-                    arn: Some(ParameterArn::Whole(name.name.clone().into())),
-                    data_type: None,
-                    last_modified_date: None,
-                    name: name.name.as_str().into(),
-                    extra: None,
-                    kind: "SecureString".into(),
-                    value: SecretText::new(format!("via {}", self.0)),
-                    version: 1,
-                })
+    fn echo(scope: Scope) -> Arc<dyn Source> {
+        let via = format!("via {scope}");
+        Arc::new(Fake::new().in_scope(scope).on_parameter(move |name| {
+            Ok(Parameter {
+                arn: Some(ParameterArn::Whole(name.name.clone().into())),
+                kind: "SecureString".into(),
+                ..parameter(&name.name, &via)
             })
-        }
-        fn get_secret<'a>(
-            &'a self,
-            _: &'a str,
-            _: Option<&'a SecretVersion>,
-        ) -> BoxFuture<'a, Result<Secret, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn get_parameters<'a>(
-            &'a self,
-            _: &'a [String],
-            _: bool,
-        ) -> BoxFuture<'a, Result<ParameterBatch, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn get_parameters_by_path<'a>(
-            &'a self,
-            _: &'a str,
-            _: bool,
-            _: bool,
-        ) -> BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn batch_get_secrets<'a>(
-            &'a self,
-            _: &'a [String],
-        ) -> BoxFuture<'a, Result<SecretBatch, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn scope(&self) -> &Scope {
-            &self.0
-        }
+        }))
     }
 
     pub(crate) fn scopes() -> Scopes {
-        let factory: SourceFactory = Arc::new(|scope: Scope| {
-            Box::pin(async move { Arc::new(Echo(scope)) as Arc<dyn Source> })
-        });
+        let factory: SourceFactory = Arc::new(|scope: Scope| Box::pin(async move { echo(scope) }));
         Scopes::new(
-            Arc::new(Echo(Scope::default())),
+            echo(Scope::default()),
             Some("us-east-1".into()),
             policy(),
             factory,
@@ -490,7 +441,7 @@ pub(crate) mod tests {
             scopes.source(&one_more).await,
             Err(ScopeError::TooManyRegions { .. })
         ));
-        let home_only = Scopes::home_only(Arc::new(Echo(Scope::default())));
+        let home_only = Scopes::home_only(echo(Scope::default()));
         assert!(matches!(
             home_only.source(&a).await,
             Err(ScopeError::Unavailable(_))

@@ -773,6 +773,7 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::fake::Fake;
     use crate::aws::scopes::tests::scopes;
     use crate::cache::{Cache, CacheSettings, Key};
 
@@ -803,104 +804,43 @@ mod tests {
         assert_eq!(accepted.ttl().expect("accepted socket TTL"), 1);
     }
 
-    /// A parameter whose labels sit on versions, answering `GetParameters` as SSM does
-    /// (with `Selector`, when `echo`) and counting its calls.
-    #[derive(Debug)]
-    struct Labelled {
-        /// Label, version, value.
-        labels: std::sync::Mutex<Vec<(&'static str, i64, &'static str)>>,
-        echo: bool,
-        batch_calls: std::sync::atomic::AtomicUsize,
-        single_calls: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Labelled {
-        fn new(echo: bool, labels: &[(&'static str, i64, &'static str)]) -> Arc<Self> {
-            Arc::new(Self {
-                labels: std::sync::Mutex::new(labels.to_vec()),
-                echo,
-                batch_calls: 0.into(),
-                single_calls: 0.into(),
-            })
-        }
-
-        fn find(&self, asked: &str) -> Option<Parameter> {
+    /// A parameter whose labels (label, version, value) sit on versions, answering
+    /// `GetParameter` and `GetParameters` as SSM does (with `Selector`, when `echo`).
+    fn labelled(echo: bool, labels: &[(&'static str, i64, &'static str)]) -> Arc<Fake> {
+        let labels = Arc::new(labels.to_vec());
+        let find = move |asked: &str| -> Option<Parameter> {
             let (name, label) = asked.rsplit_once(':')?;
-            let labels = self.labels.lock().unwrap();
             let &(_, version, value) = labels.iter().find(|(l, _, _)| *l == label)?;
             Some(Parameter {
-                arn: None,
-                data_type: None,
-                last_modified_date: None,
-                name: name.into(),
-                extra: crate::domain::ParameterExtra::new(
-                    self.echo.then(|| format!(":{label}")),
-                    None,
-                ),
+                extra: crate::domain::ParameterExtra::new(echo.then(|| format!(":{label}")), None),
                 kind: "SecureString".into(),
-                value: crate::domain::SecretText::new(value.into()),
                 version,
+                ..crate::aws::fake::parameter(name, value)
             })
-        }
-    }
-
-    impl Source for Labelled {
-        fn get_parameter<'a>(
-            &'a self,
-            name: &'a crate::domain::ParameterName,
-            _: bool,
-        ) -> futures::future::BoxFuture<'a, Result<Parameter, SourceError>> {
-            self.single_calls
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let found = self.find(&name.api_name());
-            Box::pin(async move {
-                found.ok_or_else(|| {
-                    SourceError::new(FailureKind::NotFound, "ParameterNotFound", "no")
+        };
+        let one = find.clone();
+        Arc::new(
+            Fake::new()
+                .on_parameter(move |name| {
+                    one(&name.api_name()).ok_or_else(|| {
+                        SourceError::new(FailureKind::NotFound, "ParameterNotFound", "no")
+                    })
                 })
-            })
-        }
-        fn get_secret<'a>(
-            &'a self,
-            _: &'a str,
-            _: Option<&'a SecretVersion>,
-        ) -> futures::future::BoxFuture<'a, Result<Secret, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn get_parameters<'a>(
-            &'a self,
-            names: &'a [String],
-            _: bool,
-        ) -> futures::future::BoxFuture<'a, Result<crate::aws::ParameterBatch, SourceError>>
-        {
-            self.batch_calls
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut batch = crate::aws::ParameterBatch::default();
-            // Answers in reverse, to show that order does not place them.
-            for name in names.iter().rev() {
-                match self.find(name) {
-                    Some(found) => batch.found.push(found),
-                    None => batch.invalid.push(name.clone()),
-                }
-            }
-            Box::pin(async move { Ok(batch) })
-        }
-        fn get_parameters_by_path<'a>(
-            &'a self,
-            _: &'a str,
-            _: bool,
-            _: bool,
-        ) -> futures::future::BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn batch_get_secrets<'a>(
-            &'a self,
-            _: &'a [String],
-        ) -> futures::future::BoxFuture<'a, Result<crate::aws::SecretBatch, SourceError>> {
-            unimplemented!("not used")
-        }
+                .on_parameters(move |names| {
+                    let mut batch = crate::aws::ParameterBatch::default();
+                    // Answers in reverse, to show that order does not place them.
+                    for name in names.iter().rev() {
+                        match find(name) {
+                            Some(found) => batch.found.push(found),
+                            None => batch.invalid.push(name.clone()),
+                        }
+                    }
+                    Ok(batch)
+                }),
+        )
     }
 
-    fn app_over(source: Arc<Labelled>) -> App {
+    fn app_over(source: Arc<Fake>) -> App {
         let factory: crate::aws::SourceFactory = Arc::new(
             |_| -> futures::future::BoxFuture<'static, Arc<dyn Source>> {
                 unreachable!("every read is through the home scope")
@@ -937,7 +877,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_keyring_route_answers_three_labels_from_one_call_and_one_entry() {
-        let source = Labelled::new(
+        let source = labelled(
             true,
             &[("current", 2, "key-two"), ("previous", 1, "key-one")],
         );
@@ -958,10 +898,7 @@ mod tests {
                 })
             );
         }
-        let calls = |s: &Labelled| {
-            use std::sync::atomic::Ordering::SeqCst;
-            (s.batch_calls.load(SeqCst), s.single_calls.load(SeqCst))
-        };
+        let calls = |s: &Fake| (s.count("GetParameters"), s.count("GetParameter"));
         assert_eq!(calls(&source), (1, 0), "one GetParameters for three reads");
         assert_eq!(app.inner.core.cache.len(), 1, "one entry for three labels");
         let totals = app.inner.core.cache.metrics().stats().totals;
@@ -969,7 +906,7 @@ mod tests {
 
         // An endpoint that does not say which label an answer is: the ambiguous label is
         // read on its own, and the answer is the same.
-        let quiet = Labelled::new(
+        let quiet = labelled(
             false,
             &[("current", 2, "key-two"), ("previous", 1, "key-one")],
         );
@@ -980,7 +917,7 @@ mod tests {
         assert_eq!(calls(&quiet), (1, 1));
 
         // No current: a 404 naming the parameter; a selector in the name: a 400.
-        let none = Labelled::new(true, &[("pending", 3, "key-three")]);
+        let none = labelled(true, &[("pending", 3, "key-three")]);
         let (status, body) = get(&app_over(none), path, Some("t0ken")).await;
         assert_eq!(status, 404, "{body}");
         assert_eq!(body["__type"], "ParameterVersionLabelNotFound");

@@ -461,68 +461,17 @@ pub async fn parameter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::fake::{parameter, Fake};
     use crate::cache::CacheSettings;
-    use crate::domain::SecretText;
     use std::time::Duration;
 
-    fn parameter(name: &str) -> Parameter {
-        Parameter {
-            arn: None,
-            data_type: None,
-            last_modified_date: None,
-            name: name.into(),
-            extra: None,
-            kind: "String".into(),
-            value: SecretText::new("v".into()),
-            version: 1,
-        }
-    }
-
     /// Lists three parameters under any path.
-    #[derive(Debug)]
-    struct ThreeUnderAPath;
-
-    impl Source for ThreeUnderAPath {
-        fn get_parameter<'a>(
-            &'a self,
-            _: &'a ParameterName,
-            _: bool,
-        ) -> futures::future::BoxFuture<'a, Result<Parameter, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn get_secret<'a>(
-            &'a self,
-            _: &'a str,
-            _: Option<&'a SecretVersion>,
-        ) -> futures::future::BoxFuture<'a, Result<Secret, SourceError>> {
-            unimplemented!("not used")
-        }
-        fn get_parameters<'a>(
-            &'a self,
-            _: &'a [String],
-            _: bool,
-        ) -> futures::future::BoxFuture<'a, Result<crate::aws::ParameterBatch, SourceError>>
-        {
-            unimplemented!("not used")
-        }
-        fn get_parameters_by_path<'a>(
-            &'a self,
-            path: &'a str,
-            _: bool,
-            _: bool,
-        ) -> futures::future::BoxFuture<'a, Result<Vec<Parameter>, SourceError>> {
-            Box::pin(async move {
-                Ok((1..=3)
-                    .map(|i| parameter(&format!("{path}/p{i}")))
-                    .collect())
-            })
-        }
-        fn batch_get_secrets<'a>(
-            &'a self,
-            _: &'a [String],
-        ) -> futures::future::BoxFuture<'a, Result<crate::aws::SecretBatch, SourceError>> {
-            unimplemented!("not used")
-        }
+    fn three_under_a_path() -> Fake {
+        Fake::new().on_path(|path| {
+            Ok((1..=3)
+                .map(|i| parameter(&format!("{path}/p{i}"), "v"))
+                .collect())
+        })
     }
 
     fn cache() -> Cache {
@@ -538,16 +487,10 @@ mod tests {
     #[tokio::test]
     async fn a_value_read_by_path_is_held_once() {
         let cache = cache();
-        let (entry, freshness) = path(
-            &cache,
-            &ThreeUnderAPath,
-            "/app",
-            true,
-            true,
-            Purpose::Request,
-        )
-        .await
-        .unwrap();
+        let source = three_under_a_path();
+        let (entry, freshness) = path(&cache, &source, "/app", true, true, Purpose::Request)
+            .await
+            .unwrap();
         assert_eq!(freshness, Freshness::Miss);
         // The path's entry and one per parameter, so that single reads are hits...
         assert_eq!(cache.len(), 4);
@@ -576,16 +519,9 @@ mod tests {
             );
         }
         // A second read is a hit on the path's entry.
-        let (_, freshness) = path(
-            &cache,
-            &ThreeUnderAPath,
-            "/app",
-            true,
-            true,
-            Purpose::Request,
-        )
-        .await
-        .unwrap();
+        let (_, freshness) = path(&cache, &source, "/app", true, true, Purpose::Request)
+            .await
+            .unwrap();
         assert_eq!(freshness, Freshness::Hit);
     }
 
@@ -606,7 +542,7 @@ mod tests {
                 name: asked.into(),
                 selector: None,
             };
-            let entry = store_parameter(cache, scope, &asked, true, parameter(name), false);
+            let entry = store_parameter(cache, scope, &asked, true, parameter(name, "v"), false);
             let Item::Parameter(stored) = &entry.item else {
                 panic!("a parameter");
             };
