@@ -361,11 +361,15 @@ fn decode(s: &str) -> Result<Cow<'_, str>, RequestError> {
     if !s.contains(['+', '%']) {
         return Ok(Cow::Borrowed(s));
     }
-    let plus_as_space = s.replace('+', " ");
-    percent_decode_str(&plus_as_space)
-        .decode_utf8()
-        .map(|c| Cow::Owned(c.into_owned()))
-        .map_err(|_| RequestError::NotUtf8)
+    let decoded = if s.contains('+') {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+    } else {
+        // Escapes alone (`%2F`): decoded straight from the request, one copy.
+        percent_decode_str(s).decode_utf8().map(|c| c.into_owned())
+    };
+    decoded.map(Cow::Owned).map_err(|_| RequestError::NotUtf8)
 }
 
 /// The first `len` bytes of `text` (a char boundary), borrowed if it was.

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -132,10 +132,11 @@ impl App {
     /// Request hygiene, in the order a request is judged: relayed, foreign host, method,
     /// body, token. `/ping` needs no token so that readiness can be probed without one.
     fn guard(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-        if headers.contains_key("x-forwarded-for") {
+        let seen = Guarded::scan(headers);
+        if seen.forwarded {
             return Err(ApiError::Forwarded);
         }
-        if !host_is_local(headers) {
+        if !seen.host.is_none_or(host_is_local) {
             return Err(ApiError::ForeignHost);
         }
         if method != Method::GET {
@@ -143,14 +144,14 @@ impl App {
         }
         // A GET has no body. One announced anyway is a request-smuggling shape (or a
         // client bug): refused before it is read.
-        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-            || headers
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
-        if has_body {
+        if seen.body {
             return Err(ApiError::BodyOnGet);
         }
-        if path != api::PING && !token_matches(headers, &self.inner.token) {
+        if path != api::PING
+            && !seen
+                .token
+                .is_some_and(|given| self.inner.token.accepts(given.as_bytes()))
+        {
             return Err(ApiError::Forbidden);
         }
         Ok(())
@@ -494,18 +495,48 @@ fn request_purpose(refresh_now: bool) -> Purpose {
     }
 }
 
-fn token_matches(headers: &HeaderMap, expected: &AuthToken) -> bool {
-    headers
-        .get(TOKEN_HEADER)
-        .is_some_and(|given| expected.accepts(given.as_bytes()))
+/// The token's header, parsed once.
+static TOKEN: HeaderName = HeaderName::from_static(TOKEN_HEADER);
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What [`App::guard`] judges of a request's headers, found in one pass over them: every
+/// request is judged, and one lookup per header would parse and hash each name again.
+#[derive(Debug, Default)]
+struct Guarded<'h> {
+    /// `X-Forwarded-For`: relayed by a proxy.
+    forwarded: bool,
+    /// The first `Host`.
+    host: Option<&'h HeaderValue>,
+    /// `Transfer-Encoding`, or a `Content-Length` other than 0 (any of them).
+    body: bool,
+    /// The first token header.
+    token: Option<&'h HeaderValue>,
 }
 
-/// A request from function code names this machine (or no host at all, as HTTP/1.0 may).
-/// Anything else is a DNS-rebinding attempt from a browser or a misrouted request.
-fn host_is_local(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST) else {
-        return true;
-    };
+impl<'h> Guarded<'h> {
+    fn scan(headers: &'h HeaderMap) -> Self {
+        let mut seen = Self::default();
+        for (name, value) in headers {
+            if *name == header::HOST {
+                seen.host.get_or_insert(value);
+            } else if *name == TOKEN {
+                seen.token.get_or_insert(value);
+            } else if *name == FORWARDED_FOR {
+                seen.forwarded = true;
+            } else if *name == header::TRANSFER_ENCODING {
+                seen.body = true;
+            } else if *name == header::CONTENT_LENGTH {
+                seen.body |= value.as_bytes() != b"0";
+            }
+        }
+        seen
+    }
+}
+
+/// A request from function code names this machine (HTTP/1.0 may name none, which the
+/// caller allows). Anything else is a DNS-rebinding attempt from a browser or a misrouted
+/// request.
+fn host_is_local(host: &HeaderValue) -> bool {
     let Ok(host) = host.to_str() else {
         return false;
     };
@@ -873,6 +904,101 @@ mod tests {
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// The guard's one pass over the headers judges what a lookup per header did, in the
+    /// same order, and any announced body (not only the first `Content-Length`).
+    #[test]
+    fn the_guard_judges_a_requests_headers_in_order() {
+        let app = app_over(labelled(true, &[]));
+        let judge = |method: Method, path: &str, pairs: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            match app.guard(&method, path, &headers) {
+                Ok(()) => "served",
+                Err(ApiError::Forwarded) => "forwarded",
+                Err(ApiError::ForeignHost) => "foreign host",
+                Err(ApiError::MethodNotAllowed(_)) => "method",
+                Err(ApiError::BodyOnGet) => "body",
+                Err(ApiError::Forbidden) => "forbidden",
+                Err(other) => panic!("unexpected refusal: {other}"),
+            }
+        };
+        let get = Method::GET;
+        let token = ("x-aws-parameters-secrets-token", "t0ken");
+        let param = api::PARAMETER;
+        assert_eq!(
+            judge(get.clone(), param, &[token]),
+            "served",
+            "no Host is local"
+        );
+        assert_eq!(
+            judge(get.clone(), param, &[("host", "localhost:2773"), token]),
+            "served"
+        );
+        assert_eq!(
+            judge(get.clone(), param, &[("host", "[::1]:2773"), token]),
+            "served"
+        );
+        assert_eq!(
+            judge(
+                get.clone(),
+                param,
+                &[("host", "127.0.0.1"), ("host", "evil.example"), token]
+            ),
+            "served",
+            "the first Host is the one judged"
+        );
+        assert_eq!(
+            judge(get.clone(), param, &[("host", "evil.example"), token]),
+            "foreign host"
+        );
+        // Relayed is judged first, before a foreign host, a method, a body or a token.
+        assert_eq!(
+            judge(
+                Method::POST,
+                param,
+                &[("host", "evil.example"), ("x-forwarded-for", "10.0.0.1")]
+            ),
+            "forwarded"
+        );
+        assert_eq!(judge(Method::POST, param, &[token]), "method");
+        assert_eq!(
+            judge(get.clone(), param, &[("content-length", "0"), token]),
+            "served"
+        );
+        assert_eq!(
+            judge(get.clone(), param, &[("content-length", "5")]),
+            "body"
+        );
+        assert_eq!(
+            judge(
+                get.clone(),
+                param,
+                &[("content-length", "0"), ("content-length", "5")]
+            ),
+            "body",
+            "any announced body, not only the first length"
+        );
+        assert_eq!(
+            judge(get.clone(), param, &[("transfer-encoding", "chunked")]),
+            "body"
+        );
+        assert_eq!(judge(get.clone(), param, &[]), "forbidden");
+        assert_eq!(
+            judge(
+                get.clone(),
+                param,
+                &[("x-aws-parameters-secrets-token", "t0ke")]
+            ),
+            "forbidden"
+        );
+        assert_eq!(judge(get, api::PING, &[]), "served", "/ping needs no token");
     }
 
     #[tokio::test]
