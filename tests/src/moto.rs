@@ -223,6 +223,12 @@ impl Moto {
         }
     }
 
+    /// Stops the server now, instead of keeping it for another test (a program that says
+    /// it has stopped everything, as the demo does).
+    pub fn stop(mut self) {
+        drop(self.server.take());
+    }
+
     fn server(&self) -> &Server {
         self.server
             .as_ref()
@@ -511,7 +517,29 @@ mod tests {
             IDLE.lock().unwrap().iter().all(|s| s.port != port),
             "the failed test's server is not kept"
         );
-        // Stopped, not only set aside: nothing answers on its port any more.
+        assert_stopped(port);
+        Ok(())
+    }
+
+    #[test]
+    fn a_stopped_server_is_not_kept() -> anyhow::Result<()> {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let port = tokio::runtime::Runtime::new()?.block_on(async {
+            let moto = Moto::start().await?;
+            let port = moto.port();
+            moto.stop();
+            anyhow::Ok(port)
+        })?;
+        assert!(
+            IDLE.lock().unwrap().iter().all(|s| s.port != port),
+            "a stopped server is not kept"
+        );
+        assert_stopped(port);
+        Ok(())
+    }
+
+    /// Stopped, not only set aside: nothing answers on `port` any more.
+    fn assert_stopped(port: u16) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             assert!(
@@ -520,6 +548,5 @@ mod tests {
             );
             std::thread::sleep(POLL_INTERVAL);
         }
-        Ok(())
     }
 }

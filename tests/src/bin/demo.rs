@@ -481,6 +481,6 @@ fn row(label: &str, text: &str) {
 /// Stops the extension's sandbox and moto, and says so.
 fn finish(sandbox: Sandbox, moto: Moto) {
     drop(sandbox);
-    drop(moto);
+    moto.stop();
     row("cleanup", "sandbox and moto stopped; nothing left running");
 }
