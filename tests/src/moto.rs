@@ -28,8 +28,8 @@ use crate::bins::{free_port, target_dir, workspace_root};
 
 /// How long moto may take to answer its first request (it usually needs under a second).
 const READY_DEADLINE: Duration = Duration::from_secs(20);
-/// How long a kept server may take to clear its state before it is replaced.
-const RESET_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request to moto's own API (a readiness probe, a reset) may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Ports are picked before moto binds them; retry a few times if another process wins.
@@ -97,11 +97,11 @@ impl Moto {
     pub async fn start() -> anyhow::Result<Moto> {
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(RESET_TIMEOUT)
+            .timeout(API_TIMEOUT)
             .build()?;
         let server = match Self::take_idle(&http).await {
             Some(server) => server,
-            None => Self::spawn().await?,
+            None => Self::spawn(&http).await?,
         };
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
@@ -136,7 +136,7 @@ impl Moto {
         }
     }
 
-    async fn spawn() -> anyhow::Result<Server> {
+    async fn spawn(http: &reqwest::Client) -> anyhow::Result<Server> {
         let exe = moto_server_path();
         if !exe.is_file() {
             bail!(
@@ -146,7 +146,7 @@ impl Moto {
         }
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::spawn_on(&exe, free_port()?).await {
+            match Self::spawn_on(&exe, free_port()?, http).await {
                 Ok(server) => return Ok(server),
                 Err(err) => last_error = Some(err),
             }
@@ -154,7 +154,7 @@ impl Moto {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
     }
 
-    async fn spawn_on(exe: &Path, port: u16) -> anyhow::Result<Server> {
+    async fn spawn_on(exe: &Path, port: u16, http: &reqwest::Client) -> anyhow::Result<Server> {
         // moto logs every request; a file instead of a pipe means nobody has to drain it.
         let log_dir = target_dir().join("lockbox-tests");
         std::fs::create_dir_all(&log_dir)?;
@@ -165,7 +165,7 @@ impl Moto {
             .open(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         log.set_len(0)?;
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(WATCHED)
             .arg(exe)
@@ -175,18 +175,14 @@ impl Moto {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {} under sh", exe.display()))?;
+        let stdin = child.stdin.take();
         let mut server = Server {
             port,
             log_path,
             child,
-            stdin: None,
+            stdin,
         };
-        server.stdin = server.child.stdin.take();
 
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()?;
         let endpoint = endpoint(port);
         let deadline = Instant::now() + READY_DEADLINE;
         // werkzeug logs this line once moto itself has bound the port. An answer alone is not

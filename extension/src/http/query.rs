@@ -361,15 +361,18 @@ fn decode(s: &str) -> Result<Cow<'_, str>, RequestError> {
     if !s.contains(['+', '%']) {
         return Ok(Cow::Borrowed(s));
     }
-    let decoded = if s.contains('+') {
-        percent_decode_str(&s.replace('+', " "))
-            .decode_utf8()
-            .map(|c| c.into_owned())
+    // Escapes alone (`%2F`) are decoded straight from the request: one copy, not two.
+    let spaced;
+    let s = if s.contains('+') {
+        spaced = s.replace('+', " ");
+        &spaced
     } else {
-        // Escapes alone (`%2F`): decoded straight from the request, one copy.
-        percent_decode_str(s).decode_utf8().map(|c| c.into_owned())
+        s
     };
-    decoded.map(Cow::Owned).map_err(|_| RequestError::NotUtf8)
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| Cow::Owned(c.into_owned()))
+        .map_err(|_| RequestError::NotUtf8)
 }
 
 /// The first `len` bytes of `text` (a char boundary), borrowed if it was.

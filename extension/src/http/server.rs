@@ -495,7 +495,7 @@ fn request_purpose(refresh_now: bool) -> Purpose {
     }
 }
 
-/// The token's header, parsed once.
+// The names the guard looks for beside the standard ones, parsed once.
 static TOKEN: HeaderName = HeaderName::from_static(TOKEN_HEADER);
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
